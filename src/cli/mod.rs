@@ -1,0 +1,507 @@
+//! The `authgate` command line. Every command goes through [`Core`]; none
+//! touches the database directly.
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::{self, Config, LogFormat};
+use crate::core::clock::rfc3339;
+use crate::core::{ClientMeta, Core, Error, NewUser, Session, SystemClock, User, UserKey};
+use crate::store::{self, ConnectOptions};
+
+mod import;
+mod serve;
+
+#[derive(Debug, Parser)]
+#[command(name = "authgate", version, about = "Self-hosted authentication server", long_about = None)]
+pub struct Cli {
+    /// Config file (TOML). Default: ./authgate.toml when it exists.
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "AUTHGATE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server.
+    Serve,
+    /// Apply database migrations and exit (serve also applies them on start).
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// List and revoke sessions.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the OpenAPI document (JSON).
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Language tag such as en or de.
+        #[arg(long)]
+        locale: Option<String>,
+    },
+    /// List users (oldest first).
+    List {
+        #[command(flatten)]
+        page: Page,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one user with identities and live sessions.
+    Show {
+        /// User id or e-mail address.
+        user: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a user: ends all their sessions at once; no new sign-ins.
+    Disable { user: String },
+    /// Enable a disabled user.
+    Enable { user: String },
+    /// Delete a user with identities, sessions and stored provider tokens.
+    Delete { user: String },
+    /// Import users from CSV (header: email,name,locale) or JSON lines
+    /// ({"email","name","locale"}). All rows or none; re-running is harmless.
+    Import {
+        /// The file, or - for standard input.
+        file: PathBuf,
+        /// Default: from the file extension (.csv, .jsonl, .ndjson, .json).
+        #[arg(long, value_enum)]
+        format: Option<import::Format>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionCommand {
+    /// List live sessions, newest first.
+    List {
+        /// Only this user's (id or e-mail).
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke one session by its id, or all of a user's.
+    Revoke {
+        /// Session id (as shown by `session list`).
+        #[arg(required_unless_present = "user", conflicts_with = "user")]
+        id: Option<Uuid>,
+        /// Revoke every session of this user (id or e-mail).
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print the effective values (secrets masked).
+    Check,
+}
+
+#[derive(Debug, Args)]
+pub struct Page {
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    #[arg(long, default_value_t = 0)]
+    offset: u64,
+}
+
+/// Exit statuses: 0 success, 1 failure, 2 bad configuration or usage.
+pub const EXIT_CONFIG: u8 = 2;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = match config::resolve_path(cli.config.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let cfg = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, cfg, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, cfg: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
+    let meta = ClientMeta {
+        ip: None,
+        user_agent: Some(format!("authgate-cli/{}", env!("CARGO_PKG_VERSION"))),
+    };
+    match command {
+        Command::Serve => {
+            init_logging(&cfg, true);
+            serve::run(cfg).await
+        }
+        Command::Openapi => {
+            println!("{}", crate::http::openapi().to_pretty_json()?);
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Check) => {
+            let from = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+            println!("# effective configuration ({from} + AUTHGATE_* environment); secrets masked");
+            print!("{}", cfg.to_masked_toml());
+            eprintln!("configuration OK");
+            Ok(())
+        }
+        Command::Migrate => {
+            init_logging(&cfg, false);
+            open_core(&cfg).await?;
+            println!(
+                "database migrated ({})",
+                config::mask_url_password(&cfg.database.url)
+            );
+            Ok(())
+        }
+        Command::User(cmd) => {
+            init_logging(&cfg, false);
+            user_command(&open_core(&cfg).await?, cmd, &meta).await
+        }
+        Command::Session(cmd) => {
+            init_logging(&cfg, false);
+            session_command(&open_core(&cfg).await?, cmd, &meta).await
+        }
+    }
+}
+
+/// Logs go to standard error (standard output carries command output and
+/// console mail). The server logs at the configured level; other commands
+/// only warnings, unless `RUST_LOG` says otherwise.
+fn init_logging(cfg: &Config, server: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if server {
+        cfg.log.level.as_str()
+    } else {
+        "warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(server && std::io::stderr().is_terminal());
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.try_init(),
+    };
+}
+
+/// Open the database, apply migrations, and build the core.
+pub async fn open_core(cfg: &Config) -> anyhow::Result<Core> {
+    let opts = ConnectOptions {
+        max_connections: cfg.database.max_connections,
+        acquire_timeout: Duration::from_secs(cfg.database.acquire_timeout_secs),
+    };
+    let shown = config::mask_url_password(&cfg.database.url);
+    let store = store::connect(&cfg.database.url, &opts)
+        .await
+        .with_context(|| format!("cannot open database {shown}"))?;
+    store
+        .migrate()
+        .await
+        .with_context(|| format!("cannot migrate database {shown}"))?;
+    Ok(Core::new(
+        store,
+        Arc::new(SystemClock),
+        cfg.session.policy(),
+    ))
+}
+
+#[derive(Serialize)]
+struct UserView {
+    id: Uuid,
+    email: Option<String>,
+    name: Option<String>,
+    locale: Option<String>,
+    disabled: bool,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id,
+            email: u.email.as_ref().map(|e| e.to_string()),
+            name: u.display_name.clone(),
+            locale: u.locale.as_ref().map(|l| l.as_str().to_string()),
+            disabled: u.disabled,
+            created_at: rfc3339(u.created_at),
+            updated_at: rfc3339(u.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    id: Uuid,
+    user_id: Uuid,
+    kind: String,
+    created_at: String,
+    last_seen_at: String,
+    ends_at: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl From<&Session> for SessionView {
+    fn from(s: &Session) -> Self {
+        SessionView {
+            id: s.id,
+            user_id: s.user_id,
+            kind: s.kind.clone(),
+            created_at: rfc3339(s.created_at),
+            last_seen_at: rfc3339(s.last_seen_at),
+            ends_at: rfc3339(s.ends_at()),
+            ip: s.ip.clone(),
+            user_agent: s.user_agent.clone(),
+        }
+    }
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(r);
+    }
+}
+
+fn user_key(s: &str) -> anyhow::Result<UserKey> {
+    Ok(UserKey::parse(s)?)
+}
+
+/// Turn a core NotFound into a message that names what was looked for.
+fn named(e: Error, what: &str) -> anyhow::Error {
+    match e {
+        Error::NotFound => anyhow::anyhow!("no such {what}"),
+        other => other.into(),
+    }
+}
+
+async fn user_command(core: &Core, cmd: UserCommand, meta: &ClientMeta) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            email,
+            name,
+            locale,
+        } => {
+            let new = NewUser::parse(&email, name.as_deref(), locale.as_deref())?;
+            let user = core.add_user(new, meta).await?;
+            println!("created user {} {}", user.id, email.trim());
+        }
+        UserCommand::List { page, json } => {
+            let users = core.list_users(page.offset, page.limit).await?;
+            if json {
+                let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                print_table(
+                    &["ID", "EMAIL", "NAME", "LOCALE", "STATUS", "CREATED"],
+                    users
+                        .iter()
+                        .map(|u| {
+                            vec![
+                                u.id.to_string(),
+                                u.email.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+                                u.display_name.clone().unwrap_or_default(),
+                                u.locale
+                                    .as_ref()
+                                    .map(|l| l.as_str().to_string())
+                                    .unwrap_or_default(),
+                                if u.disabled { "disabled" } else { "active" }.to_string(),
+                                rfc3339(u.created_at),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        UserCommand::Show { user, json } => {
+            let u = core
+                .find_user(&user_key(&user)?)
+                .await
+                .map_err(|e| named(e, "user"))?;
+            let identities = core.user_identities(u.id).await?;
+            let sessions = core.list_sessions(Some(u.id), 1000).await?;
+            if json {
+                let v = serde_json::json!({
+                    "user": UserView::from(&u),
+                    "identities": identities.iter().map(|i| serde_json::json!({
+                        "provider": i.provider, "issuer": i.issuer, "subject": i.subject,
+                        "email": i.email, "email_verified": i.email_verified,
+                        "created_at": rfc3339(i.created_at), "last_used_at": rfc3339(i.last_used_at),
+                    })).collect::<Vec<_>>(),
+                    "sessions": sessions.iter().map(SessionView::from).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let v = UserView::from(&u);
+                println!("id:         {}", v.id);
+                println!("email:      {}", v.email.unwrap_or_default());
+                println!("name:       {}", v.name.unwrap_or_default());
+                println!("locale:     {}", v.locale.unwrap_or_default());
+                println!(
+                    "status:     {}",
+                    if v.disabled { "disabled" } else { "active" }
+                );
+                println!("created:    {}", v.created_at);
+                println!("updated:    {}", v.updated_at);
+                println!("identities: {}", identities.len());
+                for i in &identities {
+                    println!("  - {} {} {}", i.provider, i.issuer, i.subject);
+                }
+                println!("sessions:   {} live", sessions.len());
+            }
+        }
+        UserCommand::Disable { user } => {
+            let u = core
+                .set_user_disabled(&user_key(&user)?, true, meta)
+                .await
+                .map_err(|e| named(e, "user"))?;
+            println!("disabled user {} (all sessions ended)", u.id);
+        }
+        UserCommand::Enable { user } => {
+            let u = core
+                .set_user_disabled(&user_key(&user)?, false, meta)
+                .await
+                .map_err(|e| named(e, "user"))?;
+            println!("enabled user {}", u.id);
+        }
+        UserCommand::Delete { user } => {
+            let u = core
+                .delete_user(&user_key(&user)?, meta)
+                .await
+                .map_err(|e| named(e, "user"))?;
+            println!("deleted user {}", u.id);
+        }
+        UserCommand::Import { file, format } => import::run(core, &file, format, meta).await?,
+    }
+    Ok(())
+}
+
+async fn session_command(
+    core: &Core,
+    cmd: SessionCommand,
+    meta: &ClientMeta,
+) -> anyhow::Result<()> {
+    match cmd {
+        SessionCommand::List { user, limit, json } => {
+            let user_id = match user {
+                Some(u) => Some(
+                    core.find_user(&user_key(&u)?)
+                        .await
+                        .map_err(|e| named(e, "user"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let sessions = core.list_sessions(user_id, limit).await?;
+            if json {
+                let views: Vec<SessionView> = sessions.iter().map(SessionView::from).collect();
+                println!("{}", serde_json::to_string_pretty(&views)?);
+            } else {
+                print_table(
+                    &["ID", "USER", "KIND", "CREATED", "LAST SEEN", "ENDS", "IP"],
+                    sessions
+                        .iter()
+                        .map(|s| {
+                            let v = SessionView::from(s);
+                            vec![
+                                v.id.to_string(),
+                                v.user_id.to_string(),
+                                v.kind,
+                                v.created_at,
+                                v.last_seen_at,
+                                v.ends_at,
+                                v.ip.unwrap_or_default(),
+                            ]
+                        })
+                        .collect(),
+                );
+            }
+        }
+        SessionCommand::Revoke { id, user } => match (id, user) {
+            (Some(id), _) => {
+                core.revoke_session(id, meta)
+                    .await
+                    .map_err(|e| named(e, "session"))?;
+                println!("revoked session {id}");
+            }
+            (None, Some(u)) => {
+                let user = core
+                    .find_user(&user_key(&u)?)
+                    .await
+                    .map_err(|e| named(e, "user"))?;
+                let n = core.revoke_user_sessions(user.id, meta).await?;
+                println!("revoked {n} session(s) of user {}", user.id);
+            }
+            (None, None) => anyhow::bail!("give a session id or --user"),
+        },
+    }
+    Ok(())
+}

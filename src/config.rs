@@ -1,0 +1,528 @@
+//! Configuration: built-in defaults, then one TOML file (`--config` or
+//! `AUTHGATE_CONFIG`), then `AUTHGATE_<SECTION>__<KEY>` environment variables.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default),
+//! and every error names the key it is about.
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::core::SessionPolicy;
+
+/// The file read when neither `--config` nor `AUTHGATE_CONFIG` names one
+/// (only if it exists).
+pub const DEFAULT_FILE: &str = "authgate.toml";
+pub const ENV_PREFIX: &str = "AUTHGATE_";
+const MASK: &str = "********";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub session: SessionConfig,
+    pub mail: MailConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// The URL browsers and providers reach authgate at (callback URLs are
+    /// built from it). Defaults to `http://<listen>`.
+    pub public_url: Option<Url>,
+    /// The application's front end (redirect targets after sign-in).
+    pub frontend_url: Option<Url>,
+    /// Origins (scheme://host[:port]) a post-login redirect may go to, beside
+    /// the front end's own.
+    pub allowed_redirect_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// Seconds a request may take before it is answered with 408.
+    pub request_timeout_secs: u64,
+    /// Seconds to finish requests in flight after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3001)),
+            public_url: None,
+            frontend_url: None,
+            allowed_redirect_origins: Vec::new(),
+            body_limit_bytes: 64 * 1024,
+            request_timeout_secs: 15,
+            shutdown_grace_secs: 20,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn public_url(&self) -> Url {
+        self.public_url.clone().unwrap_or_else(|| {
+            #[allow(clippy::expect_used)] // a socket address always forms a valid URL authority
+            Url::parse(&format!("http://{}/", self.listen)).expect("socket address URL")
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://authgate.db` (default) or `postgres://user@host:5432/db`.
+    pub url: String,
+    pub max_connections: u32,
+    /// Seconds to wait for a free connection before a request fails.
+    pub acquire_timeout_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "sqlite://authgate.db".into(),
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Seconds of inactivity after which a session ends.
+    pub idle_timeout_secs: i64,
+    /// Seconds after sign-in after which a session ends regardless.
+    pub absolute_timeout_secs: i64,
+    /// Seconds between writes of a session's last-seen time.
+    pub touch_interval_secs: i64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let p = SessionPolicy::default();
+        SessionConfig {
+            idle_timeout_secs: p.idle_timeout,
+            absolute_timeout_secs: p.absolute_timeout,
+            touch_interval_secs: p.touch_interval,
+        }
+    }
+}
+
+impl SessionConfig {
+    pub fn policy(&self) -> SessionPolicy {
+        SessionPolicy {
+            idle_timeout: self.idle_timeout_secs,
+            absolute_timeout: self.absolute_timeout_secs,
+            touch_interval: self.touch_interval_secs,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Print mails to standard output (development).
+    Console,
+    /// Send through an SMTP server (`mail.smtp_url`).
+    Smtp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// `smtp://[user:pass@]host:port` (plain or STARTTLS if offered) or
+    /// `smtps://...` (TLS). Required when `transport = "smtp"`.
+    pub smtp_url: Option<String>,
+    /// The From header, e.g. `authgate <noreply@example.com>`.
+    pub from: String,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            transport: MailTransport::Console,
+            smtp_url: None,
+            from: "authgate <noreply@authgate.localhost>".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `human` (default) or `json`.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `authgate=debug,tower_http=debug`;
+    /// `RUST_LOG`, when set, wins.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Human,
+            level: "info".into(),
+        }
+    }
+}
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Dotted key, e.g. `server.listen` (empty for file-level problems).
+    pub key: String,
+    pub message: String,
+    /// Where the bad value came from (file path or environment variable).
+    pub source: Option<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)?;
+        } else {
+            write!(f, "{}: {}", self.key, self.message)?;
+        }
+        if let Some(s) = &self.source {
+            write!(f, " (from {s})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// All problems found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "invalid configuration: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn err(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        message: message.into(),
+        source: None,
+    }
+}
+
+/// The environment layer: `AUTHGATE_<SECTION>__<KEY>`. Variables without a
+/// `__` (such as `AUTHGATE_CONFIG` itself) are not config keys.
+pub fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|k| k.as_str().contains("__"))
+        .split("__")
+}
+
+/// Which file to read: an explicit path must exist; otherwise
+/// `./authgate.toml` is read if present.
+pub fn resolve_path(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigErrors> {
+    match explicit {
+        Some(p) if p.is_file() => Ok(Some(p.to_path_buf())),
+        Some(p) => Err(ConfigErrors(vec![err(
+            "",
+            format!(
+                "config file {} does not exist or is not a file",
+                p.display()
+            ),
+        )])),
+        None => Ok(Some(PathBuf::from(DEFAULT_FILE)).filter(|p| p.is_file())),
+    }
+}
+
+impl Config {
+    /// Load from the file (if any) and the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let mut fig = Figment::new();
+        if let Some(p) = path {
+            fig = fig.merge(Toml::file_exact(p));
+        }
+        Self::from_figment(fig.merge(env_provider()))
+    }
+
+    /// Load from TOML text alone (tests, `config check` of a string).
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigErrors> {
+        Self::from_figment(Figment::from(Toml::string(s)))
+    }
+
+    pub fn from_figment(fig: Figment) -> Result<Config, ConfigErrors> {
+        let cfg: Config = fig
+            .extract()
+            .map_err(|e| ConfigErrors(e.into_iter().map(from_figment).collect()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks serde cannot express: ranges, URL shapes, cross-key rules.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let s = &self.server;
+        for (key, url) in [
+            ("server.public_url", &s.public_url),
+            ("server.frontend_url", &s.frontend_url),
+        ] {
+            if let Some(u) = url
+                && (!matches!(u.scheme(), "http" | "https") || u.host().is_none())
+            {
+                errors.push(err(key, "must be an http:// or https:// URL with a host"));
+            }
+        }
+        for o in &s.allowed_redirect_origins {
+            if parse_origin(o).is_none() {
+                errors.push(err(
+                    "server.allowed_redirect_origins",
+                    format!("{o:?} is not an origin like https://app.example.com"),
+                ));
+            }
+        }
+        if s.body_limit_bytes < 1024 {
+            errors.push(err("server.body_limit_bytes", "must be at least 1024"));
+        }
+        if s.request_timeout_secs == 0 {
+            errors.push(err("server.request_timeout_secs", "must be at least 1"));
+        }
+        let d = &self.database;
+        if !(d.url.starts_with("sqlite:")
+            || d.url.starts_with("postgres:")
+            || d.url.starts_with("postgresql:"))
+        {
+            errors.push(err(
+                "database.url",
+                "must start with sqlite:// or postgres://",
+            ));
+        } else if d.url.starts_with("sqlite:") && d.url.contains(":memory:") {
+            errors.push(err(
+                "database.url",
+                "an in-memory SQLite database would be lost at exit and differ per connection; use a file",
+            ));
+        } else if d.url.starts_with("postgres") && Url::parse(&d.url).is_err() {
+            errors.push(err("database.url", "is not a valid postgres:// URL"));
+        }
+        if d.max_connections == 0 {
+            errors.push(err("database.max_connections", "must be at least 1"));
+        }
+        if d.acquire_timeout_secs == 0 {
+            errors.push(err("database.acquire_timeout_secs", "must be at least 1"));
+        }
+        let se = &self.session;
+        if se.idle_timeout_secs <= 0 {
+            errors.push(err("session.idle_timeout_secs", "must be positive"));
+        }
+        if se.absolute_timeout_secs <= 0 {
+            errors.push(err("session.absolute_timeout_secs", "must be positive"));
+        }
+        if se.touch_interval_secs < 0 || se.touch_interval_secs >= se.idle_timeout_secs.max(1) {
+            errors.push(err(
+                "session.touch_interval_secs",
+                "must be zero or more and less than session.idle_timeout_secs",
+            ));
+        }
+        let m = &self.mail;
+        match (&m.transport, &m.smtp_url) {
+            (MailTransport::Smtp, None) => errors.push(err(
+                "mail.smtp_url",
+                "is required when mail.transport = \"smtp\"",
+            )),
+            (_, Some(u)) => match Url::parse(u) {
+                Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some() => {}
+                _ => errors.push(err(
+                    "mail.smtp_url",
+                    "must look like smtp://host:port or smtps://host:port",
+                )),
+            },
+            _ => {}
+        }
+        if crate::core::Email::parse(mail_from_address(&m.from)).is_err() {
+            errors.push(err(
+                "mail.from",
+                "must be an address or \"Name <address>\" with one plain address",
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            errors.push(err("log.level", format!("is not a valid filter: {e}")));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The effective configuration as TOML, with every secret masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut masked = self.clone();
+        masked.database.url = mask_url_password(&masked.database.url);
+        masked.mail.smtp_url = masked.mail.smtp_url.as_deref().map(mask_url_password);
+        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# could not render: {e}\n"))
+    }
+}
+
+/// `Name <a@b.c>` or `a@b.c` → `a@b.c`.
+fn mail_from_address(from: &str) -> &str {
+    match (from.rfind('<'), from.rfind('>')) {
+        (Some(a), Some(b)) if a < b && b == from.len() - 1 => &from[a + 1..b],
+        _ => from,
+    }
+}
+
+/// `scheme://host[:port]` with nothing after it.
+pub fn parse_origin(s: &str) -> Option<Url> {
+    let u = Url::parse(s).ok()?;
+    let bare = matches!(u.scheme(), "http" | "https")
+        && u.host().is_some()
+        && u.path() == "/"
+        && u.query().is_none()
+        && u.fragment().is_none()
+        && u.username().is_empty()
+        && u.password().is_none()
+        && !s.trim_end_matches('/').ends_with(':');
+    bare.then_some(u)
+}
+
+/// Replace the password in a URL (if any) with a mask.
+pub fn mask_url_password(s: &str) -> String {
+    match Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some(MASK));
+            u.to_string()
+        }
+        Ok(_) => s.to_string(),
+        // Not a URL we understand: it might still hold a secret.
+        Err(_) => MASK.to_string(),
+    }
+}
+
+fn from_figment(e: figment::Error) -> ConfigError {
+    let key = e.path.join(".");
+    let source = e.metadata.as_ref().map(|m| match &m.source {
+        Some(figment::Source::File(p)) => format!("{} {}", m.name, p.display()),
+        _ => {
+            // For the environment, name the variable itself.
+            if m.name.contains("environment") && !e.path.is_empty() {
+                format!(
+                    "environment variable {ENV_PREFIX}{}",
+                    e.path
+                        .iter()
+                        .map(|p| p.to_uppercase())
+                        .collect::<Vec<_>>()
+                        .join("__")
+                )
+            } else {
+                m.name.to_string()
+            }
+        }
+    });
+    let message = match &e.kind {
+        figment::error::Kind::UnknownField(field, expected) => {
+            return ConfigError {
+                key: if e.path.last() == Some(field) {
+                    key
+                } else if key.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{key}.{field}")
+                },
+                message: format!("unknown key (expected one of: {})", expected.join(", ")),
+                source,
+            };
+        }
+        kind => kind.to_string(),
+    };
+    ConfigError {
+        key,
+        message,
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::from_toml_str("").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:3001");
+        assert_eq!(c.database.url, "sqlite://authgate.db");
+        assert_eq!(c.mail.transport, MailTransport::Console);
+        assert_eq!(c.server.public_url().as_str(), "http://127.0.0.1:3001/");
+    }
+
+    #[test]
+    fn bad_listen_names_the_key() {
+        let e = Config::from_toml_str("[server]\nlisten = \"nope\"\n").unwrap_err();
+        assert_eq!(e.0[0].key, "server.listen");
+        assert!(e.to_string().contains("server.listen"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e =
+            Config::from_toml_str("[server]\nlisten = \"127.0.0.1:1\"\nlistn = 3\n").unwrap_err();
+        assert_eq!(e.0[0].key, "server.listn");
+        let e = Config::from_toml_str("[servr]\nlisten = 1\n").unwrap_err();
+        assert_eq!(e.0[0].key, "servr");
+    }
+
+    #[test]
+    fn cross_key_rules() {
+        let e = Config::from_toml_str("[mail]\ntransport = \"smtp\"\n").unwrap_err();
+        assert_eq!(e.0[0].key, "mail.smtp_url");
+        let e = Config::from_toml_str("[database]\nurl = \"mysql://x\"\n").unwrap_err();
+        assert_eq!(e.0[0].key, "database.url");
+        let e = Config::from_toml_str(
+            "[server]\nallowed_redirect_origins = [\"https://a.example/path\"]\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "server.allowed_redirect_origins");
+        assert!(
+            Config::from_toml_str("[server]\nallowed_redirect_origins = [\"https://a.example\"]\n")
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let c = Config::from_toml_str(
+            "[database]\nurl = \"postgres://app:hunter2@db:5432/auth\"\n[mail]\ntransport = \"smtp\"\nsmtp_url = \"smtp://u:pw-secret@mail:25\"\n",
+        )
+        .unwrap();
+        let out = c.to_masked_toml();
+        assert!(
+            !out.contains("hunter2") && !out.contains("pw-secret"),
+            "{out}"
+        );
+        assert!(
+            out.contains("postgres://app:********@db:5432/auth"),
+            "{out}"
+        );
+    }
+}

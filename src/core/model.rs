@@ -1,0 +1,272 @@
+//! The core model: plain data shared by the core, the store and the surfaces.
+//! Validation lives in the constructors (`Email::parse`, `Locale::parse`, ...)
+//! so a value of these types is always well-formed.
+use std::fmt;
+
+use uuid::Uuid;
+
+use super::Error;
+use super::clock::Timestamp;
+
+/// An e-mail address parsed strictly: exactly one bare mailbox, no display
+/// name, no comments, no whitespace or control characters, a dotted domain.
+/// The string checked is exactly the string stored and later mailed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let bad = |m: &str| Error::invalid("email", m);
+        if s.is_empty() {
+            return Err(bad("must not be empty"));
+        }
+        if s.len() > 254 {
+            return Err(bad("is longer than 254 characters"));
+        }
+        if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(bad("must not contain spaces or control characters"));
+        }
+        if s.contains(['<', '>', ',', ';', '(', ')', '"', '\\', '[', ']']) {
+            return Err(bad("must be exactly one plain address (local@domain)"));
+        }
+        let parsed = email_address::EmailAddress::parse_with_options(
+            s,
+            email_address::Options::default()
+                .without_display_text()
+                .without_domain_literal(),
+        )
+        .map_err(|e| bad(&e.to_string()))?;
+        let domain = parsed.domain();
+        if !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+            return Err(bad(
+                "the domain must be a full host name such as example.com",
+            ));
+        }
+        Ok(Email(s.to_string()))
+    }
+
+    /// Wrap a value that was validated before it was stored.
+    pub(crate) fn from_stored(s: String) -> Self {
+        Email(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The case-insensitive key under which addresses are unique.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+
+    pub fn domain(&self) -> &str {
+        self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A language tag such as `en`, `de` or `pt-BR` (BCP 47 shape, not a registry check).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locale(String);
+
+impl Locale {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let mut parts = s.split(['-', '_']);
+        let lang = parts.next().unwrap_or("");
+        let ok = s.len() <= 35
+            && (2..=3).contains(&lang.len())
+            && lang.chars().all(|c| c.is_ascii_alphabetic())
+            && parts.all(|p| {
+                (1..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric())
+            });
+        if !ok {
+            return Err(Error::invalid(
+                "locale",
+                "must be a language tag such as en, de or pt-BR",
+            ));
+        }
+        Ok(Locale(s.replace('_', "-")))
+    }
+
+    /// Wrap a value that was validated before it was stored.
+    pub(crate) fn from_stored(s: String) -> Self {
+        Locale(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A person's display name: at most 200 characters, no control characters.
+pub fn parse_display_name(s: &str) -> Result<String, Error> {
+    let t = s.trim();
+    if t.chars().count() > 200 {
+        return Err(Error::invalid("name", "is longer than 200 characters"));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(Error::invalid(
+            "name",
+            "must not contain control characters",
+        ));
+    }
+    Ok(t.to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: Option<Email>,
+    pub display_name: Option<String>,
+    pub locale: Option<Locale>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A sign-in method of a user: (provider, issuer, subject) is the key a
+/// returning person is found by, never the e-mail address alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub provider: String,
+    /// The issuer the subject is unique within (for Microsoft, the tenant).
+    pub issuer: String,
+    pub subject: String,
+    pub email: Option<String>,
+    /// Whether the provider vouched for `email`.
+    pub email_verified: bool,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+}
+
+/// A session as stored: the bearer token itself is never kept, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// Public handle (safe to show in lists and logs; cannot authenticate).
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    /// Seconds of inactivity after which the session ends.
+    pub idle_timeout: i64,
+    /// Absolute end, whatever the activity.
+    pub expires_at: Timestamp,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Which surface or tool created it (e.g. `cli`, `cookie`, `mail`).
+    pub kind: String,
+}
+
+impl Session {
+    /// The moment this session ends if nothing touches it again.
+    pub fn ends_at(&self) -> Timestamp {
+        self.expires_at
+            .min(self.last_seen_at.saturating_add(self.idle_timeout))
+    }
+}
+
+/// An OAuth/OIDC login in progress: short-lived and single-use. The `state`
+/// itself is stored only as a hash; the row is removed when taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginFlow {
+    pub state_hash: Vec<u8>,
+    pub provider: String,
+    pub surface: String,
+    pub pkce_verifier: String,
+    pub nonce: String,
+    pub language: Option<String>,
+    /// Where to send the browser afterwards: kept server-side, never read
+    /// back from the callback.
+    pub redirect_to: Option<String>,
+    /// Surface-specific extra data (JSON text).
+    pub data: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A pending e-mail code sign-in: token and code are stored only as hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailLogin {
+    pub token_hash: Vec<u8>,
+    pub mail: String,
+    pub mail_norm: String,
+    pub locale: String,
+    pub code_hash: Vec<u8>,
+    pub attempts_left: i64,
+    pub device_session_id: Option<Uuid>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A provider's access and refresh tokens for one identity, as ciphertext.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderTokens {
+    pub identity_id: Uuid,
+    pub access_token: Vec<u8>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub expires_at: Option<Timestamp>,
+    pub scope: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: Timestamp,
+    pub kind: String,
+    pub user_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// Free-form, secret-free detail (JSON text).
+    pub detail: Option<String>,
+}
+
+/// Who is asking: recorded on sessions and audit events.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_parsing_is_strict() {
+        for good in ["a@example.com", "First.Last+tag@sub.example.org"] {
+            assert_eq!(Email::parse(good).unwrap().as_str(), good);
+        }
+        for bad in [
+            "",
+            "a",
+            "a@b",
+            "a@example.com\r\nBcc: x@example.com",
+            "a @example.com",
+            "A <a@example.com>",
+            "a@example.com,b@example.com",
+            "a@[127.0.0.1]",
+            "@example.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(
+            Email::parse("Ab@Example.COM").unwrap().normalized(),
+            "ab@example.com"
+        );
+    }
+
+    #[test]
+    fn locales() {
+        assert_eq!(Locale::parse("pt_BR").unwrap().as_str(), "pt-BR");
+        assert!(Locale::parse("english").is_err());
+        assert!(Locale::parse("e").is_err());
+        assert!(Locale::parse("de-").is_err());
+    }
+}

@@ -1,0 +1,94 @@
+//! The base error shape for authgate's own routes (operations, admin):
+//! `{"error": "<code>", "message": "<safe text>"}`. Surfaces answer in their
+//! own seed's shapes; they map [`crate::core::Error`] themselves.
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `not_found`.
+    pub error: &'static str,
+    /// Human-readable explanation; never contains secrets or internals.
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+impl From<crate::core::Error> for ApiError {
+    fn from(e: crate::core::Error) -> Self {
+        use crate::core::Error as E;
+        match e {
+            E::Invalid { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", e.to_string())
+            }
+            E::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
+            E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::Disabled => ApiError::new(StatusCode::FORBIDDEN, "disabled", "the user is disabled"),
+            E::Store(ref inner) => {
+                // The full chain goes to the log; the client learns only that
+                // the service is unavailable.
+                tracing::error!(error = %inner, "storage error");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the service is temporarily unavailable",
+                )
+            }
+            E::Internal(ref m) => {
+                tracing::error!(error = %m, "internal error");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error",
+                )
+            }
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this endpoint",
+    )
+}
+
+/// A handler panicked (a bug): answer with a plain 500, log without payload.
+pub fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "internal error",
+    )
+    .into_response()
+}

@@ -1,0 +1,85 @@
+//! Mail delivery. The core hands a finished [`Message`] to a [`Transport`];
+//! transports know nothing of surfaces or templates.
+use async_trait::async_trait;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// One mail, already rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    /// Worth retrying later (server down, timeout, 4xx).
+    #[error("temporary mail failure: {0}")]
+    Temporary(String),
+    /// Retrying will not help (bad address, 5xx).
+    #[error("permanent mail failure: {0}")]
+    Permanent(String),
+}
+
+#[async_trait]
+pub trait Transport: Send + Sync + 'static {
+    async fn send(&self, from: &str, message: &Message) -> Result<(), MailError>;
+}
+
+/// Development transport: writes each mail as plain text to a writer
+/// (standard output by default), so a newcomer sees codes without an SMTP
+/// server. Never use it in production: the mail text contains the code.
+pub struct ConsoleTransport {
+    out: Arc<Mutex<dyn Write + Send>>,
+}
+
+impl ConsoleTransport {
+    pub fn stdout() -> Self {
+        Self::to_writer(Arc::new(Mutex::new(std::io::stdout())))
+    }
+
+    pub fn to_writer(out: Arc<Mutex<dyn Write + Send>>) -> Self {
+        ConsoleTransport { out }
+    }
+}
+
+#[async_trait]
+impl Transport for ConsoleTransport {
+    async fn send(&self, from: &str, m: &Message) -> Result<(), MailError> {
+        let mut out = self
+            .out
+            .lock()
+            .map_err(|_| MailError::Temporary("console writer poisoned".into()))?;
+        writeln!(
+            out,
+            "----- mail (console transport) -----\nFrom: {from}\nTo: {}\nSubject: {}\n\n{}\n------------------------------------",
+            m.to, m.subject, m.text
+        )
+        .and_then(|_| out.flush())
+        .map_err(|e| MailError::Temporary(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn console_transport_prints_the_whole_mail() {
+        let buf: Arc<Mutex<Vec<u8>>> = Arc::new(Mutex::new(Vec::new()));
+        let t = ConsoleTransport::to_writer(buf.clone());
+        let m = Message {
+            to: "a@example.com".into(),
+            subject: "Sign in".into(),
+            text: "Your code: apple pear plum".into(),
+            html: None,
+        };
+        t.send("authgate <noreply@example.com>", &m).await.unwrap();
+        let printed = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(printed.contains("To: a@example.com"));
+        assert!(printed.contains("Subject: Sign in"));
+        assert!(printed.contains("apple pear plum"));
+    }
+}

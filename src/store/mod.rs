@@ -1,0 +1,147 @@
+//! Storage: one API ([`Store`]) for the whole core model, implemented once
+//! in SQL ([`sql::SqlStore`]) for SQLite and PostgreSQL. The store knows no
+//! HTTP and no rules; it keeps data and makes multi-row changes atomic.
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::core::users::{ImportReport, NewUser};
+use crate::core::{
+    AuditEvent, Identity, LoginFlow, MailLogin, ProviderTokens, Session, Timestamp, User,
+};
+
+pub mod sql;
+
+pub use sql::{ConnectOptions, SqlStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint: the value names what already exists.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The database could not be reached or timed out.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that does not decode (a corrupt row or foreign writer).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("invalid database url: {0}")]
+    Url(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which database this is (`sqlite` or `postgres`).
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<()>;
+    async fn migrate(&self) -> Result<()>;
+    /// Close all connections (afterwards every call fails as unavailable).
+    async fn close(&self);
+
+    // Users
+    async fn insert_user(&self, user: &User) -> Result<()>;
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>>;
+    async fn user_by_email(&self, email_norm: &str) -> Result<Option<User>>;
+    async fn list_users(&self, offset: u64, limit: u32) -> Result<Vec<User>>;
+    /// Set the flag; when disabling, delete the user's sessions in the same
+    /// transaction. `None` if there is no such user, else sessions ended.
+    async fn set_user_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<u64>>;
+    /// Delete a user and, by cascade, identities, sessions, provider tokens.
+    async fn delete_user(&self, id: Uuid) -> Result<bool>;
+    /// All rows in one transaction; creates missing users, updates changed ones.
+    async fn import_users(
+        &self,
+        rows: &[NewUser],
+        now: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ImportReport>;
+
+    // Identities
+    async fn insert_identity(&self, identity: &Identity) -> Result<()>;
+    async fn identity_with_user(
+        &self,
+        provider: &str,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<(Identity, User)>>;
+    async fn identities_of(&self, user_id: Uuid) -> Result<Vec<Identity>>;
+    async fn touch_identity(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        email_verified: bool,
+        now: Timestamp,
+    ) -> Result<()>;
+
+    // Sessions
+    async fn insert_session(&self, session: &Session, token_hash: &[u8]) -> Result<()>;
+    async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>>;
+    async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()>;
+    async fn delete_session(&self, id: Uuid) -> Result<bool>;
+    async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>>;
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64>;
+    /// Live sessions at `now`, newest first.
+    async fn list_sessions(
+        &self,
+        user_id: Option<Uuid>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Session>>;
+
+    // Login flows (single use: taking deletes)
+    async fn insert_login_flow(&self, flow: &LoginFlow) -> Result<()>;
+    /// Atomically remove and return an unexpired flow; a second take of the
+    /// same state finds nothing.
+    async fn take_login_flow(&self, state_hash: &[u8], now: Timestamp)
+    -> Result<Option<LoginFlow>>;
+
+    // Mail logins
+    /// Insert a new pending login and end every older one of the same address.
+    async fn insert_mail_login(&self, login: &MailLogin) -> Result<()>;
+    /// Atomically spend one attempt of an unexpired login that has attempts
+    /// left; returns the row after the decrement, or `None`.
+    async fn spend_mail_login_attempt(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<MailLogin>>;
+    async fn delete_mail_login(&self, token_hash: &[u8]) -> Result<bool>;
+
+    // Provider tokens (ciphertext only)
+    async fn put_provider_tokens(&self, tokens: &ProviderTokens) -> Result<()>;
+    async fn provider_tokens(&self, identity_id: Uuid) -> Result<Option<ProviderTokens>>;
+
+    // Rate limits
+    /// Count one hit in the window `[window_start, expires_at)` of `key` and
+    /// return the hits so far, atomically across every instance.
+    async fn rate_limit_hit(
+        &self,
+        key: &str,
+        window_start: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<i64>;
+
+    // Audit
+    async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
+    async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>>;
+
+    /// Delete what has expired; returns the number of rows removed.
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64>;
+}
+
+/// Open the database a URL names (`sqlite://...` or `postgres://...`).
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {
+    Ok(Arc::new(SqlStore::connect(url, options).await?))
+}

@@ -1,0 +1,976 @@
+//! The SQL implementation of [`Store`], for SQLite and PostgreSQL.
+//!
+//! Each statement is written once: both dialects accept the same SQL here
+//! (`$n` parameters, `ON CONFLICT`, `RETURNING`, `TRUE`/`FALSE`), and the
+//! [`with_pool!`] macro runs the one body against whichever pool is open.
+//! Only the migrations differ per dialect (`migrations/sqlite`,
+//! `migrations/postgres`), and only in column types.
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use uuid::Uuid;
+
+use super::{Result, Store, StoreError};
+use crate::core::users::{ImportReport, NewUser};
+use crate::core::{
+    AuditEvent, Email, Identity, Locale, LoginFlow, MailLogin, ProviderTokens, Session, Timestamp,
+    User,
+};
+
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Pool settings from `[database]`.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+pub struct SqlStore {
+    pool: Pool,
+}
+
+/// Run one body against whichever pool is open; `$p` is the pool.
+macro_rules! with_pool {
+    ($self:ident, |$p:ident| $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+fn db_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            let what = format!("{} {}", d.constraint().unwrap_or(""), d.message());
+            StoreError::Conflict(if what.contains("email") {
+                "a user with this e-mail address"
+            } else if what.contains("identities") || what.contains("subject") {
+                "this identity"
+            } else {
+                "a record with this key"
+            })
+        }
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+        sqlx::Error::ColumnDecode { .. }
+        | sqlx::Error::Decode(_)
+        | sqlx::Error::ColumnNotFound(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Database(e.to_string()),
+    }
+}
+
+fn uuid(s: &str) -> Result<Uuid> {
+    Uuid::parse_str(s).map_err(|e| StoreError::Corrupt(format!("bad uuid {s:?}: {e}")))
+}
+
+fn count(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+// ---------------------------------------------------------------- rows
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    locale: Option<String>,
+    disabled: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(r: UserRow) -> Result<User> {
+        Ok(User {
+            id: uuid(&r.id)?,
+            email: r.email.map(Email::from_stored),
+            display_name: r.display_name,
+            locale: r.locale.map(Locale::from_stored),
+            disabled: r.disabled,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct IdentityRow {
+    id: String,
+    user_id: String,
+    provider: String,
+    issuer: String,
+    subject: String,
+    email: Option<String>,
+    email_verified: bool,
+    created_at: i64,
+    last_used_at: i64,
+}
+
+impl TryFrom<IdentityRow> for Identity {
+    type Error = StoreError;
+    fn try_from(r: IdentityRow) -> Result<Identity> {
+        Ok(Identity {
+            id: uuid(&r.id)?,
+            user_id: uuid(&r.user_id)?,
+            provider: r.provider,
+            issuer: r.issuer,
+            subject: r.subject,
+            email: r.email,
+            email_verified: r.email_verified,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: String,
+    user_id: String,
+    created_at: i64,
+    last_seen_at: i64,
+    idle_timeout: i64,
+    expires_at: i64,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    kind: String,
+}
+
+impl TryFrom<SessionRow> for Session {
+    type Error = StoreError;
+    fn try_from(r: SessionRow) -> Result<Session> {
+        Ok(Session {
+            id: uuid(&r.id)?,
+            user_id: uuid(&r.user_id)?,
+            created_at: r.created_at,
+            last_seen_at: r.last_seen_at,
+            idle_timeout: r.idle_timeout,
+            expires_at: r.expires_at,
+            ip: r.ip,
+            user_agent: r.user_agent,
+            kind: r.kind,
+        })
+    }
+}
+
+/// The hot path's one query: the session and its user, joined.
+#[derive(sqlx::FromRow)]
+struct SessionUserRow {
+    #[sqlx(flatten)]
+    session: SessionRow,
+    u_email: Option<String>,
+    u_display_name: Option<String>,
+    u_locale: Option<String>,
+    u_disabled: bool,
+    u_created_at: i64,
+    u_updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct LoginFlowRow {
+    state_hash: Vec<u8>,
+    provider: String,
+    surface: String,
+    pkce_verifier: String,
+    nonce: String,
+    language: Option<String>,
+    redirect_to: Option<String>,
+    data: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<LoginFlowRow> for LoginFlow {
+    fn from(r: LoginFlowRow) -> LoginFlow {
+        LoginFlow {
+            state_hash: r.state_hash,
+            provider: r.provider,
+            surface: r.surface,
+            pkce_verifier: r.pkce_verifier,
+            nonce: r.nonce,
+            language: r.language,
+            redirect_to: r.redirect_to,
+            data: r.data,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct MailLoginRow {
+    token_hash: Vec<u8>,
+    mail: String,
+    mail_norm: String,
+    locale: String,
+    code_hash: Vec<u8>,
+    attempts_left: i64,
+    device_session_id: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl TryFrom<MailLoginRow> for MailLogin {
+    type Error = StoreError;
+    fn try_from(r: MailLoginRow) -> Result<MailLogin> {
+        Ok(MailLogin {
+            token_hash: r.token_hash,
+            mail: r.mail,
+            mail_norm: r.mail_norm,
+            locale: r.locale,
+            code_hash: r.code_hash,
+            attempts_left: r.attempts_left,
+            device_session_id: r.device_session_id.as_deref().map(uuid).transpose()?,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ProviderTokensRow {
+    identity_id: String,
+    access_token: Vec<u8>,
+    refresh_token: Option<Vec<u8>>,
+    expires_at: Option<i64>,
+    scope: Option<String>,
+    updated_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    at: i64,
+    kind: String,
+    user_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    detail: Option<String>,
+}
+
+// ---------------------------------------------------------------- SQL
+
+const SQL_USER_BY_ID: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE id = $1";
+const SQL_USER_BY_EMAIL: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE email_norm = $1";
+const SQL_INSERT_USER: &str = "INSERT INTO users (id, email, email_norm, display_name, locale, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const SQL_SESSION_BY_HASH: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_timeout, s.expires_at, s.ip, s.user_agent, s.kind, \
+     u.email AS u_email, u.display_name AS u_display_name, u.locale AS u_locale, u.disabled AS u_disabled, \
+     u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
+
+impl SqlStore {
+    /// Open (creating an SQLite file if needed) the database a URL names.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let pool = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Url(e.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            )
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts =
+                PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(opts)
+                    .await
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+            )
+        } else {
+            return Err(StoreError::Url(
+                "expected a URL starting with sqlite:// or postgres://".into(),
+            ));
+        };
+        Ok(SqlStore { pool })
+    }
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.pool {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let fut = async {
+            with_pool!(self, |p| sqlx::query("SELECT 1")
+                .execute(p)
+                .await
+                .map(|_| ()))
+        };
+        match tokio::time::timeout(Duration::from_secs(2), fut).await {
+            Ok(r) => r.map_err(|e| StoreError::Unavailable(e.to_string())),
+            Err(_) => Err(StoreError::Unavailable("ping timed out".into())),
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Sqlite(p) => SQLITE_MIGRATOR.run(p).await,
+            Pool::Postgres(p) => POSTGRES_MIGRATOR.run(p).await,
+        }
+        .map_err(|e| StoreError::Migration(e.to_string()))
+    }
+
+    async fn close(&self) {
+        with_pool!(self, |p| p.close().await)
+    }
+
+    // ------------------------------------------------------------ users
+
+    async fn insert_user(&self, u: &User) -> Result<()> {
+        with_pool!(self, |p| sqlx::query(SQL_INSERT_USER)
+            .bind(u.id.to_string())
+            .bind(u.email.as_ref().map(Email::as_str))
+            .bind(u.email.as_ref().map(Email::normalized))
+            .bind(u.display_name.as_deref())
+            .bind(u.locale.as_ref().map(Locale::as_str))
+            .bind(u.disabled)
+            .bind(u.created_at)
+            .bind(u.updated_at)
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|_| ()))
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>> {
+        let row: Option<UserRow> = with_pool!(self, |p| sqlx::query_as(SQL_USER_BY_ID)
+            .bind(id.to_string())
+            .fetch_optional(p)
+            .await
+            .map_err(db_err))?;
+        row.map(User::try_from).transpose()
+    }
+
+    async fn user_by_email(&self, email_norm: &str) -> Result<Option<User>> {
+        let row: Option<UserRow> = with_pool!(self, |p| sqlx::query_as(SQL_USER_BY_EMAIL)
+            .bind(email_norm)
+            .fetch_optional(p)
+            .await
+            .map_err(db_err))?;
+        row.map(User::try_from).transpose()
+    }
+
+    async fn list_users(&self, offset: u64, limit: u32) -> Result<Vec<User>> {
+        let rows: Vec<UserRow> =
+            with_pool!(self, |p| {
+                sqlx::query_as(
+            "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users \
+             ORDER BY created_at, id LIMIT $1 OFFSET $2"
+        )
+        .bind(i64::from(limit))
+        .bind(count(offset))
+        .fetch_all(p)
+        .await
+        .map_err(db_err)
+            })?;
+        rows.into_iter().map(User::try_from).collect()
+    }
+
+    async fn set_user_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<u64>> {
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let updated =
+                sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(disabled)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+            if updated == 0 {
+                return Ok(None);
+            }
+            let mut ended = 0;
+            if disabled {
+                ended = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(Some(ended))
+        })
+    }
+
+    async fn delete_user(&self, id: Uuid) -> Result<bool> {
+        with_pool!(self, |p| sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn import_users(
+        &self,
+        rows: &[NewUser],
+        now: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ImportReport> {
+        with_pool!(self, |p| {
+            let mut report = ImportReport::default();
+            let mut tx = p.begin().await.map_err(db_err)?;
+            for (i, row) in rows.iter().enumerate() {
+                let existing: Option<UserRow> = sqlx::query_as(SQL_USER_BY_EMAIL)
+                    .bind(row.email.normalized())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let name = row.display_name.as_deref();
+                let locale = row.locale.as_ref().map(Locale::as_str);
+                match existing {
+                    None => {
+                        sqlx::query(SQL_INSERT_USER)
+                            .bind(Uuid::now_v7().to_string())
+                            .bind(row.email.as_str())
+                            .bind(row.email.normalized())
+                            .bind(name)
+                            .bind(locale)
+                            .bind(false)
+                            .bind(now)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        report.created += 1;
+                    }
+                    Some(old) => {
+                        let new_name = name.map(str::to_string).or(old.display_name.clone());
+                        let new_locale = locale.map(str::to_string).or(old.locale.clone());
+                        if new_name == old.display_name && new_locale == old.locale {
+                            report.unchanged += 1;
+                        } else {
+                            sqlx::query(
+                                "UPDATE users SET display_name = $2, locale = $3, updated_at = $4 WHERE id = $1",
+                            )
+                            .bind(&old.id)
+                            .bind(new_name)
+                            .bind(new_locale)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                            report.updated += 1;
+                        }
+                    }
+                }
+                progress(i as u64 + 1);
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(report)
+        })
+    }
+
+    // ------------------------------------------------------------ identities
+
+    async fn insert_identity(&self, i: &Identity) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+            "INSERT INTO identities (id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        )
+        .bind(i.id.to_string())
+        .bind(i.user_id.to_string())
+        .bind(&i.provider)
+        .bind(&i.issuer)
+        .bind(&i.subject)
+        .bind(i.email.as_deref())
+        .bind(i.email_verified)
+        .bind(i.created_at)
+        .bind(i.last_used_at)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ())
+        })
+    }
+
+    async fn identity_with_user(
+        &self,
+        provider: &str,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<(Identity, User)>> {
+        let row: Option<IdentityRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at \
+             FROM identities WHERE provider = $1 AND issuer = $2 AND subject = $3"
+        )
+        .bind(provider)
+        .bind(issuer)
+        .bind(subject)
+        .fetch_optional(p)
+        .await
+        .map_err(db_err)
+        })?;
+        let Some(identity) = row.map(Identity::try_from).transpose()? else {
+            return Ok(None);
+        };
+        // The foreign key guarantees the user; a missing one means a
+        // concurrent delete, which reads as "no such identity".
+        Ok(self
+            .user_by_id(identity.user_id)
+            .await?
+            .map(|u| (identity, u)))
+    }
+
+    async fn identities_of(&self, user_id: Uuid) -> Result<Vec<Identity>> {
+        let rows: Vec<IdentityRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at \
+             FROM identities WHERE user_id = $1 ORDER BY created_at, id"
+        )
+        .bind(user_id.to_string())
+        .fetch_all(p)
+        .await
+        .map_err(db_err)
+        })?;
+        rows.into_iter().map(Identity::try_from).collect()
+    }
+
+    async fn touch_identity(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        email_verified: bool,
+        now: Timestamp,
+    ) -> Result<()> {
+        with_pool!(self, |p| sqlx::query(
+            "UPDATE identities SET email = $2, email_verified = $3, last_used_at = $4 WHERE id = $1"
+        )
+        .bind(id.to_string())
+        .bind(email)
+        .bind(email_verified)
+        .bind(now)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ()))
+    }
+
+    // ------------------------------------------------------------ sessions
+
+    async fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )
+        .bind(s.id.to_string())
+        .bind(token_hash)
+        .bind(s.user_id.to_string())
+        .bind(s.created_at)
+        .bind(s.last_seen_at)
+        .bind(s.idle_timeout)
+        .bind(s.expires_at)
+        .bind(s.ip.as_deref())
+        .bind(s.user_agent.as_deref())
+        .bind(&s.kind)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ())
+        })
+    }
+
+    async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>> {
+        let row: Option<SessionUserRow> =
+            with_pool!(self, |p| sqlx::query_as(SQL_SESSION_BY_HASH)
+                .bind(token_hash)
+                .fetch_optional(p)
+                .await
+                .map_err(db_err))?;
+        let Some(r) = row else { return Ok(None) };
+        let session = Session::try_from(r.session)?;
+        let user = User {
+            id: session.user_id,
+            email: r.u_email.map(Email::from_stored),
+            display_name: r.u_display_name,
+            locale: r.u_locale.map(Locale::from_stored),
+            disabled: r.u_disabled,
+            created_at: r.u_created_at,
+            updated_at: r.u_updated_at,
+        };
+        Ok(Some((session, user)))
+    }
+
+    async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()> {
+        with_pool!(self, |p| sqlx::query(
+            "UPDATE sessions SET last_seen_at = $2 WHERE id = $1"
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ()))
+    }
+
+    async fn delete_session(&self, id: Uuid) -> Result<bool> {
+        with_pool!(self, |p| sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id.to_string())
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
+        let row: Option<SessionRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "DELETE FROM sessions WHERE token_hash = $1 \
+             RETURNING id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind"
+        )
+        .bind(token_hash)
+        .fetch_optional(p)
+        .await
+        .map_err(db_err)
+        })?;
+        row.map(Session::try_from).transpose()
+    }
+
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64> {
+        with_pool!(self, |p| sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1"
+        )
+        .bind(user_id.to_string())
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|r| r.rows_affected()))
+    }
+
+    async fn list_sessions(
+        &self,
+        user_id: Option<Uuid>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Session>> {
+        let rows: Vec<SessionRow> = match user_id {
+            Some(uid) => with_pool!(self, |p| {
+                sqlx::query_as(
+                "SELECT id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind FROM sessions \
+                 WHERE expires_at > $1 AND last_seen_at + idle_timeout > $1 AND user_id = $3 \
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
+            )
+            .bind(now)
+            .bind(i64::from(limit))
+            .bind(uid.to_string())
+            .fetch_all(p)
+            .await
+            .map_err(db_err)
+            })?,
+            None => with_pool!(self, |p| {
+                sqlx::query_as(
+                "SELECT id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind FROM sessions \
+                 WHERE expires_at > $1 AND last_seen_at + idle_timeout > $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT $2"
+            )
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await
+            .map_err(db_err)
+            })?,
+        };
+        rows.into_iter().map(Session::try_from).collect()
+    }
+
+    // ------------------------------------------------------------ login flows
+
+    async fn insert_login_flow(&self, f: &LoginFlow) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+            "INSERT INTO login_flows (state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        )
+        .bind(&f.state_hash)
+        .bind(&f.provider)
+        .bind(&f.surface)
+        .bind(&f.pkce_verifier)
+        .bind(&f.nonce)
+        .bind(f.language.as_deref())
+        .bind(f.redirect_to.as_deref())
+        .bind(f.data.as_deref())
+        .bind(f.created_at)
+        .bind(f.expires_at)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ())
+        })
+    }
+
+    async fn take_login_flow(
+        &self,
+        state_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<LoginFlow>> {
+        let row: Option<LoginFlowRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "DELETE FROM login_flows WHERE state_hash = $1 \
+             RETURNING state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at"
+        )
+        .bind(state_hash)
+        .fetch_optional(p)
+        .await
+        .map_err(db_err)
+        })?;
+        Ok(row.map(LoginFlow::from).filter(|f| f.expires_at > now))
+    }
+
+    // ------------------------------------------------------------ mail logins
+
+    async fn insert_mail_login(&self, m: &MailLogin) -> Result<()> {
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
+                .bind(&m.mail_norm)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(
+                "INSERT INTO mail_logins (token_hash, mail, mail_norm, locale, code_hash, attempts_left, device_session_id, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&m.token_hash)
+            .bind(&m.mail)
+            .bind(&m.mail_norm)
+            .bind(&m.locale)
+            .bind(&m.code_hash)
+            .bind(m.attempts_left)
+            .bind(m.device_session_id.map(|u| u.to_string()))
+            .bind(m.created_at)
+            .bind(m.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)
+        })
+    }
+
+    async fn spend_mail_login_attempt(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<MailLogin>> {
+        let row: Option<MailLoginRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "UPDATE mail_logins SET attempts_left = attempts_left - 1 \
+             WHERE token_hash = $1 AND attempts_left > 0 AND expires_at > $2 \
+             RETURNING token_hash, mail, mail_norm, locale, code_hash, attempts_left, device_session_id, created_at, expires_at"
+        )
+        .bind(token_hash)
+        .bind(now)
+        .fetch_optional(p)
+        .await
+        .map_err(db_err)
+        })?;
+        row.map(MailLogin::try_from).transpose()
+    }
+
+    async fn delete_mail_login(&self, token_hash: &[u8]) -> Result<bool> {
+        with_pool!(self, |p| sqlx::query(
+            "DELETE FROM mail_logins WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|r| r.rows_affected() > 0))
+    }
+
+    // ------------------------------------------------------------ provider tokens
+
+    async fn put_provider_tokens(&self, t: &ProviderTokens) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+            "INSERT INTO provider_tokens (identity_id, access_token, refresh_token, expires_at, scope, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (identity_id) DO UPDATE SET access_token = excluded.access_token, \
+             refresh_token = excluded.refresh_token, expires_at = excluded.expires_at, \
+             scope = excluded.scope, updated_at = excluded.updated_at"
+        )
+        .bind(t.identity_id.to_string())
+        .bind(&t.access_token)
+        .bind(t.refresh_token.as_deref())
+        .bind(t.expires_at)
+        .bind(t.scope.as_deref())
+        .bind(t.updated_at)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ())
+        })
+    }
+
+    async fn provider_tokens(&self, identity_id: Uuid) -> Result<Option<ProviderTokens>> {
+        let row: Option<ProviderTokensRow> = with_pool!(self, |p| sqlx::query_as(
+            "SELECT identity_id, access_token, refresh_token, expires_at, scope, updated_at \
+             FROM provider_tokens WHERE identity_id = $1"
+        )
+        .bind(identity_id.to_string())
+        .fetch_optional(p)
+        .await
+        .map_err(db_err))?;
+        row.map(|r| {
+            Ok(ProviderTokens {
+                identity_id: uuid(&r.identity_id)?,
+                access_token: r.access_token,
+                refresh_token: r.refresh_token,
+                expires_at: r.expires_at,
+                scope: r.scope,
+                updated_at: r.updated_at,
+            })
+        })
+        .transpose()
+    }
+
+    // ------------------------------------------------------------ rate limits
+
+    async fn rate_limit_hit(
+        &self,
+        key: &str,
+        window_start: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<i64> {
+        with_pool!(self, |p| sqlx::query_scalar(
+            "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
+             RETURNING count"
+        )
+        .bind(key)
+        .bind(window_start)
+        .bind(expires_at)
+        .fetch_one(p)
+        .await
+        .map_err(db_err))
+    }
+
+    // ------------------------------------------------------------ audit
+
+    async fn insert_audit(&self, e: &AuditEvent) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
+            "INSERT INTO audit_events (at, kind, user_id, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6)"
+        )
+        .bind(e.at)
+        .bind(&e.kind)
+        .bind(e.user_id.map(|u| u.to_string()))
+        .bind(e.ip.as_deref())
+        .bind(e.user_agent.as_deref())
+        .bind(e.detail.as_deref())
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ())
+        })
+    }
+
+    async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>> {
+        let rows: Vec<AuditRow> = match user_id {
+            Some(uid) => with_pool!(self, |p| {
+                sqlx::query_as(
+                "SELECT at, kind, user_id, ip, user_agent, detail FROM audit_events WHERE user_id = $2 \
+                 ORDER BY id DESC LIMIT $1"
+            )
+            .bind(i64::from(limit))
+            .bind(uid.to_string())
+            .fetch_all(p)
+            .await
+            .map_err(db_err)
+            })?,
+            None => with_pool!(self, |p| {
+                sqlx::query_as(
+                "SELECT at, kind, user_id, ip, user_agent, detail FROM audit_events ORDER BY id DESC LIMIT $1"
+            )
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await
+            .map_err(db_err)
+            })?,
+        };
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    at: r.at,
+                    kind: r.kind,
+                    user_id: r.user_id.as_deref().map(uuid).transpose()?,
+                    ip: r.ip,
+                    user_agent: r.user_agent,
+                    detail: r.detail,
+                })
+            })
+            .collect()
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
+        const PURGES: [&str; 4] = [
+            "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
+            "DELETE FROM login_flows WHERE expires_at <= $1",
+            "DELETE FROM mail_logins WHERE expires_at <= $1",
+            "DELETE FROM rate_limits WHERE expires_at <= $1",
+        ];
+        let mut removed = 0;
+        for sql in PURGES {
+            removed += with_pool!(self, |p| sqlx::query(sql)
+                .bind(now)
+                .execute(p)
+                .await
+                .map_err(db_err)?
+                .rows_affected());
+        }
+        Ok(removed)
+    }
+}
