@@ -394,9 +394,8 @@ impl Store for SqlStore {
     }
 
     async fn list_users(&self, offset: u64, limit: u32) -> Result<Vec<User>> {
-        let rows: Vec<UserRow> =
-            with_pool!(self, |p| {
-                sqlx::query_as(
+        let rows: Vec<UserRow> = with_pool!(self, |p| {
+            sqlx::query_as(
             "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users \
              ORDER BY created_at, id LIMIT $1 OFFSET $2"
         )
@@ -405,7 +404,7 @@ impl Store for SqlStore {
         .fetch_all(p)
         .await
         .map_err(db_err)
-            })?;
+        })?;
         rows.into_iter().map(User::try_from).collect()
     }
 

@@ -1,0 +1,360 @@
+//! End to end through the real binary: CLI commands, `serve`, config errors.
+use std::process::Stdio;
+use std::sync::Arc;
+
+use authgate::core::secret::TokenFormat;
+use authgate::core::{ClientMeta, SystemClock, UserKey};
+
+use crate::support::{self, authgate, free_port, run_ok, stderr, wait_for_status};
+
+/// Start `serve`, wait for readiness, stop it with SIGTERM; returns the
+/// time to ready and the exit status.
+async fn serve_until_ready(cmd: &mut std::process::Command, port: u16) -> std::time::Duration {
+    let child = cmd
+        .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "serve exited with {}: {}",
+        out.status,
+        stderr(&out)
+    );
+    let log = stderr(&out);
+    assert!(
+        log.contains("authgate ready") && log.contains("authgate stopped"),
+        "{log}"
+    );
+    ready
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newcomer_runs_with_no_config_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(authgate(dir.path()).args([
+        "user",
+        "add",
+        "--email",
+        "a@example.com",
+        "--name",
+        "Ann Example",
+    ]));
+    assert!(out.starts_with("created user "), "{out}");
+    let list = run_ok(authgate(dir.path()).args(["user", "list"]));
+    assert!(list.lines().next().unwrap().starts_with("ID"), "{list}");
+    assert!(
+        list.contains("a@example.com") && list.contains("Ann Example"),
+        "{list}"
+    );
+
+    // The default database is ./authgate.db, in WAL mode.
+    let db = dir.path().join("authgate.db");
+    assert!(db.is_file());
+    let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&format!(
+        "sqlite://{}",
+        db.display()
+    ))
+    .await
+    .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
+
+    serve_until_ready(&mut authgate(dir.path()), free_port()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_server_on_postgres_by_url_alone() {
+    let Some(base) = support::pg_base_url() else {
+        return;
+    };
+    let (_, url, name) = support::create_pg_database(&base).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pg = |cmd: &mut std::process::Command| {
+        cmd.env("AUTHGATE_DATABASE__URL", &url);
+    };
+    let mut add = authgate(dir.path());
+    pg(&mut add);
+    run_ok(add.args(["user", "add", "--email", "pg@example.com"]));
+    let mut serve = authgate(dir.path());
+    pg(&mut serve);
+    serve_until_ready(&mut serve, free_port()).await;
+    let mut list = authgate(dir.path());
+    pg(&mut list);
+    assert!(run_ok(list.args(["user", "list"])).contains("pg@example.com"));
+    assert!(
+        !dir.path().join("authgate.db").exists(),
+        "no SQLite file when on PostgreSQL"
+    );
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("authgate.toml"),
+        "[server]\nlisten = \"nope\"\n",
+    )
+    .unwrap();
+    for args in [vec!["serve"], vec!["user", "list"], vec!["config", "check"]] {
+        let out = authgate(dir.path()).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("server.listen") && err.contains("authgate.toml"),
+            "{err}"
+        );
+    }
+
+    let clean = tempfile::tempdir().unwrap();
+    let out = authgate(clean.path())
+        .env("AUTHGATE_SESSION__IDLE_TIMEOUT_SECS", "soon")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("session.idle_timeout_secs"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("AUTHGATE_SESSION__IDLE_TIMEOUT_SECS"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = authgate(clean.path())
+        .env("AUTHGATE_SERVR__LISTEN", "127.0.0.1:1")
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("servr"), "{}", stderr(&out));
+
+    let out = authgate(clean.path())
+        .args(["--config", "missing.toml", "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing.toml"));
+}
+
+#[test]
+fn config_check_prints_effective_values_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("custom.toml");
+    std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:4000\"\n[mail]\ntransport = \"smtp\"\nsmtp_url = \"smtp://u:mailpass@127.0.0.1:2525\"\n").unwrap();
+    let out = run_ok(
+        authgate(dir.path())
+            .env("AUTHGATE_CONFIG", &file)
+            .env(
+                "AUTHGATE_DATABASE__URL",
+                "postgres://app:dbpass@127.0.0.1:5432/auth",
+            )
+            .env("AUTHGATE_SERVER__BODY_LIMIT_BYTES", "4096")
+            .args(["config", "check"]),
+    );
+    assert!(out.contains("listen = \"127.0.0.1:4000\""), "{out}");
+    assert!(
+        out.contains("body_limit_bytes = 4096"),
+        "env overrides the file: {out}"
+    );
+    assert!(
+        out.contains("postgres://app:********@127.0.0.1:5432/auth"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("dbpass") && !out.contains("mailpass"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unreachable_database_is_a_clear_error_without_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = authgate(dir.path())
+        .env(
+            "AUTHGATE_DATABASE__URL",
+            "postgres://app:sekrit@127.0.0.1:1/auth",
+        )
+        .env("AUTHGATE_DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+        .args(["user", "list"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot open database postgres://app:********@127.0.0.1:1/auth"),
+        "{err}"
+    );
+    assert!(!err.contains("sekrit"));
+}
+
+#[test]
+fn import_reports_every_bad_line_and_imports_nothing_then_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.csv"),
+        "email,name,locale\ngood@example.com,Good,en\nbroken,X,en\nok@example.com,,xx-toolongsubtag1\ngood@EXAMPLE.com,Dup,\n",
+    )
+    .unwrap();
+    let out = authgate(dir.path())
+        .args(["user", "import", "bad.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for needle in [
+        "line 3:",
+        "line 4:",
+        "line 5: duplicate of line 2",
+        "nothing imported: 3 bad row(s)",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    assert!(!err.contains("line 2:"), "{err}");
+    let list = run_ok(authgate(dir.path()).args(["user", "list", "--json"]));
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&list)
+            .unwrap()
+            .len(),
+        0
+    );
+
+    std::fs::write(
+        dir.path().join("users.jsonl"),
+        "{\"email\":\"one@example.com\",\"name\":\"One\",\"locale\":\"en\"}\n{\"email\":\"two@example.com\"}\n",
+    )
+    .unwrap();
+    let out = run_ok(authgate(dir.path()).args(["user", "import", "users.jsonl"]));
+    assert!(out.contains("2 created, 0 updated, 0 unchanged"), "{out}");
+    let out = run_ok(authgate(dir.path()).args(["user", "import", "users.jsonl"]));
+    assert!(out.contains("0 created, 0 updated, 2 unchanged"), "{out}");
+
+    let mut child = authgate(dir.path())
+        .args(["user", "import", "-", "--format", "csv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"email,name\ntwo@example.com,Two\nthree@example.com,\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 created, 1 updated, 0 unchanged"));
+    let users: Vec<serde_json::Value> = serde_json::from_str(&run_ok(
+        authgate(dir.path()).args(["user", "list", "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[1]["name"], "Two");
+}
+
+/// The CLI and a server-side core share one database: what the operator
+/// does takes effect for sessions at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_commands_end_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(authgate(dir.path()).args(["user", "add", "--email", "ops@example.com"]));
+    let url = format!("sqlite://{}", dir.path().join("authgate.db").display());
+    let store = authgate::store::connect(&url, &Default::default())
+        .await
+        .unwrap();
+    let core = authgate::core::Core::new(store, Arc::new(SystemClock), Default::default());
+    let user = core
+        .find_user(&UserKey::parse("ops@example.com").unwrap())
+        .await
+        .unwrap();
+    let meta = ClientMeta::default();
+    let (t1, s1) = core
+        .sign_in(&user, "cookie", TokenFormat::UrlSafe32, &meta)
+        .await
+        .unwrap();
+    let (t2, _) = core
+        .sign_in(&user, "cookie", TokenFormat::UrlSafe32, &meta)
+        .await
+        .unwrap();
+
+    let listed = run_ok(authgate(dir.path()).args([
+        "session",
+        "list",
+        "--user",
+        "ops@example.com",
+        "--json",
+    ]));
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        !serde_json::to_string(&listed).unwrap().contains(&t1),
+        "lists never show tokens"
+    );
+
+    run_ok(authgate(dir.path()).args(["session", "revoke", &s1.id.to_string()]));
+    assert_eq!(core.check_session(&t1).await.unwrap(), None);
+    assert!(core.check_session(&t2).await.unwrap().is_some());
+
+    let out = run_ok(authgate(dir.path()).args(["user", "disable", "ops@example.com"]));
+    assert!(out.contains("disabled user"));
+    assert_eq!(core.check_session(&t2).await.unwrap(), None);
+    let shown = run_ok(authgate(dir.path()).args(["user", "show", "ops@example.com", "--json"]));
+    let shown: serde_json::Value = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown["user"]["disabled"], true);
+    assert_eq!(shown["sessions"].as_array().unwrap().len(), 0);
+
+    run_ok(authgate(dir.path()).args(["user", "enable", &user.id.to_string()]));
+    run_ok(authgate(dir.path()).args(["user", "delete", "ops@example.com"]));
+    let out = authgate(dir.path())
+        .args(["user", "show", "ops@example.com"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no such user"));
+    let out = authgate(dir.path())
+        .args(["user", "add", "--email", "not an address"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid email"), "{}", stderr(&out));
+}
+
+#[test]
+fn openapi_command_prints_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(authgate(dir.path()).arg("openapi"));
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["info"]["title"], "authgate");
+    assert!(doc["paths"]["/health/ready"].is_object());
+}
