@@ -82,6 +82,50 @@ async fn newcomer_runs_with_no_config_at_all() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_command_and_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(authgate(dir.path()).arg("migrate"));
+    assert!(
+        out.contains("database migrated (sqlite://authgate.db)"),
+        "{out}"
+    );
+    assert!(dir.path().join("authgate.db").is_file());
+
+    let port = free_port();
+    let child = authgate(dir.path())
+        .env("AUTHGATE_LOG__FORMAT", "json")
+        .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ready = lines
+        .iter()
+        .find(|l| l["message"] == "authgate ready")
+        .expect("ready line");
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["address"], format!("127.0.0.1:{port}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_server_on_postgres_by_url_alone() {
     let Some(base) = support::pg_base_url() else {
         return;

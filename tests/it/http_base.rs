@@ -171,3 +171,43 @@ async fn unknown_paths_methods_and_big_bodies_get_clear_json_errors() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+/// SIGTERM semantics of `http::serve`: stop accepting, finish requests in
+/// flight, then return.
+#[tokio::test]
+async fn graceful_shutdown_finishes_requests_in_flight() {
+    use std::time::Duration;
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::get(|| async {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            "done"
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(authgate::http::serve(
+        listener,
+        app,
+        async {
+            let _ = rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let inflight = tokio::spawn(async move { reqwest::get(format!("http://{addr}/slow")).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tx.send(()).unwrap();
+    let r = inflight.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "done");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        reqwest::get(format!("http://{addr}/slow")).await.is_err(),
+        "no longer accepting"
+    );
+}
