@@ -7,9 +7,9 @@ use authgate::core::{ClientMeta, SystemClock, UserKey};
 
 use crate::support::{self, authgate, free_port, run_ok, stderr, wait_for_status};
 
-/// Start `serve`, wait for readiness, stop it with SIGTERM; returns the
-/// time to ready and the exit status.
-async fn serve_until_ready(cmd: &mut std::process::Command, port: u16) -> std::time::Duration {
+/// Start `serve`, wait for readiness, stop it with SIGTERM, check it
+/// exited cleanly; returns its log (standard error).
+async fn serve_until_ready(cmd: &mut std::process::Command, port: u16) -> String {
     let child = cmd
         .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .arg("serve")
@@ -17,7 +17,7 @@ async fn serve_until_ready(cmd: &mut std::process::Command, port: u16) -> std::t
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let ready = wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
+    wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
     let pid = child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -30,18 +30,17 @@ async fn serve_until_ready(cmd: &mut std::process::Command, port: u16) -> std::t
         .await
         .unwrap()
         .unwrap();
+    let log = stderr(&out);
     assert!(
         out.status.success(),
-        "serve exited with {}: {}",
-        out.status,
-        stderr(&out)
+        "serve exited with {}: {log}",
+        out.status
     );
-    let log = stderr(&out);
     assert!(
         log.contains("authgate ready") && log.contains("authgate stopped"),
         "{log}"
     );
-    ready
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,28 +91,12 @@ async fn migrate_command_and_json_logs() {
     assert!(dir.path().join("authgate.db").is_file());
 
     let port = free_port();
-    let child = authgate(dir.path())
-        .env("AUTHGATE_LOG__FORMAT", "json")
-        .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_status(&format!("http://127.0.0.1:{port}/health/ready"), 200).await;
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(out.status.success());
-    let lines: Vec<serde_json::Value> = stderr(&out)
+    let log = serve_until_ready(
+        authgate(dir.path()).env("AUTHGATE_LOG__FORMAT", "json"),
+        port,
+    )
+    .await;
+    let lines: Vec<serde_json::Value> = log
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
         .collect();

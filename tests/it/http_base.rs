@@ -184,20 +184,14 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
             "done"
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(authgate::http::serve(
-        listener,
-        app,
-        async {
-            let _ = rx.await;
-        },
-        Duration::from_secs(5),
-    ));
-    let inflight = tokio::spawn(async move { reqwest::get(format!("http://{addr}/slow")).await });
+    let srv = TestServer::serve(app).await;
+    let url = srv.url("/slow");
+    let inflight = tokio::spawn({
+        let url = url.clone();
+        async move { reqwest::get(url).await }
+    });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    tx.send(()).unwrap();
+    let server = srv.shutdown();
     let r = inflight.await.unwrap().unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "done");
@@ -206,8 +200,5 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(
-        reqwest::get(format!("http://{addr}/slow")).await.is_err(),
-        "no longer accepting"
-    );
+    assert!(reqwest::get(url).await.is_err(), "no longer accepting");
 }

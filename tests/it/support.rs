@@ -162,20 +162,26 @@ pub(crate) use on_both_databases;
 pub struct TestServer {
     pub addr: SocketAddr,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestServer {
+    /// authgate's own application over `core`.
     pub async fn start(core: Core) -> TestServer {
         let cfg = authgate::config::Config::default();
         let state = authgate::http::AppState {
             core,
             metrics: authgate::http::metrics::handle(),
         };
-        let app = authgate::http::app(state, &cfg.server);
+        Self::serve(authgate::http::app(state, &cfg.server)).await
+    }
+
+    /// Any router, served by `authgate::http::serve`.
+    pub async fn serve(app: axum::Router) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(authgate::http::serve(
+        let task = tokio::spawn(authgate::http::serve(
             listener,
             app,
             async {
@@ -186,11 +192,20 @@ impl TestServer {
         TestServer {
             addr,
             shutdown: Some(tx),
+            task: Some(task),
         }
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Signal shutdown (as SIGTERM would); the handle resolves when `serve` returns.
+    pub fn shutdown(mut self) -> tokio::task::JoinHandle<std::io::Result<()>> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().unwrap()
     }
 }
 
