@@ -17,6 +17,18 @@ pub enum Error {
     Conflict(&'static str),
     #[error("the user is disabled")]
     Disabled,
+    /// The request is understood but not allowed (the reason is safe to show).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// A credential (session, token) was required and is not valid.
+    #[error("not authorized")]
+    Unauthorized,
+    /// Too many requests; try again after this many seconds.
+    #[error("rate limit exceeded; retry after {retry_after} s")]
+    RateLimited { retry_after: i64 },
+    /// A dependency (DNS, ...) failed; the request may succeed later.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
     #[error("storage error: {0}")]
     Store(StoreError),
     #[error("internal error: {0}")]

@@ -9,7 +9,10 @@ use crate::store::Store;
 pub mod audit;
 pub mod clock;
 mod error;
+pub mod mail_login;
 pub mod model;
+pub mod outbox;
+pub mod ratelimit;
 pub mod secret;
 pub mod sessions;
 pub mod users;
@@ -17,6 +20,8 @@ pub mod users;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use model::*;
+pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
+pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};
 pub use users::{ImportReport, NewUser, UserKey};
 
@@ -29,17 +34,56 @@ struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     sessions: SessionPolicy,
+    mail_login: MailLoginPolicy,
+    mx: Option<Arc<dyn MxLookup>>,
+    outbox_notify: mail_login::OutboxNotify,
+}
+
+/// Assembles a [`Core`]: storage and clock are required, policies default.
+pub struct CoreBuilder {
+    inner: Inner,
+}
+
+impl CoreBuilder {
+    pub fn sessions(mut self, policy: SessionPolicy) -> Self {
+        self.inner.sessions = policy;
+        self
+    }
+
+    pub fn mail_login(mut self, policy: MailLoginPolicy) -> Self {
+        self.inner.mail_login = policy;
+        self
+    }
+
+    /// The resolver for deny-list MX checks (none: domains only).
+    pub fn mx(mut self, mx: Arc<dyn MxLookup>) -> Self {
+        self.inner.mx = Some(mx);
+        self
+    }
+
+    pub fn build(self) -> Core {
+        Core {
+            inner: Arc::new(self.inner),
+        }
+    }
 }
 
 impl Core {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, sessions: SessionPolicy) -> Self {
-        Core {
-            inner: Arc::new(Inner {
+    pub fn builder(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> CoreBuilder {
+        CoreBuilder {
+            inner: Inner {
                 store,
                 clock,
-                sessions,
-            }),
+                sessions: SessionPolicy::default(),
+                mail_login: MailLoginPolicy::default(),
+                mx: None,
+                outbox_notify: Default::default(),
+            },
         }
+    }
+
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, sessions: SessionPolicy) -> Self {
+        Self::builder(store, clock).sessions(sessions).build()
     }
 
     pub(crate) fn store(&self) -> &dyn Store {

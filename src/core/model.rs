@@ -205,6 +205,32 @@ pub struct MailLogin {
     pub expires_at: Timestamp,
 }
 
+/// Proof that someone read a mail sent to `mail`: single use, short-lived,
+/// stored only as a hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailAuthToken {
+    pub token_hash: Vec<u8>,
+    pub mail: String,
+    pub locale: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A rendered mail waiting in the durable outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: Uuid,
+    pub to: String,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub attempts: i64,
+    pub next_attempt_at: Timestamp,
+    /// After this the mail is pointless (its code has expired) and is dropped.
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
 /// A provider's access and refresh tokens for one identity, as ciphertext.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProviderTokens {

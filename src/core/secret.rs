@@ -22,6 +22,9 @@ pub enum TokenFormat {
     /// 16 random bytes (128 bits), standard base64 with padding: 24
     /// characters ending in `==`, for API surfaces whose clients expect it.
     Base64x16,
+    /// 32 characters of `[0-9a-zA-Z]` (about 190 bits), the e-mail code
+    /// surface's token format.
+    Alnum32,
 }
 
 /// Fill a buffer from the operating system's CSPRNG.
@@ -37,7 +40,29 @@ pub fn new_token(format: TokenFormat) -> Result<String, Error> {
     Ok(match format {
         TokenFormat::UrlSafe32 => URL_SAFE_NO_PAD.encode(random_bytes::<32>()?),
         TokenFormat::Base64x16 => STANDARD.encode(random_bytes::<16>()?),
+        TokenFormat::Alnum32 => {
+            const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+            let mut out = String::with_capacity(32);
+            for _ in 0..32 {
+                out.push(char::from(ALPHABET[random_below(ALPHABET.len() as u32)? as usize]));
+            }
+            out
+        }
     })
+}
+
+/// A uniformly random number in `0..n` (rejection sampling, no modulo bias).
+pub fn random_below(n: u32) -> Result<u32, Error> {
+    if n == 0 {
+        return Err(Error::Internal("random_below(0)".into()));
+    }
+    let zone = u32::MAX - (u32::MAX % n);
+    loop {
+        let v = u32::from_le_bytes(random_bytes::<4>()?);
+        if v < zone {
+            return Ok(v % n);
+        }
+    }
 }
 
 /// The SHA-256 of a token: what the database stores and looks up by.
@@ -71,6 +96,9 @@ mod tests {
         assert!(b.ends_with("=="));
         assert_eq!(STANDARD.decode(&b).unwrap().len(), 16);
         assert_ne!(new_token(TokenFormat::UrlSafe32).unwrap(), a);
+        let c = new_token(TokenFormat::Alnum32).unwrap();
+        assert_eq!(c.len(), 32);
+        assert!(c.chars().all(|ch| ch.is_ascii_alphanumeric()));
     }
 
     #[test]

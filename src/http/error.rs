@@ -18,6 +18,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds for a `Retry-After` header (429, 503).
+    pub retry_after: Option<i64>,
 }
 
 impl ApiError {
@@ -28,13 +30,20 @@ impl ApiError {
                 error,
                 message: message.into(),
             },
+            retry_after: None,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs.max(1)));
+        }
+        response
     }
 }
 
@@ -48,6 +57,16 @@ impl From<crate::core::Error> for ApiError {
             E::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", "not found"),
             E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             E::Disabled => ApiError::new(StatusCode::FORBIDDEN, "disabled", "the user is disabled"),
+            E::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
+            E::Unauthorized => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not authorized"),
+            E::RateLimited { retry_after } => ApiError {
+                retry_after: Some(retry_after),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; try again later")
+            },
+            E::Unavailable(ref m) => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone())
+            },
             E::Store(ref inner) => {
                 // The full chain goes to the log; the client learns only that
                 // the service is unavailable.

@@ -4,6 +4,10 @@ use async_trait::async_trait;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+pub mod mx;
+pub mod smtp;
+pub mod templates;
+
 /// One mail, already rendered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Identity, LoginFlow, MailLogin, ProviderTokens, Session, Timestamp, User,
+    AuditEvent, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail, ProviderTokens, Session, Timestamp, User,
 };
 
 pub mod sql;
@@ -108,8 +108,9 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<LoginFlow>>;
 
     // Mail logins
-    /// Insert a new pending login and end every older one of the same address.
-    async fn insert_mail_login(&self, login: &MailLogin) -> Result<()>;
+    /// In one transaction: end every older login of the same address, insert
+    /// the new one and queue its mail.
+    async fn insert_mail_login(&self, login: &MailLogin, mail: &OutboxMail) -> Result<()>;
     /// Atomically spend one attempt of an unexpired login that has attempts
     /// left; returns the row after the decrement, or `None`.
     async fn spend_mail_login_attempt(
@@ -118,6 +119,17 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<MailLogin>>;
     async fn delete_mail_login(&self, token_hash: &[u8]) -> Result<bool>;
+    async fn insert_mail_auth_token(&self, token: &MailAuthToken) -> Result<()>;
+    /// Atomically remove and return an unexpired token.
+    async fn take_mail_auth_token(&self, token_hash: &[u8], now: Timestamp) -> Result<Option<MailAuthToken>>;
+
+    // Mail outbox
+    /// Lease up to `limit` due, unleased mails until `lease_until`.
+    async fn claim_outbox(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<OutboxMail>>;
+    /// Remove a mail (sent, or given up).
+    async fn outbox_sent(&self, id: Uuid) -> Result<()>;
+    /// Release a mail for another try at `next_attempt_at`.
+    async fn outbox_retry(&self, id: Uuid, attempts: i64, next_attempt_at: Timestamp, error: &str) -> Result<()>;
 
     // Provider tokens (ciphertext only)
     async fn put_provider_tokens(&self, tokens: &ProviderTokens) -> Result<()>;

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{Result, Store, StoreError};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Email, Identity, Locale, LoginFlow, MailLogin, ProviderTokens, Session, Timestamp,
+    AuditEvent, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin, OutboxMail, ProviderTokens, Session, Timestamp,
     User,
 };
 
@@ -252,6 +252,28 @@ impl TryFrom<MailLoginRow> for MailLogin {
             expires_at: r.expires_at,
         })
     }
+}
+
+#[derive(sqlx::FromRow)]
+struct MailAuthTokenRow {
+    token_hash: Vec<u8>,
+    mail: String,
+    locale: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    id: String,
+    recipient: String,
+    subject: String,
+    body_text: String,
+    body_html: Option<String>,
+    attempts: i64,
+    next_attempt_at: i64,
+    expires_at: i64,
+    created_at: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -771,7 +793,7 @@ impl Store for SqlStore {
 
     // ------------------------------------------------------------ mail logins
 
-    async fn insert_mail_login(&self, m: &MailLogin) -> Result<()> {
+    async fn insert_mail_login(&self, m: &MailLogin, mail: &OutboxMail) -> Result<()> {
         with_pool!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
@@ -792,6 +814,22 @@ impl Store for SqlStore {
             .bind(m.device_session_id.map(|u| u.to_string()))
             .bind(m.created_at)
             .bind(m.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+            sqlx::query(
+                "INSERT INTO mail_outbox (id, recipient, subject, body_text, body_html, attempts, next_attempt_at, expires_at, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(mail.id.to_string())
+            .bind(&mail.to)
+            .bind(&mail.subject)
+            .bind(&mail.text)
+            .bind(mail.html.as_deref())
+            .bind(mail.attempts)
+            .bind(mail.next_attempt_at)
+            .bind(mail.expires_at)
+            .bind(mail.created_at)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
@@ -828,6 +866,99 @@ impl Store for SqlStore {
         .await
         .map_err(db_err)
         .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn insert_mail_auth_token(&self, t: &MailAuthToken) -> Result<()> {
+        with_pool!(self, |p| sqlx::query(
+            "INSERT INTO mail_auth_tokens (token_hash, mail, locale, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(&t.token_hash)
+        .bind(&t.mail)
+        .bind(&t.locale)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ()))
+    }
+
+    async fn take_mail_auth_token(&self, token_hash: &[u8], now: Timestamp) -> Result<Option<MailAuthToken>> {
+        let row: Option<MailAuthTokenRow> = with_pool!(self, |p| sqlx::query_as(
+            "DELETE FROM mail_auth_tokens WHERE token_hash = $1 RETURNING token_hash, mail, locale, created_at, expires_at"
+        )
+        .bind(token_hash)
+        .fetch_optional(p)
+        .await
+        .map_err(db_err))?;
+        Ok(row
+            .map(|r| MailAuthToken {
+                token_hash: r.token_hash,
+                mail: r.mail,
+                locale: r.locale,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            })
+            .filter(|t| t.expires_at > now))
+    }
+
+    // ------------------------------------------------------------ outbox
+
+    async fn claim_outbox(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<OutboxMail>> {
+        // The outer condition repeats the inner one: under concurrent
+        // workers PostgreSQL re-checks it on the locked row, so a mail that
+        // another worker just leased is skipped, not sent twice.
+        let rows: Vec<OutboxRow> = with_pool!(self, |p| sqlx::query_as(
+            "UPDATE mail_outbox SET leased_until = $2 \
+             WHERE leased_until <= $1 AND next_attempt_at <= $1 AND id IN \
+               (SELECT id FROM mail_outbox WHERE leased_until <= $1 AND next_attempt_at <= $1 \
+                ORDER BY next_attempt_at LIMIT $3) \
+             RETURNING id, recipient, subject, body_text, body_html, attempts, next_attempt_at, expires_at, created_at"
+        )
+        .bind(now)
+        .bind(lease_until)
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await
+        .map_err(db_err))?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(OutboxMail {
+                    id: uuid(&r.id)?,
+                    to: r.recipient,
+                    subject: r.subject,
+                    text: r.body_text,
+                    html: r.body_html,
+                    attempts: r.attempts,
+                    next_attempt_at: r.next_attempt_at,
+                    expires_at: r.expires_at,
+                    created_at: r.created_at,
+                })
+            })
+            .collect()
+    }
+
+    async fn outbox_sent(&self, id: Uuid) -> Result<()> {
+        with_pool!(self, |p| sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
+            .bind(id.to_string())
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|_| ()))
+    }
+
+    async fn outbox_retry(&self, id: Uuid, attempts: i64, next_attempt_at: Timestamp, error: &str) -> Result<()> {
+        with_pool!(self, |p| sqlx::query(
+            "UPDATE mail_outbox SET attempts = $2, next_attempt_at = $3, leased_until = 0, last_error = $4 WHERE id = $1"
+        )
+        .bind(id.to_string())
+        .bind(attempts)
+        .bind(next_attempt_at)
+        .bind(error)
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ()))
     }
 
     // ------------------------------------------------------------ provider tokens
@@ -955,11 +1086,13 @@ impl Store for SqlStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
-        const PURGES: [&str; 4] = [
+        const PURGES: [&str; 6] = [
             "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
             "DELETE FROM login_flows WHERE expires_at <= $1",
             "DELETE FROM mail_logins WHERE expires_at <= $1",
             "DELETE FROM rate_limits WHERE expires_at <= $1",
+            "DELETE FROM mail_auth_tokens WHERE expires_at <= $1",
+            "DELETE FROM mail_outbox WHERE expires_at <= $1",
         ];
         let mut removed = 0;
         for sql in PURGES {

@@ -1,0 +1,87 @@
+//! The durable mail outbox: mails are stored with the login they belong to
+//! and sent by a background worker, with retries and exponential backoff, so
+//! an SMTP outage delays a code mail instead of losing it, and no HTTP
+//! answer waits on SMTP. Several instances may run workers over one
+//! database: a mail is leased to one worker at a time.
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Core, Error};
+use crate::mail::{MailError, Message, Transport};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxPolicy {
+    /// Seconds before the first retry; doubled per failure.
+    pub retry_initial: i64,
+    /// Longest wait between two tries.
+    pub retry_max: i64,
+    /// Seconds a worker may hold a mail before another may take it.
+    pub lease: i64,
+    /// How often to look for due mails when nothing wakes the worker.
+    pub poll: Duration,
+}
+
+impl Default for OutboxPolicy {
+    fn default() -> Self {
+        OutboxPolicy {
+            retry_initial: 2,
+            retry_max: 60,
+            lease: 60,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Core {
+    /// Send what is due once; returns (sent, failed).
+    pub async fn deliver_outbox(&self, transport: &dyn Transport, from: &str, policy: &OutboxPolicy) -> Result<(u64, u64), Error> {
+        let now = self.now();
+        let due = self.store().claim_outbox(now, now + policy.lease, 16).await?;
+        let (mut sent, mut failed) = (0, 0);
+        for mail in due {
+            let message = Message {
+                to: mail.to.clone(),
+                subject: mail.subject.clone(),
+                text: mail.text.clone(),
+                html: mail.html.clone(),
+            };
+            match transport.send(from, &message).await {
+                Ok(()) => {
+                    self.store().outbox_sent(mail.id).await?;
+                    sent += 1;
+                }
+                Err(e) => {
+                    failed += 1;
+                    let attempts = mail.attempts + 1;
+                    let permanent = matches!(e, MailError::Permanent(_));
+                    let wait = (policy.retry_initial.max(1) << attempts.min(20).saturating_sub(1)).min(policy.retry_max);
+                    let next = self.now() + wait;
+                    if permanent || next >= mail.expires_at {
+                        tracing::warn!(mail = %mail.id, attempts, error = %e, "mail dropped: it cannot be delivered before its code expires");
+                        self.store().outbox_sent(mail.id).await?;
+                    } else {
+                        tracing::warn!(mail = %mail.id, attempts, retry_in_secs = wait, error = %e, "mail delivery failed; will retry");
+                        self.store().outbox_retry(mail.id, attempts, next, &e.to_string()).await?;
+                    }
+                }
+            }
+        }
+        Ok((sent, failed))
+    }
+
+    /// Run the outbox worker until the task is dropped.
+    pub async fn run_outbox(self, transport: Arc<dyn Transport>, from: String, policy: OutboxPolicy) {
+        let notify = self.inner.outbox_notify.clone();
+        loop {
+            match self.deliver_outbox(transport.as_ref(), &from, &policy).await {
+                Ok((sent, _)) if sent > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox: cannot read pending mails"),
+            }
+            tokio::select! {
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(policy.poll) => {}
+            }
+        }
+    }
+}
