@@ -27,6 +27,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub session: SessionConfig,
     pub mail: MailConfig,
+    pub mail_login: MailLoginConfig,
+    pub surfaces: SurfacesConfig,
+    pub admin: AdminConfig,
     pub log: LogConfig,
 }
 
@@ -49,6 +52,9 @@ pub struct ServerConfig {
     pub request_timeout_secs: u64,
     /// Seconds to finish requests in flight after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is
+    /// believed. Empty: the client is the TCP peer.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +67,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 64 * 1024,
             request_timeout_secs: 15,
             shutdown_grace_secs: 20,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -144,6 +151,12 @@ pub struct MailConfig {
     pub smtp_url: Option<String>,
     /// The From header, e.g. `authgate <noreply@example.com>`.
     pub from: String,
+    /// Seconds before the first retry of a failed delivery (doubling).
+    pub retry_initial_secs: i64,
+    /// Longest wait between two delivery attempts.
+    pub retry_max_secs: i64,
+    /// Seconds an SMTP conversation may take.
+    pub smtp_timeout_secs: u64,
 }
 
 impl Default for MailConfig {
@@ -152,8 +165,121 @@ impl Default for MailConfig {
             transport: MailTransport::Console,
             smtp_url: None,
             from: "authgate <noreply@authgate.localhost>".into(),
+            retry_initial_secs: 2,
+            retry_max_secs: 60,
+            smtp_timeout_secs: 10,
         }
     }
+}
+
+impl MailConfig {
+    pub fn outbox_policy(&self) -> crate::core::outbox::OutboxPolicy {
+        crate::core::outbox::OutboxPolicy {
+            retry_initial: self.retry_initial_secs,
+            retry_max: self.retry_max_secs,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CodeFormatName {
+    /// Random words from the EFF large word list (the original's style).
+    Words,
+    /// Random decimal digits.
+    Digits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailLoginConfig {
+    pub code_format: CodeFormatName,
+    /// Words (default 3) or digits (default 8) per code.
+    pub code_length: Option<u8>,
+    pub code_ttl_secs: i64,
+    pub attempts: i64,
+    pub auth_token_ttl_secs: i64,
+    /// Addresses (with `@`) or domains allowed to sign in; empty: all.
+    pub allow_list: Vec<String>,
+    /// Mail domains or mail-server hosts refused (MX records are checked).
+    pub deny_list: Vec<String>,
+    /// DNS server for MX look-ups, e.g. `127.0.0.1:53`; default: the system's.
+    pub dns_server: Option<SocketAddr>,
+    pub dns_timeout_secs: u64,
+    pub per_address: Vec<crate::core::Limit>,
+    pub per_ip: Vec<crate::core::Limit>,
+    pub global: Vec<crate::core::Limit>,
+    /// Trading a `mailAuthToken` for a session may create the user.
+    pub signup: bool,
+    /// The product named in the mails.
+    pub product_name: String,
+}
+
+impl Default for MailLoginConfig {
+    fn default() -> Self {
+        let p = crate::core::MailLoginPolicy::default();
+        MailLoginConfig {
+            code_format: CodeFormatName::Words,
+            code_length: None,
+            code_ttl_secs: p.code_ttl,
+            attempts: p.attempts,
+            auth_token_ttl_secs: p.auth_token_ttl,
+            allow_list: p.allow_list,
+            deny_list: p.deny_list,
+            dns_server: None,
+            dns_timeout_secs: 2,
+            per_address: p.per_address,
+            per_ip: p.per_ip,
+            global: p.global,
+            signup: p.signup,
+            product_name: p.product_name,
+        }
+    }
+}
+
+impl MailLoginConfig {
+    pub fn policy(&self) -> crate::core::MailLoginPolicy {
+        use crate::core::CodeFormat;
+        crate::core::MailLoginPolicy {
+            code_format: match self.code_format {
+                CodeFormatName::Words => CodeFormat::Words(self.code_length.unwrap_or(3)),
+                CodeFormatName::Digits => CodeFormat::Digits(self.code_length.unwrap_or(8)),
+            },
+            code_ttl: self.code_ttl_secs,
+            attempts: self.attempts,
+            auth_token_ttl: self.auth_token_ttl_secs,
+            allow_list: self.allow_list.clone(),
+            deny_list: self.deny_list.clone(),
+            per_address: self.per_address.clone(),
+            per_ip: self.per_ip.clone(),
+            global: self.global.clone(),
+            signup: self.signup,
+            product_name: self.product_name.clone(),
+        }
+    }
+}
+
+/// Which API surfaces are served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SurfacesConfig {
+    /// `/auth/send-mail-login-code-v2`, `/auth/sign-in-by-mail-code`, ...
+    pub mail_code: bool,
+}
+
+impl Default for SurfacesConfig {
+    fn default() -> Self {
+        SurfacesConfig { mail_code: true }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for `/admin/*` (at least 32 characters). Unset: the
+    /// admin endpoints answer 401 to everyone.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,6 +492,66 @@ impl Config {
                 "must be an address or \"Name <address>\" with one plain address",
             ));
         }
+        if m.retry_initial_secs < 1 || m.retry_max_secs < m.retry_initial_secs {
+            errors.push(err(
+                "mail.retry_max_secs",
+                "retry_initial_secs must be at least 1 and retry_max_secs at least that",
+            ));
+        }
+        let ml = &self.mail_login;
+        let (lo, hi) = match ml.code_format {
+            CodeFormatName::Words => (2, 8),
+            CodeFormatName::Digits => (6, 12),
+        };
+        if let Some(n) = ml.code_length
+            && !(lo..=hi).contains(&n)
+        {
+            errors.push(err(
+                "mail_login.code_length",
+                format!("must be between {lo} and {hi} for this code_format"),
+            ));
+        }
+        for (key, v) in [
+            ("mail_login.code_ttl_secs", ml.code_ttl_secs),
+            ("mail_login.auth_token_ttl_secs", ml.auth_token_ttl_secs),
+        ] {
+            if !(30..=86_400).contains(&v) {
+                errors.push(err(key, "must be between 30 and 86400 seconds"));
+            }
+        }
+        if !(1..=10).contains(&ml.attempts) {
+            errors.push(err("mail_login.attempts", "must be between 1 and 10"));
+        }
+        for (key, list) in [
+            ("mail_login.allow_list", &ml.allow_list),
+            ("mail_login.deny_list", &ml.deny_list),
+        ] {
+            if let Some(bad) = list.iter().find(|e| {
+                e.trim().is_empty() || e.chars().any(|c| c.is_whitespace() || c.is_control())
+            }) {
+                errors.push(err(key, format!("{bad:?} is not an address or domain")));
+            }
+        }
+        for (key, limits) in [
+            ("mail_login.per_address", &ml.per_address),
+            ("mail_login.per_ip", &ml.per_ip),
+            ("mail_login.global", &ml.global),
+        ] {
+            if limits.iter().any(|l| l.max < 1 || l.window_secs < 1) {
+                errors.push(err(key, "every limit needs max >= 1 and window_secs >= 1"));
+            }
+        }
+        if ml.dns_timeout_secs == 0 {
+            errors.push(err("mail_login.dns_timeout_secs", "must be at least 1"));
+        }
+        if let Some(t) = &self.admin.token
+            && t.len() < 32
+        {
+            errors.push(err(
+                "admin.token",
+                "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
+            ));
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errors.push(err("log.level", format!("is not a valid filter: {e}")));
         }
@@ -381,6 +567,7 @@ impl Config {
         let mut masked = self.clone();
         masked.database.url = mask_url_password(&masked.database.url);
         masked.mail.smtp_url = masked.mail.smtp_url.as_deref().map(mask_url_password);
+        masked.admin.token = masked.admin.token.as_ref().map(|_| MASK.to_string());
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# could not render: {e}\n"))
     }
 }
@@ -510,9 +697,27 @@ mod tests {
     }
 
     #[test]
+    fn mail_login_keys() {
+        let c = Config::from_toml_str(
+            "[mail_login]\ncode_format = \"digits\"\ndeny_list = [\"bad.example\"]\ndns_server = \"127.0.0.1:5353\"\nper_address = [{ max = 5, window_secs = 60 }]\n",
+        )
+        .unwrap();
+        let p = c.mail_login.policy();
+        assert_eq!(p.code_format, crate::core::CodeFormat::Digits(8));
+        assert_eq!(p.per_address, vec![crate::core::Limit::new(5, 60)]);
+        let e = Config::from_toml_str("[mail_login]\ncode_length = 1\n").unwrap_err();
+        assert_eq!(e.0[0].key, "mail_login.code_length");
+        let e = Config::from_toml_str("[admin]\ntoken = \"short\"\n").unwrap_err();
+        assert_eq!(e.0[0].key, "admin.token");
+        let e =
+            Config::from_toml_str("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(e.0[0].key.starts_with("server.trusted_proxies"), "{e}");
+    }
+
+    #[test]
     fn secrets_are_masked() {
         let c = Config::from_toml_str(
-            "[database]\nurl = \"postgres://app:hunter2@db:5432/auth\"\n[mail]\ntransport = \"smtp\"\nsmtp_url = \"smtp://u:pw-secret@mail:25\"\n",
+            "[database]\nurl = \"postgres://app:hunter2@db:5432/auth\"\n[mail]\ntransport = \"smtp\"\nsmtp_url = \"smtp://u:pw-secret@mail:25\"\n[admin]\ntoken = \"admin-secret-0123456789abcdefghijkl\"\n",
         )
         .unwrap();
         let out = c.to_masked_toml();

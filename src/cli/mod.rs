@@ -17,7 +17,7 @@ use crate::core::{ClientMeta, Core, Error, NewUser, Session, SystemClock, User, 
 use crate::store::{self, ConnectOptions};
 
 mod import;
-mod serve;
+pub mod serve;
 
 #[derive(Debug, Parser)]
 #[command(name = "authgate", version, about = "Self-hosted authentication server", long_about = None)]
@@ -234,8 +234,8 @@ fn init_logging(cfg: &Config, server: bool) {
     };
 }
 
-/// Open the database, apply migrations, and build the core.
-pub async fn open_core(cfg: &Config) -> anyhow::Result<Core> {
+/// Open the database and apply migrations.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     let opts = ConnectOptions {
         max_connections: cfg.database.max_connections,
         acquire_timeout: Duration::from_secs(cfg.database.acquire_timeout_secs),
@@ -248,8 +248,13 @@ pub async fn open_core(cfg: &Config) -> anyhow::Result<Core> {
         .migrate()
         .await
         .with_context(|| format!("cannot migrate database {shown}"))?;
+    Ok(store)
+}
+
+/// The core for CLI commands (no mail, no resolver).
+async fn open_core(cfg: &Config) -> anyhow::Result<Core> {
     Ok(Core::new(
-        store,
+        open_store(cfg).await?,
         Arc::new(SystemClock),
         cfg.session.policy(),
     ))

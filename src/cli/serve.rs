@@ -1,42 +1,72 @@
-//! `authgate serve`.
+//! `authgate serve`: assemble the core, the HTTP application and the
+//! background workers from the configuration, then serve.
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
 use crate::config::{Config, MailTransport};
+use crate::core::{Clock, Core};
 use crate::http::{self, AppState};
+use crate::mail::Transport;
+use crate::mail::mx::DnsMx;
+use crate::mail::smtp::SmtpTransport;
+use crate::store::Store;
 
 /// How often expired sessions, flows, codes and counters are removed.
 const PURGE_EVERY: Duration = Duration::from_secs(300);
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let core = super::open_core(&cfg).await?;
-    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
-    let address = listener.local_addr()?;
-    let app = http::app(
-        AppState {
-            core: core.clone(),
-            metrics: http::metrics::handle(),
-        },
-        &cfg.server,
-    );
-    if cfg.mail.transport == MailTransport::Console {
-        tracing::info!(
-            "mail.transport = console: mails are printed to standard output (development only)"
-        );
-    }
-    tracing::info!(
-        %address,
-        public_url = %cfg.server.public_url(),
-        database = %crate::config::mask_url_password(&cfg.database.url),
-        startup_ms = started.elapsed().as_millis() as u64,
-        "authgate ready"
-    );
+/// The mail transport the configuration names.
+pub fn transport(cfg: &Config) -> anyhow::Result<Arc<dyn Transport>> {
+    Ok(match cfg.mail.transport {
+        MailTransport::Console => Arc::new(crate::mail::ConsoleTransport::stdout()),
+        MailTransport::Smtp => {
+            let url = cfg
+                .mail
+                .smtp_url
+                .as_deref()
+                .context("mail.smtp_url is required")?;
+            Arc::new(
+                SmtpTransport::from_url(url, Duration::from_secs(cfg.mail.smtp_timeout_secs))
+                    .map_err(|e| anyhow::anyhow!("mail.smtp_url: {e}"))?,
+            )
+        }
+    })
+}
 
-    let purger = tokio::spawn({
+/// Build the core over `store`, the HTTP application, and the background
+/// work (mail outbox, purging) as one future to spawn. `transport`
+/// overrides the configured mail transport (tests, embedding).
+pub fn assemble(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    transport: Option<Arc<dyn Transport>>,
+) -> anyhow::Result<(
+    Core,
+    axum::Router,
+    impl Future<Output = ()> + Send + 'static,
+)> {
+    let ml = &cfg.mail_login;
+    let mut builder = Core::builder(store, clock)
+        .sessions(cfg.session.policy())
+        .mail_login(ml.policy());
+    if !ml.deny_list.is_empty() {
+        let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
+            .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;
+        builder = builder.mx(Arc::new(mx));
+    }
+    let core = builder.build();
+    let transport = match transport {
+        Some(t) => t,
+        None => self::transport(cfg)?,
+    };
+    let app = http::app(AppState::new(core.clone(), cfg), &cfg.server);
+    let outbox =
+        core.clone()
+            .run_outbox(transport, cfg.mail.from.clone(), cfg.mail.outbox_policy());
+    let purger = {
         let core = core.clone();
         async move {
             let mut tick = tokio::time::interval(PURGE_EVERY);
@@ -49,8 +79,34 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
         }
-    });
+    };
+    let background = async move {
+        tokio::join!(outbox, purger);
+    };
+    Ok((core, app, background))
+}
 
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let store = super::open_store(&cfg).await?;
+    let (_core, app, background) = assemble(&cfg, store, Arc::new(crate::core::SystemClock), None)?;
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    let address = listener.local_addr()?;
+    if cfg.mail.transport == MailTransport::Console {
+        tracing::info!(
+            "mail.transport = console: mails are printed to standard output (development only)"
+        );
+    }
+    let background = tokio::spawn(background);
+    tracing::info!(
+        %address,
+        public_url = %cfg.server.public_url(),
+        database = %crate::config::mask_url_password(&cfg.database.url),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "authgate ready"
+    );
     let result = http::serve(
         listener,
         app,
@@ -58,7 +114,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Duration::from_secs(cfg.server.shutdown_grace_secs),
     )
     .await;
-    purger.abort();
+    background.abort();
     result.context("server error")?;
     tracing::info!("authgate stopped");
     Ok(())

@@ -15,7 +15,10 @@ use uuid::Uuid;
 
 use super::ratelimit::{Limit, ip_key};
 use super::secret::{self, TokenFormat};
-use super::{ClientMeta, Core, Email, Error, Locale, MailAuthToken, MailLogin, NewUser, OutboxMail, User, UserKey};
+use super::{
+    ClientMeta, Core, Email, Error, Locale, MailAuthToken, MailLogin, NewUser, OutboxMail, User,
+    UserKey,
+};
 
 const WORDS: &str = include_str!("eff_large_wordlist.txt");
 
@@ -62,7 +65,11 @@ impl Default for MailLoginPolicy {
             deny_list: Vec::new(),
             per_address: vec![Limit::new(2, 300), Limit::new(6, 86_400)],
             per_ip: vec![Limit::new(20, 3600), Limit::new(100, 86_400)],
-            global: vec![Limit::new(100, 60), Limit::new(500, 3600), Limit::new(1000, 86_400)],
+            global: vec![
+                Limit::new(100, 60),
+                Limit::new(500, 3600),
+                Limit::new(1000, 86_400),
+            ],
             signup: true,
             product_name: "authgate".into(),
         }
@@ -152,7 +159,10 @@ pub fn new_code(format: CodeFormat) -> Result<String, Error> {
 /// `entry` names `host` itself or a parent domain of it.
 fn domain_matches(host: &str, entry: &str) -> bool {
     let host = host.trim_end_matches('.').to_ascii_lowercase();
-    let entry = entry.trim_start_matches('@').trim_end_matches('.').to_ascii_lowercase();
+    let entry = entry
+        .trim_start_matches('@')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     !entry.is_empty() && (host == entry || host.ends_with(&format!(".{entry}")))
 }
 
@@ -163,7 +173,8 @@ impl MailLoginPolicy {
                 if e.contains('@') && !e.starts_with('@') {
                     e.eq_ignore_ascii_case(mail.as_str())
                 } else {
-                    e.trim_start_matches('@').eq_ignore_ascii_case(mail.domain())
+                    e.trim_start_matches('@')
+                        .eq_ignore_ascii_case(mail.domain())
                 }
             })
     }
@@ -222,7 +233,8 @@ impl Core {
         };
         let norm = mail.normalized();
         let limited = async {
-            self.hit_rate_limits(&format!("mail:{norm}"), &policy.per_address).await?;
+            self.hit_rate_limits(&format!("mail:{norm}"), &policy.per_address)
+                .await?;
             if let Some(key) = client.ip.as_deref().and_then(ip_key) {
                 self.hit_rate_limits(&key, &policy.per_ip).await?;
             }
@@ -230,8 +242,13 @@ impl Core {
         };
         if let Err(e) = limited.await {
             if matches!(e, Error::RateLimited { .. }) {
-                self.audit("mail_code.rate_limited", None, client, Some(json!({ "domain": mail.domain() })))
-                    .await;
+                self.audit(
+                    "mail_code.rate_limited",
+                    None,
+                    client,
+                    Some(json!({ "domain": mail.domain() })),
+                )
+                .await;
             }
             return Err(e);
         }
@@ -291,8 +308,14 @@ impl Core {
 
     /// Check a code against its login. Each call spends one attempt,
     /// atomically, before the code is compared.
-    pub async fn check_mail_code(&self, login_token: &str, code: &str, client: &ClientMeta) -> Result<CodeCheck, Error> {
-        if login_token.is_empty() || login_token.len() > secret::MAX_TOKEN_LEN || code.len() > 1024 {
+    pub async fn check_mail_code(
+        &self,
+        login_token: &str,
+        code: &str,
+        client: &ClientMeta,
+    ) -> Result<CodeCheck, Error> {
+        if login_token.is_empty() || login_token.len() > secret::MAX_TOKEN_LEN || code.len() > 1024
+        {
             return Ok(CodeCheck::Gone);
         }
         let now = self.now();
@@ -301,8 +324,13 @@ impl Core {
             return Ok(CodeCheck::Gone);
         };
         if !secret::ct_eq(&login.code_hash, &code_hash(login_token, code)) {
-            self.audit("mail_code.wrong", None, client, Some(json!({ "attempts_left": login.attempts_left })))
-                .await;
+            self.audit(
+                "mail_code.wrong",
+                None,
+                client,
+                Some(json!({ "attempts_left": login.attempts_left })),
+            )
+            .await;
             if login.attempts_left <= 0 {
                 self.store().delete_mail_login(&hash).await?;
                 return Ok(CodeCheck::Gone);
@@ -324,7 +352,9 @@ impl Core {
             })
             .await?;
         self.audit("mail_code.accepted", None, client, None).await;
-        Ok(CodeCheck::Accepted { mail_auth_token: token })
+        Ok(CodeCheck::Accepted {
+            mail_auth_token: token,
+        })
     }
 
     /// Consume a `mailAuthToken` (once): the address it proves, or `None`.
@@ -354,7 +384,10 @@ impl Core {
         format: TokenFormat,
         client: &ClientMeta,
     ) -> Result<(User, String, bool), Error> {
-        let verified = self.take_mail_auth_token(token).await?.ok_or(Error::Unauthorized)?;
+        let verified = self
+            .take_mail_auth_token(token)
+            .await?
+            .ok_or(Error::Unauthorized)?;
         let (user, created) = match self.find_user(&UserKey::Email(verified.mail.clone())).await {
             Ok(u) => (u, false),
             Err(Error::NotFound) if self.mail_login_policy().signup => {
@@ -366,7 +399,9 @@ impl Core {
                 match self.add_user(new, client).await {
                     Ok(u) => (u, true),
                     // Created concurrently by another request: use it.
-                    Err(Error::Conflict(_)) => (self.find_user(&UserKey::Email(verified.mail)).await?, false),
+                    Err(Error::Conflict(_)) => {
+                        (self.find_user(&UserKey::Email(verified.mail)).await?, false)
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -388,8 +423,14 @@ mod tests {
     #[test]
     fn codes_compare_ignoring_spaces_stars_and_case() {
         assert_eq!(normalize_code(" Apple *pear*  PLUM "), "applepearplum");
-        assert_eq!(code_hash("t", "apple pear plum"), code_hash("t", "ApplePear Plum*"));
-        assert_ne!(code_hash("t", "apple pear plum"), code_hash("u", "apple pear plum"));
+        assert_eq!(
+            code_hash("t", "apple pear plum"),
+            code_hash("t", "ApplePear Plum*")
+        );
+        assert_ne!(
+            code_hash("t", "apple pear plum"),
+            code_hash("u", "apple pear plum")
+        );
     }
 
     #[test]

@@ -19,8 +19,8 @@ pub mod users;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
-pub use model::*;
 pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
+pub use model::*;
 pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};
 pub use users::{ImportReport, NewUser, UserKey};

@@ -34,9 +34,17 @@ impl Default for OutboxPolicy {
 
 impl Core {
     /// Send what is due once; returns (sent, failed).
-    pub async fn deliver_outbox(&self, transport: &dyn Transport, from: &str, policy: &OutboxPolicy) -> Result<(u64, u64), Error> {
+    pub async fn deliver_outbox(
+        &self,
+        transport: &dyn Transport,
+        from: &str,
+        policy: &OutboxPolicy,
+    ) -> Result<(u64, u64), Error> {
         let now = self.now();
-        let due = self.store().claim_outbox(now, now + policy.lease, 16).await?;
+        let due = self
+            .store()
+            .claim_outbox(now, now + policy.lease, 16)
+            .await?;
         let (mut sent, mut failed) = (0, 0);
         for mail in due {
             let message = Message {
@@ -54,14 +62,17 @@ impl Core {
                     failed += 1;
                     let attempts = mail.attempts + 1;
                     let permanent = matches!(e, MailError::Permanent(_));
-                    let wait = (policy.retry_initial.max(1) << attempts.min(20).saturating_sub(1)).min(policy.retry_max);
+                    let wait = (policy.retry_initial.max(1) << attempts.min(20).saturating_sub(1))
+                        .min(policy.retry_max);
                     let next = self.now() + wait;
                     if permanent || next >= mail.expires_at {
                         tracing::warn!(mail = %mail.id, attempts, error = %e, "mail dropped: it cannot be delivered before its code expires");
                         self.store().outbox_sent(mail.id).await?;
                     } else {
                         tracing::warn!(mail = %mail.id, attempts, retry_in_secs = wait, error = %e, "mail delivery failed; will retry");
-                        self.store().outbox_retry(mail.id, attempts, next, &e.to_string()).await?;
+                        self.store()
+                            .outbox_retry(mail.id, attempts, next, &e.to_string())
+                            .await?;
                     }
                 }
             }
@@ -70,10 +81,18 @@ impl Core {
     }
 
     /// Run the outbox worker until the task is dropped.
-    pub async fn run_outbox(self, transport: Arc<dyn Transport>, from: String, policy: OutboxPolicy) {
+    pub async fn run_outbox(
+        self,
+        transport: Arc<dyn Transport>,
+        from: String,
+        policy: OutboxPolicy,
+    ) {
         let notify = self.inner.outbox_notify.clone();
         loop {
-            match self.deliver_outbox(transport.as_ref(), &from, &policy).await {
+            match self
+                .deliver_outbox(transport.as_ref(), &from, &policy)
+                .await
+            {
                 Ok((sent, _)) if sent > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox: cannot read pending mails"),

@@ -33,7 +33,11 @@ impl Core {
                 retry_after = retry_after.max(end - now);
             }
         }
-        if retry_after > 0 { Err(Error::RateLimited { retry_after }) } else { Ok(()) }
+        if retry_after > 0 {
+            Err(Error::RateLimited { retry_after })
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -46,7 +50,10 @@ pub fn ip_key(ip: &str) -> Option<String> {
             Some(v4) => Some(format!("ip:{v4}")),
             None => {
                 let s = v6.segments();
-                Some(format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]))
+                Some(format!(
+                    "ip:{:x}:{:x}:{:x}:{:x}::/64",
+                    s[0], s[1], s[2], s[3]
+                ))
             }
         },
     }
@@ -58,7 +65,10 @@ mod tests {
 
     #[test]
     fn ipv6_is_limited_per_64() {
-        assert_eq!(ip_key("2001:db8:1:2:aaaa::1"), ip_key("2001:db8:1:2:bbbb::2"));
+        assert_eq!(
+            ip_key("2001:db8:1:2:aaaa::1"),
+            ip_key("2001:db8:1:2:bbbb::2")
+        );
         assert_ne!(ip_key("2001:db8:1:2::1"), ip_key("2001:db8:1:3::1"));
         assert_eq!(ip_key("::ffff:192.0.2.1").as_deref(), Some("ip:192.0.2.1"));
         assert_eq!(ip_key("192.0.2.1").as_deref(), Some("ip:192.0.2.1"));

@@ -41,10 +41,13 @@ pub fn new_token(format: TokenFormat) -> Result<String, Error> {
         TokenFormat::UrlSafe32 => URL_SAFE_NO_PAD.encode(random_bytes::<32>()?),
         TokenFormat::Base64x16 => STANDARD.encode(random_bytes::<16>()?),
         TokenFormat::Alnum32 => {
-            const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+            const ALPHABET: &[u8] =
+                b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
             let mut out = String::with_capacity(32);
             for _ in 0..32 {
-                out.push(char::from(ALPHABET[random_below(ALPHABET.len() as u32)? as usize]));
+                out.push(char::from(
+                    ALPHABET[random_below(ALPHABET.len() as u32)? as usize],
+                ));
             }
             out
         }

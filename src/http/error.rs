@@ -39,9 +39,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body)).into_response();
         if let Some(secs) = self.retry_after {
-            response
-                .headers_mut()
-                .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs.max(1)));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs.max(1)),
+            );
         }
         response
     }
@@ -58,10 +59,16 @@ impl From<crate::core::Error> for ApiError {
             E::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             E::Disabled => ApiError::new(StatusCode::FORBIDDEN, "disabled", "the user is disabled"),
             E::Forbidden(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
-            E::Unauthorized => ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not authorized"),
+            E::Unauthorized => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "not authorized")
+            }
             E::RateLimited { retry_after } => ApiError {
                 retry_after: Some(retry_after),
-                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; try again later")
+                ..ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests; try again later",
+                )
             },
             E::Unavailable(ref m) => ApiError {
                 retry_after: Some(5),

@@ -6,25 +6,28 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::routing::get;
 use axum::{Json, middleware};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::{
     SetSensitiveRequestHeadersLayer, SetSensitiveResponseHeadersLayer,
 };
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::ServerConfig;
+use crate::config::{Config, ServerConfig, SurfacesConfig};
 use crate::core::Core;
 
+pub mod admin;
 pub mod error;
+pub mod extract;
 pub mod health;
+pub mod mail_code;
 pub mod metrics;
 
 pub use error::ApiError;
@@ -34,6 +37,29 @@ pub use error::ApiError;
 pub struct AppState {
     pub core: Core,
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub http: Arc<HttpSettings>,
+}
+
+/// The parts of the configuration the HTTP layer itself needs.
+#[derive(Debug, Clone, Default)]
+pub struct HttpSettings {
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub admin_token: Option<String>,
+    pub surfaces: SurfacesConfig,
+}
+
+impl AppState {
+    pub fn new(core: Core, config: &Config) -> Self {
+        AppState {
+            core,
+            metrics: metrics::handle(),
+            http: Arc::new(HttpSettings {
+                trusted_proxies: config.server.trusted_proxies.clone(),
+                admin_token: config.admin.token.clone(),
+                surfaces: config.surfaces.clone(),
+            }),
+        }
+    }
 }
 
 #[derive(OpenApi)]
@@ -43,25 +69,38 @@ pub struct AppState {
         description = "Self-hosted authentication server: sessions, Microsoft/Google/GitHub sign-in and e-mail codes.",
         license(name = "Apache-2.0")
     ),
-    tags((name = "operations", description = "Health, readiness, metrics and this document"))
+    tags(
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "mail code", description = "Passwordless sign-in by a code sent by e-mail (TimeLimit's /auth API)"),
+        (name = "admin", description = "For the application's back end; `Authorization: Bearer <admin.token>`")
+    )
 )]
 struct ApiDoc;
 
-/// Every documented route, with its OpenAPI description.
-fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router())
+/// Every route of the enabled surfaces, with its OpenAPI description.
+fn api(surfaces: &SurfacesConfig) -> OpenApiRouter<AppState> {
+    let no_store = SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router());
+    if surfaces.mail_code {
+        api = api.merge(mail_code::router().layer(no_store.clone()));
+    }
+    api.merge(admin::router().layer(no_store))
 }
 
-/// The OpenAPI document (served at `/openapi.json`, printed by `authgate openapi`).
+/// The OpenAPI document of every surface (served at `/openapi.json` with the
+/// enabled ones, printed by `authgate openapi`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+    api(&SurfacesConfig::default()).split_for_parts().1
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete application with its layers.
 pub fn app(state: AppState, server: &ServerConfig) -> Router {
-    let (router, doc) = api().split_for_parts();
+    let (router, doc) = api(&state.http.surfaces).split_for_parts();
     let doc = Arc::new(doc);
     router
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
@@ -72,8 +111,9 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(server.request_timeout_secs),
         ))
+        // Bodies are limited where they are read (extractors), so an
+        // oversized body is the surface's own 400, not a bare 413.
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
-        .layer(RequestBodyLimitLayer::new(server.body_limit_bytes))
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {

@@ -31,7 +31,8 @@ impl DnsMx {
                     TokioRuntimeProvider::default(),
                 )
             }
-            None => Resolver::builder_tokio().map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
+            None => Resolver::builder_tokio()
+                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?,
         };
         let opts = builder.options_mut();
         opts.timeout = timeout;
@@ -56,10 +57,20 @@ impl MxLookup for DnsMx {
                         if mx.exchange.is_root() {
                             return Ok(MxAnswer::NullMx);
                         }
-                        hosts.push(mx.exchange.to_lowercase().to_ascii().trim_end_matches('.').to_string());
+                        hosts.push(
+                            mx.exchange
+                                .to_lowercase()
+                                .to_ascii()
+                                .trim_end_matches('.')
+                                .to_string(),
+                        );
                     }
                 }
-                Ok(if hosts.is_empty() { MxAnswer::None } else { MxAnswer::Hosts(hosts) })
+                Ok(if hosts.is_empty() {
+                    MxAnswer::None
+                } else {
+                    MxAnswer::Hosts(hosts)
+                })
             }
             Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(MxAnswer::None),
             Err(e) => Err(e.to_string()),

@@ -16,10 +16,11 @@ pub struct SmtpTransport {
 
 impl SmtpTransport {
     pub fn from_url(url: &str, timeout: Duration) -> Result<Self, String> {
-        let inner: AsyncSmtpTransport<Tokio1Executor> = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("invalid SMTP URL: {e}"))?
-            .timeout(Some(timeout))
-            .build();
+        let inner: AsyncSmtpTransport<Tokio1Executor> =
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+                .map_err(|e| format!("invalid SMTP URL: {e}"))?
+                .timeout(Some(timeout))
+                .build();
         Ok(SmtpTransport { inner })
     }
 }
@@ -27,9 +28,16 @@ impl SmtpTransport {
 /// Build the MIME message. Addresses are parsed again here, so nothing that
 /// is not exactly one mailbox reaches a header.
 pub fn build(from: &str, m: &Message) -> Result<lettre::Message, MailError> {
-    let from: Mailbox = from.parse().map_err(|e| MailError::Permanent(format!("bad From address: {e}")))?;
-    let to: Mailbox = m.to.parse().map_err(|e| MailError::Permanent(format!("bad recipient: {e}")))?;
-    let builder = lettre::Message::builder().from(from).to(to).subject(m.subject.clone());
+    let from: Mailbox = from
+        .parse()
+        .map_err(|e| MailError::Permanent(format!("bad From address: {e}")))?;
+    let to: Mailbox =
+        m.to.parse()
+            .map_err(|e| MailError::Permanent(format!("bad recipient: {e}")))?;
+    let builder = lettre::Message::builder()
+        .from(from)
+        .to(to)
+        .subject(m.subject.clone());
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(m.text.clone());

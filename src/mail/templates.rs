@@ -66,7 +66,11 @@ const NL: Strings = Strings {
 pub const LOCALES: [&str; 5] = ["en", "de", "fr", "es", "nl"];
 
 fn strings(locale: &str) -> &'static Strings {
-    let primary = locale.split(['-', '_']).next().unwrap_or("").to_ascii_lowercase();
+    let primary = locale
+        .split(['-', '_'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
     match primary.as_str() {
         "de" => &DE,
         "fr" => &FR,
@@ -148,22 +152,45 @@ mod tests {
     #[test]
     fn every_locale_renders_with_the_code_and_falls_back_to_english() {
         for l in LOCALES {
-            let m = login_code(l, "TimeLimit", "a@example.com", "apple pear plum", Some("Pixel 7"), 10).unwrap();
+            let m = login_code(
+                l,
+                "TimeLimit",
+                "a@example.com",
+                "apple pear plum",
+                Some("Pixel 7"),
+                10,
+            )
+            .unwrap();
             assert!(m.text.contains("apple pear plum"), "{l}");
             assert!(m.text.contains("Pixel 7"), "{l}");
             assert!(m.subject.contains("TimeLimit"), "{l}");
             assert!(m.html.as_ref().unwrap().contains("apple pear plum"), "{l}");
         }
         let de = login_code("de-AT", "X", "a@example.com", "c", None, 10).unwrap();
-        assert!(de.text.contains("Geben Sie diesen Code nicht an Dritte weiter."));
+        assert!(
+            de.text
+                .contains("Geben Sie diesen Code nicht an Dritte weiter.")
+        );
         let fallback = login_code("pt-BR", "X", "a@example.com", "c", None, 10).unwrap();
-        assert!(fallback.text.contains("Do not share this code with third parties."));
+        assert!(
+            fallback
+                .text
+                .contains("Do not share this code with third parties.")
+        );
         assert!(!fallback.text.contains("device"));
     }
 
     #[test]
     fn html_is_escaped() {
-        let m = login_code("en", "X", "a@example.com", "c", Some("<script>alert(1)</script>"), 10).unwrap();
+        let m = login_code(
+            "en",
+            "X",
+            "a@example.com",
+            "c",
+            Some("<script>alert(1)</script>"),
+            10,
+        )
+        .unwrap();
         assert!(!m.html.as_ref().unwrap().contains("<script>"));
         assert!(m.text.contains("<script>"), "plain text is not HTML");
     }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail, ProviderTokens, Session, Timestamp, User,
+    AuditEvent, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail, ProviderTokens, Session,
+    Timestamp, User,
 };
 
 pub mod sql;
@@ -121,15 +122,30 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_mail_login(&self, token_hash: &[u8]) -> Result<bool>;
     async fn insert_mail_auth_token(&self, token: &MailAuthToken) -> Result<()>;
     /// Atomically remove and return an unexpired token.
-    async fn take_mail_auth_token(&self, token_hash: &[u8], now: Timestamp) -> Result<Option<MailAuthToken>>;
+    async fn take_mail_auth_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<MailAuthToken>>;
 
     // Mail outbox
     /// Lease up to `limit` due, unleased mails until `lease_until`.
-    async fn claim_outbox(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<OutboxMail>>;
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxMail>>;
     /// Remove a mail (sent, or given up).
     async fn outbox_sent(&self, id: Uuid) -> Result<()>;
     /// Release a mail for another try at `next_attempt_at`.
-    async fn outbox_retry(&self, id: Uuid, attempts: i64, next_attempt_at: Timestamp, error: &str) -> Result<()>;
+    async fn outbox_retry(
+        &self,
+        id: Uuid,
+        attempts: i64,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<()>;
 
     // Provider tokens (ciphertext only)
     async fn put_provider_tokens(&self, tokens: &ProviderTokens) -> Result<()>;

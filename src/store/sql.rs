@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::{Result, Store, StoreError};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin, OutboxMail, ProviderTokens, Session, Timestamp,
-    User,
+    AuditEvent, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
+    ProviderTokens, Session, Timestamp, User,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -869,7 +869,8 @@ impl Store for SqlStore {
     }
 
     async fn insert_mail_auth_token(&self, t: &MailAuthToken) -> Result<()> {
-        with_pool!(self, |p| sqlx::query(
+        with_pool!(self, |p| {
+            sqlx::query(
             "INSERT INTO mail_auth_tokens (token_hash, mail, locale, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
         )
         .bind(&t.token_hash)
@@ -880,17 +881,24 @@ impl Store for SqlStore {
         .execute(p)
         .await
         .map_err(db_err)
-        .map(|_| ()))
+        .map(|_| ())
+        })
     }
 
-    async fn take_mail_auth_token(&self, token_hash: &[u8], now: Timestamp) -> Result<Option<MailAuthToken>> {
-        let row: Option<MailAuthTokenRow> = with_pool!(self, |p| sqlx::query_as(
+    async fn take_mail_auth_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<MailAuthToken>> {
+        let row: Option<MailAuthTokenRow> = with_pool!(self, |p| {
+            sqlx::query_as(
             "DELETE FROM mail_auth_tokens WHERE token_hash = $1 RETURNING token_hash, mail, locale, created_at, expires_at"
         )
         .bind(token_hash)
         .fetch_optional(p)
         .await
-        .map_err(db_err))?;
+        .map_err(db_err)
+        })?;
         Ok(row
             .map(|r| MailAuthToken {
                 token_hash: r.token_hash,
@@ -904,11 +912,17 @@ impl Store for SqlStore {
 
     // ------------------------------------------------------------ outbox
 
-    async fn claim_outbox(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<OutboxMail>> {
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxMail>> {
         // The outer condition repeats the inner one: under concurrent
         // workers PostgreSQL re-checks it on the locked row, so a mail that
         // another worker just leased is skipped, not sent twice.
-        let rows: Vec<OutboxRow> = with_pool!(self, |p| sqlx::query_as(
+        let rows: Vec<OutboxRow> = with_pool!(self, |p| {
+            sqlx::query_as(
             "UPDATE mail_outbox SET leased_until = $2 \
              WHERE leased_until <= $1 AND next_attempt_at <= $1 AND id IN \
                (SELECT id FROM mail_outbox WHERE leased_until <= $1 AND next_attempt_at <= $1 \
@@ -920,7 +934,8 @@ impl Store for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(p)
         .await
-        .map_err(db_err))?;
+        .map_err(db_err)
+        })?;
         rows.into_iter()
             .map(|r| {
                 Ok(OutboxMail {
@@ -939,16 +954,25 @@ impl Store for SqlStore {
     }
 
     async fn outbox_sent(&self, id: Uuid) -> Result<()> {
-        with_pool!(self, |p| sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
-            .bind(id.to_string())
-            .execute(p)
-            .await
-            .map_err(db_err)
-            .map(|_| ()))
+        with_pool!(self, |p| sqlx::query(
+            "DELETE FROM mail_outbox WHERE id = $1"
+        )
+        .bind(id.to_string())
+        .execute(p)
+        .await
+        .map_err(db_err)
+        .map(|_| ()))
     }
 
-    async fn outbox_retry(&self, id: Uuid, attempts: i64, next_attempt_at: Timestamp, error: &str) -> Result<()> {
-        with_pool!(self, |p| sqlx::query(
+    async fn outbox_retry(
+        &self,
+        id: Uuid,
+        attempts: i64,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<()> {
+        with_pool!(self, |p| {
+            sqlx::query(
             "UPDATE mail_outbox SET attempts = $2, next_attempt_at = $3, leased_until = 0, last_error = $4 WHERE id = $1"
         )
         .bind(id.to_string())
@@ -958,7 +982,8 @@ impl Store for SqlStore {
         .execute(p)
         .await
         .map_err(db_err)
-        .map(|_| ()))
+        .map(|_| ())
+        })
     }
 
     // ------------------------------------------------------------ provider tokens

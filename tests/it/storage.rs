@@ -2,7 +2,8 @@
 use std::sync::Arc;
 
 use authgate::core::{
-    AuditEvent, Email, Identity, LoginFlow, MailLogin, NewUser, ProviderTokens, Session, User,
+    AuditEvent, Email, Identity, LoginFlow, MailAuthToken, MailLogin, NewUser, OutboxMail,
+    ProviderTokens, Session, User,
 };
 use authgate::store::StoreError;
 use uuid::Uuid;
@@ -48,6 +49,20 @@ fn identity(user_id: Uuid, issuer: &str, subject: &str) -> Identity {
         email_verified: false,
         created_at: T,
         last_used_at: T,
+    }
+}
+
+fn outbox(to: &str) -> OutboxMail {
+    OutboxMail {
+        id: Uuid::now_v7(),
+        to: to.into(),
+        subject: "s".into(),
+        text: "t".into(),
+        html: None,
+        attempts: 0,
+        next_attempt_at: T,
+        expires_at: T + 600,
+        created_at: T,
     }
 }
 
@@ -321,12 +336,18 @@ async fn login_flows_are_single_use_and_expire(db: &TestDb) {
 
 async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &TestDb) {
     let s = Arc::clone(&db.store);
-    s.insert_mail_login(&mail_login(&[1; 32], "Code@Example.com"))
-        .await
-        .unwrap();
-    s.insert_mail_login(&mail_login(&[2; 32], "code@example.com"))
-        .await
-        .unwrap();
+    s.insert_mail_login(
+        &mail_login(&[1; 32], "Code@Example.com"),
+        &outbox("x@example.com"),
+    )
+    .await
+    .unwrap();
+    s.insert_mail_login(
+        &mail_login(&[2; 32], "code@example.com"),
+        &outbox("x@example.com"),
+    )
+    .await
+    .unwrap();
     // A new code for an address ends that address's older logins.
     assert_eq!(s.spend_mail_login_attempt(&[1; 32], T).await.unwrap(), None);
 
@@ -345,9 +366,12 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     assert_eq!(left, vec![2, 1, 0, -1]);
 
     // 50 concurrent guesses on a fresh login: exactly 3 get an attempt.
-    s.insert_mail_login(&mail_login(&[3; 32], "race@example.com"))
-        .await
-        .unwrap();
+    s.insert_mail_login(
+        &mail_login(&[3; 32], "race@example.com"),
+        &outbox("x@example.com"),
+    )
+    .await
+    .unwrap();
     let tasks: Vec<_> = (0..50)
         .map(|_| {
             let s = Arc::clone(&s);
@@ -364,9 +388,12 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     assert_eq!(granted, vec![0, 1, 2]);
 
     // Expired logins grant nothing; deletion is reported.
-    s.insert_mail_login(&mail_login(&[4; 32], "late@example.com"))
-        .await
-        .unwrap();
+    s.insert_mail_login(
+        &mail_login(&[4; 32], "late@example.com"),
+        &outbox("x@example.com"),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         s.spend_mail_login_attempt(&[4; 32], T + 600).await.unwrap(),
         None
@@ -473,16 +500,22 @@ async fn purge_removes_only_what_expired(db: &TestDb) {
     )
     .await
     .unwrap();
-    s.insert_mail_login(&MailLogin {
-        expires_at: T + 5,
-        ..mail_login(&[1; 32], "p@example.com")
-    })
+    s.insert_mail_login(
+        &MailLogin {
+            expires_at: T + 5,
+            ..mail_login(&[1; 32], "p@example.com")
+        },
+        &OutboxMail {
+            expires_at: T + 5,
+            ..outbox("p@example.com")
+        },
+    )
     .await
     .unwrap();
     s.rate_limit_hit("k", T, T + 5).await.unwrap();
     s.rate_limit_hit("k", T + 60, T + 120).await.unwrap();
 
-    assert_eq!(s.purge_expired(T + 10).await.unwrap(), 3);
+    assert_eq!(s.purge_expired(T + 10).await.unwrap(), 4);
     assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
     assert_eq!(s.session_by_token_hash(&[2; 32]).await.unwrap(), None);
     assert_eq!(s.rate_limit_hit("k", T + 60, T + 120).await.unwrap(), 2);
@@ -532,7 +565,67 @@ async fn migrations_are_idempotent_and_ping_fails_when_closed(db: &TestDb) {
     ));
 }
 
+async fn mail_auth_tokens_are_single_use(db: &TestDb) {
+    let s = &db.store;
+    let t = MailAuthToken {
+        token_hash: vec![8; 32],
+        mail: "Who@example.com".into(),
+        locale: "de".into(),
+        created_at: T,
+        expires_at: T + 60,
+    };
+    s.insert_mail_auth_token(&t).await.unwrap();
+    assert_eq!(
+        s.take_mail_auth_token(&[8; 32], T + 1).await.unwrap(),
+        Some(t.clone())
+    );
+    assert_eq!(s.take_mail_auth_token(&[8; 32], T + 1).await.unwrap(), None);
+    s.insert_mail_auth_token(&t).await.unwrap();
+    assert_eq!(
+        s.take_mail_auth_token(&[8; 32], T + 60).await.unwrap(),
+        None,
+        "expired"
+    );
+}
+
+async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
+    let s = Arc::clone(&db.store);
+    for i in 0..6u8 {
+        s.insert_mail_login(
+            &mail_login(&[i; 32], &format!("o{i}@example.com")),
+            &outbox(&format!("o{i}@example.com")),
+        )
+        .await
+        .unwrap();
+    }
+    // Two workers claiming at once never get the same mail.
+    let (a, b) = tokio::join!(s.claim_outbox(T, T + 60, 4), s.claim_outbox(T, T + 60, 4));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut ids: Vec<Uuid> = a.iter().chain(b.iter()).map(|m| m.id).collect();
+    assert_eq!(ids.len(), 6, "all six claimed between the two");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 6, "no mail claimed twice");
+    assert!(
+        s.claim_outbox(T + 1, T + 61, 10).await.unwrap().is_empty(),
+        "leased"
+    );
+
+    s.outbox_sent(a[0].id).await.unwrap();
+    s.outbox_retry(b[0].id, 1, T + 30, "connection refused")
+        .await
+        .unwrap();
+    assert!(s.claim_outbox(T + 29, T + 90, 10).await.unwrap().is_empty());
+    let again = s.claim_outbox(T + 30, T + 90, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempts), (b[0].id, 1));
+    // Leases run out: the rest come back.
+    assert_eq!(s.claim_outbox(T + 61, T + 120, 10).await.unwrap().len(), 4);
+}
+
 on_both_databases!(
+    mail_auth_tokens_are_single_use,
+    outbox_mails_are_leased_to_one_worker_and_retried,
     users_are_unique_by_case_insensitive_email,
     deleting_a_user_removes_identities_sessions_and_tokens,
     disabling_a_user_ends_their_sessions_in_the_same_step,

@@ -169,10 +169,7 @@ impl TestServer {
     /// authgate's own application over `core`.
     pub async fn start(core: Core) -> TestServer {
         let cfg = authgate::config::Config::default();
-        let state = authgate::http::AppState {
-            core,
-            metrics: authgate::http::metrics::handle(),
-        };
+        let state = authgate::http::AppState::new(core, &cfg);
         Self::serve(authgate::http::app(state, &cfg.server)).await
     }
 

@@ -1,0 +1,132 @@
+//! Shared extractors: strict JSON bodies whose every failure is a 400 in
+//! the base error shape, and the client's address and user agent.
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::USER_AGENT;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, AppState};
+use crate::core::ClientMeta;
+
+/// A JSON body. Malformed JSON, wrong types, unknown fields (with
+/// `deny_unknown_fields`), a missing or wrong content type and oversized
+/// bodies are all answered with 400.
+pub struct JsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(rejection) => {
+                let message = match rejection.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
+                    _ => rejection.body_text(),
+                };
+                Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    message,
+                ))
+            }
+        }
+    }
+}
+
+/// Who is calling: the client address (the TCP peer, or from
+/// `X-Forwarded-For` when the peer is a trusted proxy) and user agent.
+pub struct Client(pub ClientMeta);
+
+impl<S> FromRequestParts<S> for Client
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let app = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip());
+        let ip = peer.map(|p| client_ip(p, parts, &app.http.trusted_proxies));
+        let user_agent = parts
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| s.chars().take(512).collect());
+        Ok(Client(ClientMeta {
+            ip: ip.map(|i| i.to_string()),
+            user_agent,
+        }))
+    }
+}
+
+/// Walk `X-Forwarded-For` from the right while the hop is trusted; the first
+/// untrusted address is the client.
+fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for value in parts.headers.get_all("x-forwarded-for") {
+        let Ok(s) = value.to_str() else { return client };
+        for hop in s.split(',').rev() {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => client = ip,
+                Ok(ip) => return ip,
+                Err(_) => return client,
+            }
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(xff: &str) -> Parts {
+        let req = axum::http::Request::builder()
+            .header("x-forwarded-for", xff)
+            .body(())
+            .unwrap();
+        req.into_parts().0
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let p = parts("198.51.100.7, 10.0.0.2");
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &p, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        // An untrusted peer cannot claim another address.
+        assert_eq!(
+            client_ip("203.0.113.1".parse().unwrap(), &p, &trusted),
+            "203.0.113.1".parse::<IpAddr>().unwrap()
+        );
+        // A spoofed left-most entry behind a real client is ignored.
+        let p = parts("1.2.3.4, 198.51.100.7");
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &p, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let p = parts("garbage");
+        assert_eq!(
+            client_ip("10.0.0.1".parse().unwrap(), &p, &trusted),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+}
