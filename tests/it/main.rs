@@ -10,5 +10,6 @@ mod support;
 
 mod cli;
 mod http_base;
+mod mail_code;
 mod sessions;
 mod storage;

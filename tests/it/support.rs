@@ -270,3 +270,277 @@ pub async fn wait_for_status(url: &str, want: u16) -> Duration {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// ------------------------------------------------------------ mail peers
+
+/// A real peer the tests start, if its variable names the program (outside
+/// CI a missing variable skips the case with a printed note).
+pub fn peer_program(var: &str, example: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("{var} is not set, and under CI every real-peer suite must run")
+        }
+        _ => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "note: skipping a case that needs {var} (e.g. {var}={example})"
+            );
+            None
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Peer(pub std::process::Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real SMTP server (aiosmtpd) on 127.0.0.1:`port` storing mails in a
+/// maildir.
+pub struct Smtpd {
+    _peer: Peer,
+    pub maildir: PathBuf,
+}
+
+impl Smtpd {
+    pub fn python() -> Option<String> {
+        peer_program(
+            "AUTHGATE_TEST_AIOSMTPD",
+            "python3 (with aiosmtpd installed)",
+        )
+    }
+
+    pub async fn start(python: &str, port: u16, dir: &Path) -> Smtpd {
+        let maildir = dir.join(format!("maildir-{port}"));
+        let child = Command::new(python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start aiosmtpd");
+        let peer = Peer(child);
+        let start = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "aiosmtpd did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Smtpd {
+            _peer: peer,
+            maildir,
+        }
+    }
+
+    /// Wait (bounded) for a delivered mail to `to`; returns its raw text.
+    pub async fn wait_for_mail(maildir: &Path, to: &str, within: Duration) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(entries) = std::fs::read_dir(maildir.join("new")) {
+                for e in entries.flatten() {
+                    let raw = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    if raw
+                        .lines()
+                        .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
+                    {
+                        return raw;
+                    }
+                }
+            }
+            assert!(
+                start.elapsed() < within,
+                "no mail to {to} within {within:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A real DNS server (dnsmasq) on 127.0.0.1:`port` answering MX records for
+/// test domains; everything under `.test` it does not know is NXDOMAIN, and
+/// any other name is REFUSED (a DNS failure).
+pub struct Dnsmasq {
+    _peer: Peer,
+    pub addr: SocketAddr,
+}
+
+impl Dnsmasq {
+    pub fn program() -> Option<String> {
+        peer_program("AUTHGATE_TEST_DNSMASQ", "/usr/sbin/dnsmasq")
+    }
+
+    pub async fn start(program: &str, mx: &[(&str, &str)]) -> Dnsmasq {
+        let port = free_port();
+        let mut cmd = Command::new(program);
+        cmd.args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            "--listen-address=127.0.0.1",
+            "--bind-interfaces",
+            "--user=root",
+            "--group=root",
+            "--local=/test/",
+        ])
+        .arg(format!("--port={port}"));
+        for (domain, host) in mx {
+            cmd.arg(format!("--mx-host={domain},{host},10"));
+        }
+        let child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        let peer = Peer(child);
+        // Ready when it answers on TCP.
+        let start = std::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "dnsmasq did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Dnsmasq {
+            _peer: peer,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        }
+    }
+}
+
+/// The code in a code mail: the indented line of the plain-text part.
+pub fn code_in(mail: &str) -> String {
+    mail.lines()
+        .find(|l| l.starts_with("    ") && !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("no code in mail:\n{mail}"))
+        .trim()
+        .to_string()
+}
+
+/// The full application (core, HTTP, outbox worker) as `serve` assembles
+/// it, over a test database, on a random port.
+pub struct App {
+    pub server: TestServer,
+    pub core: Core,
+    pub clock: Arc<ManualClock>,
+    /// Everything the console transport printed (when it is used).
+    pub console: Arc<std::sync::Mutex<Vec<u8>>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl App {
+    /// `configure` edits the default config; mails go to the console
+    /// transport (captured) unless the config says `smtp`.
+    pub async fn start(db: &TestDb, configure: impl FnOnce(&mut authgate::config::Config)) -> App {
+        let mut cfg = authgate::config::Config::default();
+        cfg.mail.retry_initial_secs = 1;
+        cfg.mail.retry_max_secs = 1;
+        configure(&mut cfg);
+        cfg.validate().unwrap();
+        let clock = Arc::new(ManualClock::new(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+        ));
+        let console: Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        let transport: Option<Arc<dyn authgate::mail::Transport>> = match cfg.mail.transport {
+            authgate::config::MailTransport::Console => Some(Arc::new(
+                authgate::mail::ConsoleTransport::to_writer(console.clone()),
+            )),
+            authgate::config::MailTransport::Smtp => None,
+        };
+        let (core, app, background) =
+            authgate::cli::serve::assemble(&cfg, db.store.clone(), clock.clone(), transport)
+                .unwrap();
+        let worker = tokio::spawn(background);
+        App {
+            server: TestServer::serve(app).await,
+            core,
+            clock,
+            console,
+            worker,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    /// The mails to `to` the console transport has printed, oldest first.
+    pub fn console_mails(&self, to: &str) -> Vec<String> {
+        let printed = String::from_utf8_lossy(&self.console.lock().unwrap()).into_owned();
+        printed
+            .split("----- mail (console transport) -----")
+            .filter(|m| m.lines().any(|l| l == format!("To: {to}")))
+            .map(str::to_string)
+            .collect()
+    }
+
+    pub fn mails_to(&self, to: &str) -> usize {
+        self.console_mails(to).len()
+    }
+
+    /// Wait (bounded) until more than `seen` mails to `to` were printed;
+    /// returns the newest.
+    pub async fn mail_after(&self, to: &str, seen: usize) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let mut mails = self.console_mails(to);
+            if mails.len() > seen {
+                return mails.pop().unwrap_or_default();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no new mail to {to}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Wait (bounded) for at least one mail to `to`; returns the newest.
+    pub async fn console_mail(&self, to: &str) -> String {
+        self.mail_after(to, 0).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = reqwest::Client::new()
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.worker.abort();
+    }
+}
