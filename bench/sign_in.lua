@@ -1,0 +1,48 @@
+-- wrk: POST /auth/sign-in-by-mail-code with prepared (token, code) pairs,
+-- each used once; a thread stops when its share is used up.
+local threads = {}
+local pairs_file = os.getenv("PAIRS") or "pairs.txt"
+
+function setup(thread)
+  thread:set("id", #threads)
+  thread:set("nthreads", 0)
+  table.insert(threads, thread)
+end
+
+function init(args)
+  statuses = {}
+  mine = {}
+  local n = tonumber(os.getenv("THREADS") or "1")
+  local i = 0
+  for line in io.lines(pairs_file) do
+    if i % n == id then table.insert(mine, line) end
+    i = i + 1
+  end
+  next_i = 1
+end
+
+function request()
+  local line = mine[next_i]
+  if line == nil then
+    wrk.thread:stop()
+    return wrk.format("GET", "/health/live")
+  end
+  next_i = next_i + 1
+  local token, code = line:match("^(%S+) (.+)$")
+  local body = string.format('{"mailLoginToken":"%s","receivedCode":"%s"}', token, code)
+  return wrk.format("POST", "/auth/sign-in-by-mail-code", {["Content-Type"] = "application/json"}, body)
+end
+
+function response(status, headers, body)
+  statuses[status] = (statuses[status] or 0) + 1
+end
+
+function done(summary, latency, requests)
+  local total = {}
+  for _, t in ipairs(threads) do
+    local s = t:get("statuses")
+    for k, v in pairs(s) do total[k] = (total[k] or 0) + v end
+  end
+  for k, v in pairs(total) do io.write(string.format("status %d: %d\n", k, v)) end
+  io.write(string.format("p50_ms %.2f p99_ms %.2f\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
