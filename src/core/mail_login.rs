@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::ratelimit::{Limit, ip_key};
 use super::secret::{self, TokenFormat};
 use super::{
-    ClientMeta, Core, Email, Error, Locale, MailAuthToken, MailLogin, NewUser, OutboxMail, User,
-    UserKey,
+    AuditEvent, ClientMeta, Core, Email, Error, Locale, MailAuthToken, MailLogin, NewUser,
+    OutboxMail, User, UserKey,
 };
 
 const WORDS: &str = include_str!("eff_large_wordlist.txt");
@@ -232,14 +232,15 @@ impl Core {
             Some(t) => Some(self.check_session(t).await?.ok_or(Error::Unauthorized)?),
         };
         let norm = mail.normalized();
-        let limited = async {
-            self.hit_rate_limits(&format!("mail:{norm}"), &policy.per_address)
-                .await?;
-            if let Some(key) = client.ip.as_deref().and_then(ip_key) {
-                self.hit_rate_limits(&key, &policy.per_ip).await?;
-            }
-            self.hit_rate_limits("global:mail", &policy.global).await
-        };
+        let address_key = format!("mail:{norm}");
+        let ip = client.ip.as_deref().and_then(ip_key);
+        let mut keys: Vec<(&str, &[Limit])> =
+            vec![(address_key.as_str(), policy.per_address.as_slice())];
+        if let Some(ip) = &ip {
+            keys.push((ip.as_str(), policy.per_ip.as_slice()));
+        }
+        keys.push(("global:mail", policy.global.as_slice()));
+        let limited = self.hit_rate_limits(&keys);
         if let Err(e) = limited.await {
             if matches!(e, Error::RateLimited { .. }) {
                 self.audit(
@@ -292,15 +293,20 @@ impl Core {
             expires_at: login.expires_at,
             created_at: now,
         };
-        self.store().insert_mail_login(&login, &outbox).await?;
+        let audit = AuditEvent {
+            at: now,
+            kind: "mail_code.sent".into(),
+            user_id: device.as_ref().map(|d| d.user.id),
+            ip: client.ip.clone(),
+            user_agent: client.user_agent.clone(),
+            detail: Some(json!({ "domain": mail.domain() }).to_string()),
+        };
+        // Login, mail and audit event in one transaction: a code that was
+        // answered for is always in the outbox.
+        self.store()
+            .insert_mail_login(&login, &outbox, &audit)
+            .await?;
         self.inner.outbox_notify.notify_one();
-        self.audit(
-            "mail_code.sent",
-            device.as_ref().map(|d| d.user.id),
-            client,
-            Some(json!({ "domain": mail.domain() })),
-        )
-        .await;
         Ok(SendCodeOutcome::Sent {
             mail_login_token: token,
         })

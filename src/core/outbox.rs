@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Core, Error};
+use super::{Core, Error, OutboxMail};
 use crate::mail::{MailError, Message, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,52 +32,81 @@ impl Default for OutboxPolicy {
     }
 }
 
+/// Mails sent at once by one worker (lettre pools the connections).
+const CONCURRENCY: usize = 8;
+
 impl Core {
-    /// Send what is due once; returns (sent, failed).
+    /// Send what is due once, several mails at a time; returns (sent, failed).
     pub async fn deliver_outbox(
         &self,
-        transport: &dyn Transport,
+        transport: &Arc<dyn Transport>,
         from: &str,
         policy: &OutboxPolicy,
     ) -> Result<(u64, u64), Error> {
         let now = self.now();
         let due = self
             .store()
-            .claim_outbox(now, now + policy.lease, 16)
+            .claim_outbox(now, now + policy.lease, 64)
             .await?;
-        let (mut sent, mut failed) = (0, 0);
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut done = Vec::new();
+        let mut failed = 0;
         for mail in due {
-            let message = Message {
-                to: mail.to.clone(),
-                subject: mail.subject.clone(),
-                text: mail.text.clone(),
-                html: mail.html.clone(),
-            };
-            match transport.send(from, &message).await {
-                Ok(()) => {
-                    self.store().outbox_sent(mail.id).await?;
-                    sent += 1;
-                }
-                Err(e) => {
-                    failed += 1;
-                    let attempts = mail.attempts + 1;
-                    let permanent = matches!(e, MailError::Permanent(_));
-                    let wait = (policy.retry_initial.max(1) << attempts.min(20).saturating_sub(1))
-                        .min(policy.retry_max);
-                    let next = self.now() + wait;
-                    if permanent || next >= mail.expires_at {
-                        tracing::warn!(mail = %mail.id, attempts, error = %e, "mail dropped: it cannot be delivered before its code expires");
-                        self.store().outbox_sent(mail.id).await?;
-                    } else {
-                        tracing::warn!(mail = %mail.id, attempts, retry_in_secs = wait, error = %e, "mail delivery failed; will retry");
-                        self.store()
-                            .outbox_retry(mail.id, attempts, next, &e.to_string())
-                            .await?;
-                    }
-                }
+            if tasks.len() >= CONCURRENCY
+                && let Some(joined) = tasks.join_next().await
+            {
+                failed += self.settle(joined, &mut done, policy).await?;
             }
+            let transport = Arc::clone(transport);
+            let from = from.to_string();
+            tasks.spawn(async move {
+                let message = Message {
+                    to: mail.to.clone(),
+                    subject: mail.subject.clone(),
+                    text: mail.text.clone(),
+                    html: mail.html.clone(),
+                };
+                let result = transport.send(&from, &message).await;
+                (mail, result)
+            });
         }
+        while let Some(joined) = tasks.join_next().await {
+            failed += self.settle(joined, &mut done, policy).await?;
+        }
+        let sent = done.len() as u64;
+        self.store().outbox_sent(&done).await?;
         Ok((sent, failed))
+    }
+
+    /// Book one delivery's outcome: sent ids are collected (removed in one
+    /// transaction), failures rescheduled with backoff or dropped.
+    async fn settle(
+        &self,
+        joined: Result<(OutboxMail, Result<(), MailError>), tokio::task::JoinError>,
+        done: &mut Vec<uuid::Uuid>,
+        policy: &OutboxPolicy,
+    ) -> Result<u64, Error> {
+        let (mail, result) =
+            joined.map_err(|e| Error::Internal(format!("mail task failed: {e}")))?;
+        let Err(e) = result else {
+            done.push(mail.id);
+            return Ok(0);
+        };
+        let attempts = mail.attempts + 1;
+        let permanent = matches!(e, MailError::Permanent(_));
+        let wait = (policy.retry_initial.max(1) << attempts.min(20).saturating_sub(1))
+            .min(policy.retry_max);
+        let next = self.now() + wait;
+        if permanent || next >= mail.expires_at {
+            tracing::warn!(mail = %mail.id, attempts, error = %e, "mail dropped: it cannot be delivered before its code expires");
+            done.push(mail.id);
+        } else {
+            tracing::warn!(mail = %mail.id, attempts, retry_in_secs = wait, error = %e, "mail delivery failed; will retry");
+            self.store()
+                .outbox_retry(mail.id, attempts, next, &e.to_string())
+                .await?;
+        }
+        Ok(1)
     }
 
     /// Run the outbox worker until the task is dropped.
@@ -89,10 +118,7 @@ impl Core {
     ) {
         let notify = self.inner.outbox_notify.clone();
         loop {
-            match self
-                .deliver_outbox(transport.as_ref(), &from, &policy)
-                .await
-            {
+            match self.deliver_outbox(&transport, &from, &policy).await {
                 Ok((sent, _)) if sent > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox: cannot read pending mails"),

@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use super::{Core, Error};
+use crate::store::RateHit;
 
 /// At most `max` hits per `window` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -19,24 +20,40 @@ impl Limit {
 }
 
 impl Core {
-    /// Count one hit of `key` against every limit; `RateLimited` with the
-    /// seconds until the exceeded window ends if any is over.
-    pub async fn hit_rate_limits(&self, key: &str, limits: &[Limit]) -> Result<(), Error> {
+    /// Count one hit of each key against each of its limits (one database
+    /// transaction); `RateLimited` with the seconds until the longest
+    /// exceeded window ends if any is over.
+    pub async fn hit_rate_limits(&self, keys: &[(&str, &[Limit])]) -> Result<(), Error> {
         let now = self.now();
-        let mut retry_after = 0;
-        for l in limits.iter().filter(|l| l.window_secs > 0) {
-            let start = now - now.rem_euclid(l.window_secs);
-            let end = start + l.window_secs;
-            let window_key = format!("{key}/{}", l.window_secs);
-            let count = self.store().rate_limit_hit(&window_key, start, end).await?;
-            if count > l.max {
-                retry_after = retry_after.max(end - now);
+        let mut hits = Vec::new();
+        let mut maxima = Vec::new();
+        for (key, limits) in keys {
+            for l in limits.iter().filter(|l| l.window_secs > 0) {
+                let start = now - now.rem_euclid(l.window_secs);
+                hits.push(RateHit {
+                    key: format!("{key}/{}", l.window_secs),
+                    window_start: start,
+                    expires_at: start + l.window_secs,
+                });
+                maxima.push(l.max);
             }
         }
-        if retry_after > 0 {
-            Err(Error::RateLimited { retry_after })
-        } else {
-            Ok(())
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let counts = self.store().rate_limit_hits(&hits).await?;
+        let retry_after = hits
+            .iter()
+            .zip(maxima)
+            .zip(counts)
+            .filter(|((_, max), count)| count > max)
+            .map(|((h, _), _)| h.expires_at - now)
+            .max();
+        match retry_after {
+            Some(secs) => Err(Error::RateLimited {
+                retry_after: secs.max(1),
+            }),
+            None => Ok(()),
         }
     }
 }

@@ -37,6 +37,14 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// One rate-limit window of one key: `[window_start, expires_at)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHit {
+    pub key: String,
+    pub window_start: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Which database this is (`sqlite` or `postgres`).
@@ -110,8 +118,13 @@ pub trait Store: Send + Sync + 'static {
 
     // Mail logins
     /// In one transaction: end every older login of the same address, insert
-    /// the new one and queue its mail.
-    async fn insert_mail_login(&self, login: &MailLogin, mail: &OutboxMail) -> Result<()>;
+    /// the new one, queue its mail and record the audit event.
+    async fn insert_mail_login(
+        &self,
+        login: &MailLogin,
+        mail: &OutboxMail,
+        audit: &AuditEvent,
+    ) -> Result<()>;
     /// Atomically spend one attempt of an unexpired login that has attempts
     /// left; returns the row after the decrement, or `None`.
     async fn spend_mail_login_attempt(
@@ -136,8 +149,8 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Timestamp,
         limit: u32,
     ) -> Result<Vec<OutboxMail>>;
-    /// Remove a mail (sent, or given up).
-    async fn outbox_sent(&self, id: Uuid) -> Result<()>;
+    /// Remove mails (sent, or given up), in one transaction.
+    async fn outbox_sent(&self, ids: &[Uuid]) -> Result<()>;
     /// Release a mail for another try at `next_attempt_at`.
     async fn outbox_retry(
         &self,
@@ -152,14 +165,9 @@ pub trait Store: Send + Sync + 'static {
     async fn provider_tokens(&self, identity_id: Uuid) -> Result<Option<ProviderTokens>>;
 
     // Rate limits
-    /// Count one hit in the window `[window_start, expires_at)` of `key` and
-    /// return the hits so far, atomically across every instance.
-    async fn rate_limit_hit(
-        &self,
-        key: &str,
-        window_start: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<i64>;
+    /// Count one hit in each window, in one transaction, and return the
+    /// hits so far per window, atomically across every instance.
+    async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>>;
 
     // Audit
     async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;

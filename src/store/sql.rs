@@ -16,7 +16,7 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
-use super::{Result, Store, StoreError};
+use super::{RateHit, Result, Store, StoreError};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
     AuditEvent, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
@@ -58,6 +58,21 @@ macro_rules! with_pool {
             Pool::Sqlite($p) => $body,
             Pool::Postgres($p) => $body,
         }
+    };
+}
+
+/// The audit insert, bound; `.execute(...)` on a pool or in a transaction.
+macro_rules! audit_insert {
+    ($e:expr) => {
+        sqlx::query(
+            "INSERT INTO audit_events (at, kind, user_id, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind($e.at)
+        .bind(&$e.kind)
+        .bind($e.user_id.map(|u| u.to_string()))
+        .bind($e.ip.as_deref())
+        .bind($e.user_agent.as_deref())
+        .bind($e.detail.as_deref())
     };
 }
 
@@ -793,7 +808,12 @@ impl Store for SqlStore {
 
     // ------------------------------------------------------------ mail logins
 
-    async fn insert_mail_login(&self, m: &MailLogin, mail: &OutboxMail) -> Result<()> {
+    async fn insert_mail_login(
+        &self,
+        m: &MailLogin,
+        mail: &OutboxMail,
+        audit: &AuditEvent,
+    ) -> Result<()> {
         with_pool!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
@@ -833,6 +853,10 @@ impl Store for SqlStore {
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;
+            audit_insert!(audit)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
             tx.commit().await.map_err(db_err)
         })
     }
@@ -953,15 +977,18 @@ impl Store for SqlStore {
             .collect()
     }
 
-    async fn outbox_sent(&self, id: Uuid) -> Result<()> {
-        with_pool!(self, |p| sqlx::query(
-            "DELETE FROM mail_outbox WHERE id = $1"
-        )
-        .bind(id.to_string())
-        .execute(p)
-        .await
-        .map_err(db_err)
-        .map(|_| ()))
+    async fn outbox_sent(&self, ids: &[Uuid]) -> Result<()> {
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            for id in ids {
+                sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+            }
+            tx.commit().await.map_err(db_err)
+        })
     }
 
     async fn outbox_retry(
@@ -1034,43 +1061,37 @@ impl Store for SqlStore {
 
     // ------------------------------------------------------------ rate limits
 
-    async fn rate_limit_hit(
-        &self,
-        key: &str,
-        window_start: Timestamp,
-        expires_at: Timestamp,
-    ) -> Result<i64> {
-        with_pool!(self, |p| sqlx::query_scalar(
-            "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
-             ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
-             RETURNING count"
-        )
-        .bind(key)
-        .bind(window_start)
-        .bind(expires_at)
-        .fetch_one(p)
-        .await
-        .map_err(db_err))
+    async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>> {
+        with_pool!(self, |p| {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut counts = Vec::with_capacity(hits.len());
+            for h in hits {
+                let n: i64 = sqlx::query_scalar(
+                    "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
+                     ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
+                     RETURNING count",
+                )
+                .bind(&h.key)
+                .bind(h.window_start)
+                .bind(h.expires_at)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                counts.push(n);
+            }
+            tx.commit().await.map_err(db_err)?;
+            Ok(counts)
+        })
     }
 
     // ------------------------------------------------------------ audit
 
     async fn insert_audit(&self, e: &AuditEvent) -> Result<()> {
-        with_pool!(self, |p| {
-            sqlx::query(
-            "INSERT INTO audit_events (at, kind, user_id, ip, user_agent, detail) VALUES ($1, $2, $3, $4, $5, $6)"
-        )
-        .bind(e.at)
-        .bind(&e.kind)
-        .bind(e.user_id.map(|u| u.to_string()))
-        .bind(e.ip.as_deref())
-        .bind(e.user_agent.as_deref())
-        .bind(e.detail.as_deref())
-        .execute(p)
-        .await
-        .map_err(db_err)
-        .map(|_| ())
-        })
+        with_pool!(self, |p| audit_insert!(e)
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|_| ()))
     }
 
     async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>> {

@@ -5,7 +5,7 @@ use authgate::core::{
     AuditEvent, Email, Identity, LoginFlow, MailAuthToken, MailLogin, NewUser, OutboxMail,
     ProviderTokens, Session, User,
 };
-use authgate::store::StoreError;
+use authgate::store::{RateHit, Store, StoreError};
 use uuid::Uuid;
 
 use crate::support::{TestDb, on_both_databases};
@@ -49,6 +49,29 @@ fn identity(user_id: Uuid, issuer: &str, subject: &str) -> Identity {
         email_verified: false,
         created_at: T,
         last_used_at: T,
+    }
+}
+
+async fn hit(s: &Arc<dyn Store>, key: &str, start: i64, end: i64) -> i64 {
+    let counts = s
+        .rate_limit_hits(&[RateHit {
+            key: key.into(),
+            window_start: start,
+            expires_at: end,
+        }])
+        .await
+        .unwrap();
+    counts[0]
+}
+
+fn sent_event() -> AuditEvent {
+    AuditEvent {
+        at: T,
+        kind: "mail_code.sent".into(),
+        user_id: None,
+        ip: None,
+        user_agent: None,
+        detail: None,
     }
 }
 
@@ -339,12 +362,14 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     s.insert_mail_login(
         &mail_login(&[1; 32], "Code@Example.com"),
         &outbox("x@example.com"),
+        &sent_event(),
     )
     .await
     .unwrap();
     s.insert_mail_login(
         &mail_login(&[2; 32], "code@example.com"),
         &outbox("x@example.com"),
+        &sent_event(),
     )
     .await
     .unwrap();
@@ -369,6 +394,7 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     s.insert_mail_login(
         &mail_login(&[3; 32], "race@example.com"),
         &outbox("x@example.com"),
+        &sent_event(),
     )
     .await
     .unwrap();
@@ -391,6 +417,7 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     s.insert_mail_login(
         &mail_login(&[4; 32], "late@example.com"),
         &outbox("x@example.com"),
+        &sent_event(),
     )
     .await
     .unwrap();
@@ -430,18 +457,15 @@ async fn provider_tokens_are_replaced_per_identity(db: &TestDb) {
 
 async fn rate_limit_counters_are_atomic(db: &TestDb) {
     let s = Arc::clone(&db.store);
-    assert_eq!(s.rate_limit_hit("mail:a", T, T + 300).await.unwrap(), 1);
-    assert_eq!(s.rate_limit_hit("mail:a", T, T + 300).await.unwrap(), 2);
-    assert_eq!(
-        s.rate_limit_hit("mail:a", T + 300, T + 600).await.unwrap(),
-        1
-    );
-    assert_eq!(s.rate_limit_hit("mail:b", T, T + 300).await.unwrap(), 1);
+    assert_eq!(hit(&s, "mail:a", T, T + 300).await, 1);
+    assert_eq!(hit(&s, "mail:a", T, T + 300).await, 2);
+    assert_eq!(hit(&s, "mail:a", T + 300, T + 600).await, 1);
+    assert_eq!(hit(&s, "mail:b", T, T + 300).await, 1);
 
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let s = Arc::clone(&s);
-            tokio::spawn(async move { s.rate_limit_hit("global", T, T + 60).await.unwrap() })
+            tokio::spawn(async move { hit(&s, "global", T, T + 60).await })
         })
         .collect();
     let mut seen = Vec::new();
@@ -450,6 +474,19 @@ async fn rate_limit_counters_are_atomic(db: &TestDb) {
     }
     seen.sort();
     assert_eq!(seen, (1..=20).collect::<Vec<i64>>());
+
+    // Several windows in one call: each counted, in order.
+    let many = |k: &str| RateHit {
+        key: k.into(),
+        window_start: T,
+        expires_at: T + 60,
+    };
+    let counts = s
+        .rate_limit_hits(&[many("x"), many("global"), many("x")])
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![1, 21, 2]);
+    assert!(s.rate_limit_hits(&[]).await.unwrap().is_empty());
 }
 
 async fn audit_events_are_listed_newest_first(db: &TestDb) {
@@ -509,16 +546,17 @@ async fn purge_removes_only_what_expired(db: &TestDb) {
             expires_at: T + 5,
             ..outbox("p@example.com")
         },
+        &sent_event(),
     )
     .await
     .unwrap();
-    s.rate_limit_hit("k", T, T + 5).await.unwrap();
-    s.rate_limit_hit("k", T + 60, T + 120).await.unwrap();
+    hit(s, "k", T, T + 5).await;
+    hit(s, "k", T + 60, T + 120).await;
 
     assert_eq!(s.purge_expired(T + 10).await.unwrap(), 4);
     assert!(s.session_by_token_hash(&[1; 32]).await.unwrap().is_some());
     assert_eq!(s.session_by_token_hash(&[2; 32]).await.unwrap(), None);
-    assert_eq!(s.rate_limit_hit("k", T + 60, T + 120).await.unwrap(), 2);
+    assert_eq!(hit(s, "k", T + 60, T + 120).await, 2);
     assert_eq!(s.purge_expired(T + 10).await.unwrap(), 0);
 }
 
@@ -594,6 +632,7 @@ async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
         s.insert_mail_login(
             &mail_login(&[i; 32], &format!("o{i}@example.com")),
             &outbox(&format!("o{i}@example.com")),
+            &sent_event(),
         )
         .await
         .unwrap();
@@ -611,7 +650,7 @@ async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
         "leased"
     );
 
-    s.outbox_sent(a[0].id).await.unwrap();
+    s.outbox_sent(&[a[0].id]).await.unwrap();
     s.outbox_retry(b[0].id, 1, T + 30, "connection refused")
         .await
         .unwrap();
