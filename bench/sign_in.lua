@@ -1,11 +1,11 @@
 -- wrk: POST /auth/sign-in-by-mail-code with prepared (token, code) pairs,
--- each used once; a thread stops when its share is used up.
+-- each used once. Run it shorter than the pairs last: once a thread's share
+-- is used up it sends an unknown token (410), which the report shows.
 local threads = {}
 local pairs_file = os.getenv("PAIRS") or "pairs.txt"
 
 function setup(thread)
   thread:set("id", #threads)
-  thread:set("nthreads", 0)
   table.insert(threads, thread)
 end
 
@@ -24,10 +24,10 @@ end
 function request()
   local line = mine[next_i]
   if line == nil then
-    wrk.thread:stop()
-    return wrk.format("GET", "/health/live")
+    line = "exhausted-exhausted-exhausted-00 x"
+  else
+    next_i = next_i + 1
   end
-  next_i = next_i + 1
   local token, code = line:match("^(%S+) (.+)$")
   local body = string.format('{"mailLoginToken":"%s","receivedCode":"%s"}', token, code)
   return wrk.format("POST", "/auth/sign-in-by-mail-code", {["Content-Type"] = "application/json"}, body)

@@ -43,7 +43,13 @@ impl Default for ConnectOptions {
 }
 
 enum Pool {
-    Sqlite(SqlitePool),
+    /// SQLite allows one writer at a time: writes go through a pool of one
+    /// connection, so they queue in order instead of spinning on
+    /// SQLITE_BUSY; reads use the other pool, in parallel (WAL).
+    Sqlite {
+        read: SqlitePool,
+        write: SqlitePool,
+    },
     Postgres(PgPool),
 }
 
@@ -51,11 +57,21 @@ pub struct SqlStore {
     pool: Pool,
 }
 
-/// Run one body against whichever pool is open; `$p` is the pool.
+/// Run one reading body against whichever database is open; `$p` is the pool.
 macro_rules! with_pool {
     ($self:ident, |$p:ident| $body:expr) => {
         match &$self.pool {
-            Pool::Sqlite($p) => $body,
+            Pool::Sqlite { read: $p, .. } => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Run one writing body against whichever database is open.
+macro_rules! with_writer {
+    ($self:ident, |$p:ident| $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite { write: $p, .. } => $body,
             Pool::Postgres($p) => $body,
         }
     };
@@ -332,14 +348,19 @@ impl SqlStore {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            Pool::Sqlite(
+            let pool = |n: u32| {
                 SqlitePoolOptions::new()
-                    .max_connections(options.max_connections)
+                    .max_connections(n)
                     .acquire_timeout(options.acquire_timeout)
-                    .connect_with(opts)
-                    .await
-                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
-            )
+                    .connect_with(opts.clone())
+            };
+            let write = pool(1)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let read = pool(options.max_connections)
+                .await
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            Pool::Sqlite { read, write }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts =
                 PgConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
@@ -364,7 +385,7 @@ impl SqlStore {
 impl Store for SqlStore {
     fn backend(&self) -> &'static str {
         match self.pool {
-            Pool::Sqlite(_) => "sqlite",
+            Pool::Sqlite { .. } => "sqlite",
             Pool::Postgres(_) => "postgres",
         }
     }
@@ -384,20 +405,26 @@ impl Store for SqlStore {
 
     async fn migrate(&self) -> Result<()> {
         match &self.pool {
-            Pool::Sqlite(p) => SQLITE_MIGRATOR.run(p).await,
+            Pool::Sqlite { write, .. } => SQLITE_MIGRATOR.run(write).await,
             Pool::Postgres(p) => POSTGRES_MIGRATOR.run(p).await,
         }
         .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
     async fn close(&self) {
-        with_pool!(self, |p| p.close().await)
+        match &self.pool {
+            Pool::Sqlite { read, write } => {
+                write.close().await;
+                read.close().await;
+            }
+            Pool::Postgres(p) => p.close().await,
+        }
     }
 
     // ------------------------------------------------------------ users
 
     async fn insert_user(&self, u: &User) -> Result<()> {
-        with_pool!(self, |p| sqlx::query(SQL_INSERT_USER)
+        with_writer!(self, |p| sqlx::query(SQL_INSERT_USER)
             .bind(u.id.to_string())
             .bind(u.email.as_ref().map(Email::as_str))
             .bind(u.email.as_ref().map(Email::normalized))
@@ -451,7 +478,7 @@ impl Store for SqlStore {
         disabled: bool,
         now: Timestamp,
     ) -> Result<Option<u64>> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             let updated =
                 sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
@@ -480,7 +507,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_user(&self, id: Uuid) -> Result<bool> {
-        with_pool!(self, |p| sqlx::query("DELETE FROM users WHERE id = $1")
+        with_writer!(self, |p| sqlx::query("DELETE FROM users WHERE id = $1")
             .bind(id.to_string())
             .execute(p)
             .await
@@ -494,7 +521,7 @@ impl Store for SqlStore {
         now: Timestamp,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<ImportReport> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             let mut report = ImportReport::default();
             let mut tx = p.begin().await.map_err(db_err)?;
             for (i, row) in rows.iter().enumerate() {
@@ -551,7 +578,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ identities
 
     async fn insert_identity(&self, i: &Identity) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             sqlx::query(
             "INSERT INTO identities (id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
@@ -622,7 +649,7 @@ impl Store for SqlStore {
         email_verified: bool,
         now: Timestamp,
     ) -> Result<()> {
-        with_pool!(self, |p| sqlx::query(
+        with_writer!(self, |p| sqlx::query(
             "UPDATE identities SET email = $2, email_verified = $3, last_used_at = $4 WHERE id = $1"
         )
         .bind(id.to_string())
@@ -638,7 +665,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ sessions
 
     async fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             sqlx::query(
             "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -682,7 +709,7 @@ impl Store for SqlStore {
     }
 
     async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()> {
-        with_pool!(self, |p| sqlx::query(
+        with_writer!(self, |p| sqlx::query(
             "UPDATE sessions SET last_seen_at = $2 WHERE id = $1"
         )
         .bind(id.to_string())
@@ -694,7 +721,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_session(&self, id: Uuid) -> Result<bool> {
-        with_pool!(self, |p| sqlx::query("DELETE FROM sessions WHERE id = $1")
+        with_writer!(self, |p| sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id.to_string())
             .execute(p)
             .await
@@ -703,7 +730,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
-        let row: Option<SessionRow> = with_pool!(self, |p| {
+        let row: Option<SessionRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "DELETE FROM sessions WHERE token_hash = $1 \
              RETURNING id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind"
@@ -717,7 +744,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64> {
-        with_pool!(self, |p| sqlx::query(
+        with_writer!(self, |p| sqlx::query(
             "DELETE FROM sessions WHERE user_id = $1"
         )
         .bind(user_id.to_string())
@@ -766,7 +793,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ login flows
 
     async fn insert_login_flow(&self, f: &LoginFlow) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             sqlx::query(
             "INSERT INTO login_flows (state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -793,7 +820,7 @@ impl Store for SqlStore {
         state_hash: &[u8],
         now: Timestamp,
     ) -> Result<Option<LoginFlow>> {
-        let row: Option<LoginFlowRow> = with_pool!(self, |p| {
+        let row: Option<LoginFlowRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "DELETE FROM login_flows WHERE state_hash = $1 \
              RETURNING state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at"
@@ -814,7 +841,7 @@ impl Store for SqlStore {
         mail: &OutboxMail,
         audit: &AuditEvent,
     ) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
                 .bind(&m.mail_norm)
@@ -866,7 +893,7 @@ impl Store for SqlStore {
         token_hash: &[u8],
         now: Timestamp,
     ) -> Result<Option<MailLogin>> {
-        let row: Option<MailLoginRow> = with_pool!(self, |p| {
+        let row: Option<MailLoginRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "UPDATE mail_logins SET attempts_left = attempts_left - 1 \
              WHERE token_hash = $1 AND attempts_left > 0 AND expires_at > $2 \
@@ -882,7 +909,7 @@ impl Store for SqlStore {
     }
 
     async fn delete_mail_login(&self, token_hash: &[u8]) -> Result<bool> {
-        with_pool!(self, |p| sqlx::query(
+        with_writer!(self, |p| sqlx::query(
             "DELETE FROM mail_logins WHERE token_hash = $1"
         )
         .bind(token_hash)
@@ -893,7 +920,7 @@ impl Store for SqlStore {
     }
 
     async fn insert_mail_auth_token(&self, t: &MailAuthToken) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             sqlx::query(
             "INSERT INTO mail_auth_tokens (token_hash, mail, locale, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)"
         )
@@ -914,7 +941,7 @@ impl Store for SqlStore {
         token_hash: &[u8],
         now: Timestamp,
     ) -> Result<Option<MailAuthToken>> {
-        let row: Option<MailAuthTokenRow> = with_pool!(self, |p| {
+        let row: Option<MailAuthTokenRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "DELETE FROM mail_auth_tokens WHERE token_hash = $1 RETURNING token_hash, mail, locale, created_at, expires_at"
         )
@@ -945,7 +972,7 @@ impl Store for SqlStore {
         // The outer condition repeats the inner one: under concurrent
         // workers PostgreSQL re-checks it on the locked row, so a mail that
         // another worker just leased is skipped, not sent twice.
-        let rows: Vec<OutboxRow> = with_pool!(self, |p| {
+        let rows: Vec<OutboxRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "UPDATE mail_outbox SET leased_until = $2 \
              WHERE leased_until <= $1 AND next_attempt_at <= $1 AND id IN \
@@ -978,7 +1005,7 @@ impl Store for SqlStore {
     }
 
     async fn outbox_sent(&self, ids: &[Uuid]) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             for id in ids {
                 sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
@@ -998,7 +1025,7 @@ impl Store for SqlStore {
         next_attempt_at: Timestamp,
         error: &str,
     ) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             sqlx::query(
             "UPDATE mail_outbox SET attempts = $2, next_attempt_at = $3, leased_until = 0, last_error = $4 WHERE id = $1"
         )
@@ -1016,7 +1043,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ provider tokens
 
     async fn put_provider_tokens(&self, t: &ProviderTokens) -> Result<()> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             sqlx::query(
             "INSERT INTO provider_tokens (identity_id, access_token, refresh_token, expires_at, scope, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6) \
@@ -1062,7 +1089,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ rate limits
 
     async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>> {
-        with_pool!(self, |p| {
+        with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             let mut counts = Vec::with_capacity(hits.len());
             for h in hits {
@@ -1087,7 +1114,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ audit
 
     async fn insert_audit(&self, e: &AuditEvent) -> Result<()> {
-        with_pool!(self, |p| audit_insert!(e)
+        with_writer!(self, |p| audit_insert!(e)
             .execute(p)
             .await
             .map_err(db_err)
@@ -1142,7 +1169,7 @@ impl Store for SqlStore {
         ];
         let mut removed = 0;
         for sql in PURGES {
-            removed += with_pool!(self, |p| sqlx::query(sql)
+            removed += with_writer!(self, |p| sqlx::query(sql)
                 .bind(now)
                 .execute(p)
                 .await
