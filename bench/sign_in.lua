@@ -1,7 +1,7 @@
 -- wrk: POST /auth/sign-in-by-mail-code with prepared (token, code) pairs,
 -- each used once. Run it shorter than the pairs last: once a thread's share
 -- is used up it sends an unknown token (410), which the report shows.
-local threads = {}
+threads = {}
 local pairs_file = os.getenv("PAIRS") or "pairs.txt"
 
 function setup(thread)
@@ -33,16 +33,4 @@ function request()
   return wrk.format("POST", "/auth/sign-in-by-mail-code", {["Content-Type"] = "application/json"}, body)
 end
 
-function response(status, headers, body)
-  statuses[status] = (statuses[status] or 0) + 1
-end
-
-function done(summary, latency, requests)
-  local total = {}
-  for _, t in ipairs(threads) do
-    local s = t:get("statuses")
-    for k, v in pairs(s) do total[k] = (total[k] or 0) + v end
-  end
-  for k, v in pairs(total) do io.write(string.format("status %d: %d\n", k, v)) end
-  io.write(string.format("p50_ms %.2f p99_ms %.2f\n", latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
+dofile("bench/report.lua")

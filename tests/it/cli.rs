@@ -131,15 +131,7 @@ async fn same_server_on_postgres_by_url_alone() {
         !dir.path().join("authgate.db").exists(),
         "no SQLite file when on PostgreSQL"
     );
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    crate::support::drop_pg_database(&base, &name).await;
 }
 
 #[test]

@@ -77,15 +77,7 @@ async fn readiness_fails_when_postgres_is_unreachable() {
             .status(),
         503
     );
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{_name}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    crate::support::drop_pg_database(&base, &_name).await;
 }
 
 #[tokio::test]

@@ -736,13 +736,5 @@ async fn limits_and_attempts_hold_across_two_instances() {
     assert_eq!(post(1, SIGN_IN, wrong).await.0, 410);
 
     drop(instances);
-    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE \"{name}\" WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    crate::support::drop_pg_database(&base, &name).await;
 }

@@ -292,6 +292,32 @@ pub fn peer_program(var: &str, example: &str) -> Option<String> {
     }
 }
 
+/// Wait (bounded: 10 s) until something accepts TCP connections on `port`.
+pub async fn wait_for_port(port: u16, what: &str) {
+    let start = std::time::Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Drop a database made by [`create_pg_database`].
+pub async fn drop_pg_database(base: &str, name: &str) {
+    let mut admin = sqlx::PgConnection::connect(base).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
 /// A child process killed when dropped.
 pub struct Peer(pub std::process::Child);
 
@@ -335,17 +361,7 @@ impl Smtpd {
             .spawn()
             .expect("start aiosmtpd");
         let peer = Peer(child);
-        let start = std::time::Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "aiosmtpd did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_port(port, "aiosmtpd").await;
         Smtpd {
             _peer: peer,
             maildir,
@@ -414,17 +430,7 @@ impl Dnsmasq {
             .expect("start dnsmasq");
         let peer = Peer(child);
         // Ready when it answers on TCP.
-        let start = std::time::Instant::now();
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "dnsmasq did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_for_port(port, "dnsmasq").await;
         Dnsmasq {
             _peer: peer,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
