@@ -266,11 +266,17 @@ impl MailLoginConfig {
 pub struct SurfacesConfig {
     /// `/auth/send-mail-login-code-v2`, `/auth/sign-in-by-mail-code`, ...
     pub mail_code: bool,
+    /// `/api/v1/auth/valid`, `/api/v1/auth/revoke` (the Microsoft
+    /// code-exchange API).
+    pub code_exchange: bool,
 }
 
 impl Default for SurfacesConfig {
     fn default() -> Self {
-        SurfacesConfig { mail_code: true }
+        SurfacesConfig {
+            mail_code: true,
+            code_exchange: true,
+        }
     }
 }
 

@@ -96,16 +96,26 @@ impl From<crate::core::Error> for ApiError {
     }
 }
 
-pub async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+/// Unknown path: in the error shape of the API the path belongs to.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with(super::code_exchange::PREFIX) {
+        return super::code_exchange::ApiV1Error::new(StatusCode::NOT_FOUND).into_response();
+    }
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
-pub async fn method_not_allowed() -> ApiError {
+/// Known path, wrong method: in the error shape of the path's API.
+pub async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with(super::code_exchange::PREFIX) {
+        return super::code_exchange::ApiV1Error::new(StatusCode::METHOD_NOT_ALLOWED)
+            .into_response();
+    }
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
         "method not allowed on this endpoint",
     )
+    .into_response()
 }
 
 /// A handler panicked (a bug): answer with a plain 500, log without payload.

@@ -24,6 +24,7 @@ use crate::config::{Config, ServerConfig, SurfacesConfig};
 use crate::core::Core;
 
 pub mod admin;
+pub mod code_exchange;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -71,6 +72,7 @@ impl AppState {
     ),
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document"),
+        (name = "code exchange", description = "Sessions of the Microsoft code-exchange API (/api/v1/auth)"),
         (name = "mail code", description = "Passwordless sign-in by a code sent by e-mail (TimeLimit's /auth API)"),
         (name = "admin", description = "For the application's back end; `Authorization: Bearer <admin.token>`")
     )
@@ -86,6 +88,9 @@ fn api(surfaces: &SurfacesConfig) -> OpenApiRouter<AppState> {
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router());
     if surfaces.mail_code {
         api = api.merge(mail_code::router().layer(no_store.clone()));
+    }
+    if surfaces.code_exchange {
+        api = api.merge(code_exchange::router().layer(no_store.clone()));
     }
     api.merge(admin::router().layer(no_store))
 }

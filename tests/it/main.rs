@@ -9,6 +9,7 @@
 mod support;
 
 mod cli;
+mod code_exchange;
 mod http_base;
 mod mail_code;
 mod sessions;
