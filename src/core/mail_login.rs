@@ -13,7 +13,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::ratelimit::{Limit, ip_key};
+use super::ratelimit::{Limit, Windows, ip_key};
 use super::secret::{self, TokenFormat};
 use super::{
     AuditEvent, ClientMeta, Core, Email, Error, Locale, MailAuthToken, MailLogin, NewUser,
@@ -240,21 +240,8 @@ impl Core {
             keys.push((ip.as_str(), policy.per_ip.as_slice()));
         }
         keys.push(("global:mail", policy.global.as_slice()));
-        let limited = self.hit_rate_limits(&keys);
-        if let Err(e) = limited.await {
-            if matches!(e, Error::RateLimited { .. }) {
-                self.audit(
-                    "mail_code.rate_limited",
-                    None,
-                    client,
-                    Some(json!({ "domain": mail.domain() })),
-                )
-                .await;
-            }
-            return Err(e);
-        }
-
         let now = self.now();
+        let windows = Windows::new(now, &keys);
         let token = secret::new_token(TokenFormat::Alnum32)?;
         let code = new_code(policy.code_format)?;
         let device_name = device.as_ref().map(|d| {
@@ -301,11 +288,23 @@ impl Core {
             user_agent: client.user_agent.clone(),
             detail: Some(json!({ "domain": mail.domain() }).to_string()),
         };
-        // Login, mail and audit event in one transaction: a code that was
-        // answered for is always in the outbox.
-        self.store()
-            .insert_mail_login(&login, &outbox, &audit)
+        // Rate-limit counts, login, mail and audit event in one transaction:
+        // one commit per request, and a code that was answered for is
+        // always in the outbox.
+        let counts = self
+            .store()
+            .insert_mail_login(&windows.hits, &windows.maxima, &login, &outbox, &audit)
             .await?;
+        if let Err(e) = windows.verdict(&counts) {
+            self.audit(
+                "mail_code.rate_limited",
+                None,
+                client,
+                Some(json!({ "domain": mail.domain() })),
+            )
+            .await;
+            return Err(e);
+        }
         self.inner.outbox_notify.notify_one();
         Ok(SendCodeOutcome::Sent {
             mail_login_token: token,

@@ -19,12 +19,15 @@ impl Limit {
     }
 }
 
-impl Core {
-    /// Count one hit of each key against each of its limits (one database
-    /// transaction); `RateLimited` with the seconds until the longest
-    /// exceeded window ends if any is over.
-    pub async fn hit_rate_limits(&self, keys: &[(&str, &[Limit])]) -> Result<(), Error> {
-        let now = self.now();
+/// The windows one request counts against, with their maxima.
+pub(crate) struct Windows {
+    now: i64,
+    pub(crate) hits: Vec<RateHit>,
+    pub(crate) maxima: Vec<i64>,
+}
+
+impl Windows {
+    pub(crate) fn new(now: i64, keys: &[(&str, &[Limit])]) -> Self {
         let mut hits = Vec::new();
         let mut maxima = Vec::new();
         for (key, limits) in keys {
@@ -38,16 +41,19 @@ impl Core {
                 maxima.push(l.max);
             }
         }
-        if hits.is_empty() {
-            return Ok(());
-        }
-        let counts = self.store().rate_limit_hits(&hits).await?;
-        let retry_after = hits
+        Windows { now, hits, maxima }
+    }
+
+    /// `RateLimited` with the seconds until the longest exceeded window
+    /// ends, if any count is over its maximum.
+    pub(crate) fn verdict(&self, counts: &[i64]) -> Result<(), Error> {
+        let retry_after = self
+            .hits
             .iter()
-            .zip(maxima)
+            .zip(&self.maxima)
             .zip(counts)
             .filter(|((_, max), count)| count > max)
-            .map(|((h, _), _)| h.expires_at - now)
+            .map(|((h, _), _)| h.expires_at - self.now)
             .max();
         match retry_after {
             Some(secs) => Err(Error::RateLimited {
@@ -55,6 +61,19 @@ impl Core {
             }),
             None => Ok(()),
         }
+    }
+}
+
+impl Core {
+    /// Count one hit of each key against each of its limits (one database
+    /// transaction); `RateLimited` if any is over.
+    pub async fn hit_rate_limits(&self, keys: &[(&str, &[Limit])]) -> Result<(), Error> {
+        let windows = Windows::new(self.now(), keys);
+        if windows.hits.is_empty() {
+            return Ok(());
+        }
+        let counts = self.store().rate_limit_hits(&windows.hits).await?;
+        windows.verdict(&counts)
     }
 }
 

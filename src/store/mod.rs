@@ -117,14 +117,18 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Option<LoginFlow>>;
 
     // Mail logins
-    /// In one transaction: end every older login of the same address, insert
-    /// the new one, queue its mail and record the audit event.
+    /// In one transaction: count one hit in each rate-limit window; then,
+    /// only if every count is within its `max`, end every older login of the
+    /// same address, insert the new one, queue its mail and record the audit
+    /// event. Returns the counts (the caller tells which limit was hit).
     async fn insert_mail_login(
         &self,
+        hits: &[RateHit],
+        max: &[i64],
         login: &MailLogin,
         mail: &OutboxMail,
         audit: &AuditEvent,
-    ) -> Result<()>;
+    ) -> Result<Vec<i64>>;
     /// Atomically spend one attempt of an unexpired login that has attempts
     /// left; returns the row after the decrement, or `None`.
     async fn spend_mail_login_attempt(

@@ -92,6 +92,29 @@ macro_rules! audit_insert {
     };
 }
 
+/// Count one hit in each rate-limit window inside transaction `$tx`;
+/// evaluates to the counts.
+macro_rules! count_hits {
+    ($tx:ident, $hits:expr) => {{
+        let mut counts = Vec::with_capacity($hits.len());
+        for h in $hits {
+            let n: i64 = sqlx::query_scalar(
+                "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
+                 ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
+                 RETURNING count",
+            )
+            .bind(&h.key)
+            .bind(h.window_start)
+            .bind(h.expires_at)
+            .fetch_one(&mut *$tx)
+            .await
+            .map_err(db_err)?;
+            counts.push(n);
+        }
+        counts
+    }};
+}
+
 fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -837,12 +860,19 @@ impl Store for SqlStore {
 
     async fn insert_mail_login(
         &self,
+        hits: &[RateHit],
+        max: &[i64],
         m: &MailLogin,
         mail: &OutboxMail,
         audit: &AuditEvent,
-    ) -> Result<()> {
+    ) -> Result<Vec<i64>> {
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
+            let counts = count_hits!(tx, hits);
+            if counts.iter().zip(max).any(|(c, m)| c > m) {
+                tx.commit().await.map_err(db_err)?;
+                return Ok(counts);
+            }
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
                 .bind(&m.mail_norm)
                 .execute(&mut *tx)
@@ -884,7 +914,8 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)
+            tx.commit().await.map_err(db_err)?;
+            Ok(counts)
         })
     }
 
@@ -1091,21 +1122,7 @@ impl Store for SqlStore {
     async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>> {
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
-            let mut counts = Vec::with_capacity(hits.len());
-            for h in hits {
-                let n: i64 = sqlx::query_scalar(
-                    "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
-                     ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
-                     RETURNING count",
-                )
-                .bind(&h.key)
-                .bind(h.window_start)
-                .bind(h.expires_at)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                counts.push(n);
-            }
+            let counts = count_hits!(tx, hits);
             tx.commit().await.map_err(db_err)?;
             Ok(counts)
         })

@@ -360,6 +360,8 @@ async fn login_flows_are_single_use_and_expire(db: &TestDb) {
 async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &TestDb) {
     let s = Arc::clone(&db.store);
     s.insert_mail_login(
+        &[],
+        &[],
         &mail_login(&[1; 32], "Code@Example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -367,6 +369,8 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     .await
     .unwrap();
     s.insert_mail_login(
+        &[],
+        &[],
         &mail_login(&[2; 32], "code@example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -392,6 +396,8 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
 
     // 50 concurrent guesses on a fresh login: exactly 3 get an attempt.
     s.insert_mail_login(
+        &[],
+        &[],
         &mail_login(&[3; 32], "race@example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -415,6 +421,8 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
 
     // Expired logins grant nothing; deletion is reported.
     s.insert_mail_login(
+        &[],
+        &[],
         &mail_login(&[4; 32], "late@example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -538,6 +546,8 @@ async fn purge_removes_only_what_expired(db: &TestDb) {
     .await
     .unwrap();
     s.insert_mail_login(
+        &[],
+        &[],
         &MailLogin {
             expires_at: T + 5,
             ..mail_login(&[1; 32], "p@example.com")
@@ -603,6 +613,58 @@ async fn migrations_are_idempotent_and_ping_fails_when_closed(db: &TestDb) {
     ));
 }
 
+async fn a_mail_login_is_stored_only_within_its_rate_limits(db: &TestDb) {
+    let s = &db.store;
+    let window = |k: &str| RateHit {
+        key: k.into(),
+        window_start: T,
+        expires_at: T + 300,
+    };
+    let hits = [window("mail:l"), window("global")];
+    let counts = s
+        .insert_mail_login(
+            &hits,
+            &[1, 5],
+            &mail_login(&[1; 32], "l@example.com"),
+            &outbox("l@example.com"),
+            &sent_event(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![1, 1]);
+    assert!(
+        s.spend_mail_login_attempt(&[1; 32], T)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Over the first limit: counted, but nothing stored or queued.
+    let counts = s
+        .insert_mail_login(
+            &hits,
+            &[1, 5],
+            &mail_login(&[2; 32], "l@example.com"),
+            &outbox("l@example.com"),
+            &sent_event(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![2, 2]);
+    assert_eq!(s.spend_mail_login_attempt(&[2; 32], T).await.unwrap(), None);
+    assert!(
+        s.spend_mail_login_attempt(&[1; 32], T)
+            .await
+            .unwrap()
+            .is_some(),
+        "the older login stays"
+    );
+    assert_eq!(
+        s.claim_outbox(T, T + 60, 10).await.unwrap().len(),
+        1,
+        "one mail queued"
+    );
+}
+
 async fn mail_auth_tokens_are_single_use(db: &TestDb) {
     let s = &db.store;
     let t = MailAuthToken {
@@ -630,6 +692,8 @@ async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
     let s = Arc::clone(&db.store);
     for i in 0..6u8 {
         s.insert_mail_login(
+            &[],
+            &[],
             &mail_login(&[i; 32], &format!("o{i}@example.com")),
             &outbox(&format!("o{i}@example.com")),
             &sent_event(),
@@ -637,32 +701,41 @@ async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
         .await
         .unwrap();
     }
-    // Two workers claiming at once never get the same mail.
+    // Two workers claiming at once never get the same mail (on PostgreSQL
+    // the loser of a row lock skips the row rather than waiting for it).
     let (a, b) = tokio::join!(s.claim_outbox(T, T + 60, 4), s.claim_outbox(T, T + 60, 4));
-    let (a, b) = (a.unwrap(), b.unwrap());
-    let mut ids: Vec<Uuid> = a.iter().chain(b.iter()).map(|m| m.id).collect();
-    assert_eq!(ids.len(), 6, "all six claimed between the two");
+    let mut claimed: Vec<Uuid> = a
+        .unwrap()
+        .iter()
+        .chain(b.unwrap().iter())
+        .map(|m| m.id)
+        .collect();
+    let rest = s.claim_outbox(T, T + 60, 10).await.unwrap();
+    claimed.extend(rest.iter().map(|m| m.id));
+    let mut ids = claimed.clone();
     ids.sort();
     ids.dedup();
-    assert_eq!(ids.len(), 6, "no mail claimed twice");
+    assert_eq!(ids.len(), claimed.len(), "no mail claimed twice");
+    assert_eq!(ids.len(), 6, "all six claimed in the end");
     assert!(
         s.claim_outbox(T + 1, T + 61, 10).await.unwrap().is_empty(),
         "leased"
     );
 
-    s.outbox_sent(&[a[0].id]).await.unwrap();
-    s.outbox_retry(b[0].id, 1, T + 30, "connection refused")
+    s.outbox_sent(&[claimed[0]]).await.unwrap();
+    s.outbox_retry(claimed[1], 1, T + 30, "connection refused")
         .await
         .unwrap();
     assert!(s.claim_outbox(T + 29, T + 90, 10).await.unwrap().is_empty());
     let again = s.claim_outbox(T + 30, T + 90, 10).await.unwrap();
     assert_eq!(again.len(), 1);
-    assert_eq!((again[0].id, again[0].attempts), (b[0].id, 1));
+    assert_eq!((again[0].id, again[0].attempts), (claimed[1], 1));
     // Leases run out: the rest come back.
     assert_eq!(s.claim_outbox(T + 61, T + 120, 10).await.unwrap().len(), 4);
 }
 
 on_both_databases!(
+    a_mail_login_is_stored_only_within_its_rate_limits,
     mail_auth_tokens_are_single_use,
     outbox_mails_are_leased_to_one_worker_and_retried,
     users_are_unique_by_case_insensitive_email,
