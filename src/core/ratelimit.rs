@@ -2,7 +2,7 @@
 //! holds across every authgate instance behind one load balancer.
 use std::net::IpAddr;
 
-use super::{Core, Error};
+use super::Error;
 use crate::store::RateHit;
 
 /// At most `max` hits per `window` seconds.
@@ -61,19 +61,6 @@ impl Windows {
             }),
             None => Ok(()),
         }
-    }
-}
-
-impl Core {
-    /// Count one hit of each key against each of its limits (one database
-    /// transaction); `RateLimited` if any is over.
-    pub async fn hit_rate_limits(&self, keys: &[(&str, &[Limit])]) -> Result<(), Error> {
-        let windows = Windows::new(self.now(), keys);
-        if windows.hits.is_empty() {
-            return Ok(());
-        }
-        let counts = self.store().rate_limit_hits(&windows.hits).await?;
-        windows.verdict(&counts)
     }
 }
 
