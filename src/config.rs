@@ -29,6 +29,10 @@ pub struct Config {
     pub mail: MailConfig,
     pub mail_login: MailLoginConfig,
     pub surfaces: SurfacesConfig,
+    /// Sign-in providers by name (`microsoft`, `google`, `github`, or any
+    /// name with `kind = "oidc"`).
+    pub providers: std::collections::BTreeMap<String, ProviderConfig>,
+    pub code_exchange: CodeExchangeConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -276,6 +280,102 @@ impl Default for SurfacesConfig {
         SurfacesConfig {
             mail_code: true,
             code_exchange: true,
+        }
+    }
+}
+
+/// What kind of provider a `providers.<name>` section configures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Microsoft,
+    Google,
+    Github,
+    Oidc,
+}
+
+/// One sign-in provider. Every URL defaults to the real provider's; set them
+/// to point authgate at a test or air-gapped provider.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Defaults from the name: `microsoft`, `google`, `github`; any other
+    /// name must say `oidc`.
+    pub kind: Option<ProviderKind>,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// OpenID issuer (`oidc`; `google` defaults to https://accounts.google.com).
+    pub issuer: Option<Url>,
+    /// Microsoft: `common`, `organizations`, `consumers` or a tenant id.
+    pub tenant: Option<String>,
+    /// Microsoft: the login authority (https://login.microsoftonline.com).
+    pub authority: Option<Url>,
+    /// Microsoft: tenant ids whose users may sign in (empty: any the
+    /// `tenant` setting admits).
+    pub allowed_tenants: Vec<String>,
+    /// Microsoft Graph (https://graph.microsoft.com); `/v1.0/me` is read at
+    /// sign-in.
+    pub graph_url: Option<Url>,
+    /// GitHub REST API (https://api.github.com).
+    pub api_url: Option<Url>,
+    /// Overrides of the authorize, token, JWKS and userinfo endpoints.
+    pub auth_url: Option<Url>,
+    pub token_url: Option<Url>,
+    pub jwks_url: Option<Url>,
+    pub userinfo_url: Option<Url>,
+    /// Scopes to request (defaults per kind).
+    pub scopes: Option<Vec<String>>,
+    /// ID-token signature algorithms accepted (asymmetric only; default
+    /// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA).
+    pub algorithms: Option<Vec<String>>,
+    /// Link a first sign-in to an existing account with the same e-mail
+    /// when the provider vouches for the address (default true; see the
+    /// README for what "vouches" means per provider).
+    pub trust_email: Option<bool>,
+    /// Seconds for each HTTP call to the provider (default 10).
+    pub timeout_secs: Option<u64>,
+    /// Clock leeway for `exp`/`iat`/`nbf`, seconds (default 60).
+    pub leeway_secs: Option<i64>,
+    /// Least seconds between two JWKS re-fetches forced by an unknown key id
+    /// (default 60).
+    pub jwks_refetch_interval_secs: Option<u64>,
+}
+
+impl ProviderConfig {
+    pub fn kind_for(&self, name: &str) -> Option<ProviderKind> {
+        self.kind.or(match name {
+            "microsoft" => Some(ProviderKind::Microsoft),
+            "google" => Some(ProviderKind::Google),
+            "github" => Some(ProviderKind::Github),
+            _ => None,
+        })
+    }
+}
+
+/// The Microsoft code-exchange API (seed 000).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodeExchangeConfig {
+    /// The provider whose codes `POST /api/v1/auth/oauth2` redeems.
+    pub provider: String,
+    /// Redirect URIs a client may name (`uri`, `?redirect=`); the first is
+    /// the default. Empty: the front end's URL (`server.frontend_url`).
+    pub redirect_uris: Vec<Url>,
+    /// Refuse codes whose authorize step authgate did not start (no `state`
+    /// in the body and no flow cookie). Off by default for the original's
+    /// clients, which post only `{code}`.
+    pub require_state: bool,
+    /// Create a user on first sign-in (off: the user must exist).
+    pub signup: bool,
+}
+
+impl Default for CodeExchangeConfig {
+    fn default() -> Self {
+        CodeExchangeConfig {
+            provider: "microsoft".into(),
+            redirect_uris: Vec::new(),
+            require_state: false,
+            signup: false,
         }
     }
 }
@@ -558,6 +658,7 @@ impl Config {
                 "must be at least 32 characters (e.g. `openssl rand -hex 32`)",
             ));
         }
+        self.validate_providers(&mut errors);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errors.push(err("log.level", format!("is not a valid filter: {e}")));
         }
@@ -568,12 +669,148 @@ impl Config {
         }
     }
 
+    fn validate_providers(&self, errors: &mut Vec<ConfigError>) {
+        const ASYMMETRIC: [&str; 9] = [
+            "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+        ];
+        for (name, p) in &self.providers {
+            let key = |k: &str| format!("providers.{name}.{k}");
+            let valid_name = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            if !valid_name {
+                errors.push(err(
+                    &format!("providers.{name}"),
+                    "provider names are lowercase letters, digits, - and _",
+                ));
+            }
+            let Some(kind) = p.kind_for(name) else {
+                errors.push(err(
+                    &key("kind"),
+                    "is required for this name: microsoft, google, github or oidc",
+                ));
+                continue;
+            };
+            if p.client_id.trim().is_empty() {
+                errors.push(err(&key("client_id"), "is required"));
+            }
+            if p.client_secret
+                .as_deref()
+                .is_none_or(|s| s.trim().is_empty())
+            {
+                errors.push(err(
+                    &key("client_secret"),
+                    "is required (authgate is a confidential client)",
+                ));
+            }
+            if kind == ProviderKind::Oidc && p.issuer.is_none() {
+                errors.push(err(&key("issuer"), "is required for kind = \"oidc\""));
+            }
+            let only =
+                |field: &str, set: bool, kinds: &[ProviderKind], errors: &mut Vec<ConfigError>| {
+                    if set && !kinds.contains(&kind) {
+                        errors.push(err(
+                            &key(field),
+                            format!("does not apply to a {kind:?} provider"),
+                        ));
+                    }
+                };
+            use ProviderKind as K;
+            only("tenant", p.tenant.is_some(), &[K::Microsoft], errors);
+            only("authority", p.authority.is_some(), &[K::Microsoft], errors);
+            only(
+                "allowed_tenants",
+                !p.allowed_tenants.is_empty(),
+                &[K::Microsoft],
+                errors,
+            );
+            only("graph_url", p.graph_url.is_some(), &[K::Microsoft], errors);
+            only("api_url", p.api_url.is_some(), &[K::Github], errors);
+            only("issuer", p.issuer.is_some(), &[K::Google, K::Oidc], errors);
+            only(
+                "jwks_url",
+                p.jwks_url.is_some(),
+                &[K::Microsoft, K::Google, K::Oidc],
+                errors,
+            );
+            if let Some(t) = &p.tenant
+                && (t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            {
+                errors.push(err(
+                    &key("tenant"),
+                    "must be common, organizations, consumers, a tenant id or domain",
+                ));
+            }
+            for (field, url) in [
+                ("issuer", &p.issuer),
+                ("authority", &p.authority),
+                ("graph_url", &p.graph_url),
+                ("api_url", &p.api_url),
+                ("auth_url", &p.auth_url),
+                ("token_url", &p.token_url),
+                ("jwks_url", &p.jwks_url),
+                ("userinfo_url", &p.userinfo_url),
+            ] {
+                if let Some(u) = url
+                    && (!matches!(u.scheme(), "http" | "https") || u.host().is_none())
+                {
+                    errors.push(err(
+                        &key(field),
+                        "must be an http:// or https:// URL with a host",
+                    ));
+                }
+            }
+            if let Some(algs) = &p.algorithms
+                && (algs.is_empty() || algs.iter().any(|a| !ASYMMETRIC.contains(&a.as_str())))
+            {
+                errors.push(err(
+                    &key("algorithms"),
+                    format!("must be a non-empty list of {}", ASYMMETRIC.join(", ")),
+                ));
+            }
+            if p.timeout_secs == Some(0) {
+                errors.push(err(&key("timeout_secs"), "must be at least 1"));
+            }
+            if p.leeway_secs.is_some_and(|l| !(0..=600).contains(&l)) {
+                errors.push(err(&key("leeway_secs"), "must be between 0 and 600"));
+            }
+        }
+        let ce = &self.code_exchange;
+        if self.surfaces.code_exchange
+            && !self.providers.is_empty()
+            && !self.providers.contains_key(&ce.provider)
+        {
+            errors.push(err(
+                "code_exchange.provider",
+                format!("{:?} is not a configured provider", ce.provider),
+            ));
+        }
+        for u in &ce.redirect_uris {
+            if !matches!(u.scheme(), "http" | "https")
+                || u.host().is_none()
+                || u.fragment().is_some()
+            {
+                errors.push(err(
+                    "code_exchange.redirect_uris",
+                    format!("{u} must be an absolute http(s) URL without a fragment"),
+                ));
+            }
+        }
+    }
+
     /// The effective configuration as TOML, with every secret masked.
     pub fn to_masked_toml(&self) -> String {
         let mut masked = self.clone();
         masked.database.url = mask_url_password(&masked.database.url);
         masked.mail.smtp_url = masked.mail.smtp_url.as_deref().map(mask_url_password);
         masked.admin.token = masked.admin.token.as_ref().map(|_| MASK.to_string());
+        for p in masked.providers.values_mut() {
+            p.client_secret = p.client_secret.as_ref().map(|_| MASK.to_string());
+        }
         toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# could not render: {e}\n"))
     }
 }

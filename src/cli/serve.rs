@@ -49,9 +49,11 @@ pub fn assemble(
     impl Future<Output = ()> + Send + 'static,
 )> {
     let ml = &cfg.mail_login;
+    let providers = crate::providers::from_config(cfg).map_err(|e| anyhow::anyhow!(e))?;
     let mut builder = Core::builder(store, clock)
         .sessions(cfg.session.policy())
-        .mail_login(ml.policy());
+        .mail_login(ml.policy())
+        .providers(providers);
     if !ml.deny_list.is_empty() {
         let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
             .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;

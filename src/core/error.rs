@@ -29,6 +29,9 @@ pub enum Error {
     /// A dependency (DNS, ...) failed; the request may succeed later.
     #[error("temporarily unavailable: {0}")]
     Unavailable(String),
+    /// A sign-in provider refused, failed validation or was unreachable.
+    #[error("{0}")]
+    Provider(super::providers::ProviderError),
     #[error("storage error: {0}")]
     Store(StoreError),
     #[error("internal error: {0}")]

@@ -12,6 +12,7 @@ mod error;
 pub mod mail_login;
 pub mod model;
 pub mod outbox;
+pub mod providers;
 pub mod ratelimit;
 pub mod secret;
 pub mod sessions;
@@ -21,6 +22,10 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
 pub use model::*;
+pub use providers::{
+    FlowStart, IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet, Providers,
+    ResolvedUser, StartedFlow,
+};
 pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};
 pub use users::{ImportReport, NewUser, UserKey};
@@ -36,6 +41,7 @@ struct Inner {
     sessions: SessionPolicy,
     mail_login: MailLoginPolicy,
     mx: Option<Arc<dyn MxLookup>>,
+    providers: Providers,
     outbox_notify: mail_login::OutboxNotify,
 }
 
@@ -61,6 +67,12 @@ impl CoreBuilder {
         self
     }
 
+    /// The sign-in providers, by name.
+    pub fn providers(mut self, providers: Providers) -> Self {
+        self.inner.providers = providers;
+        self
+    }
+
     pub fn build(self) -> Core {
         Core {
             inner: Arc::new(self.inner),
@@ -77,6 +89,7 @@ impl Core {
                 sessions: SessionPolicy::default(),
                 mail_login: MailLoginPolicy::default(),
                 mx: None,
+                providers: Providers::new(),
                 outbox_notify: Default::default(),
             },
         }

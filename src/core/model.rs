@@ -185,6 +185,9 @@ pub struct LoginFlow {
     /// Where to send the browser afterwards: kept server-side, never read
     /// back from the callback.
     pub redirect_to: Option<String>,
+    /// The `redirect_uri` of the authorize request (the token request must
+    /// repeat it).
+    pub redirect_uri: Option<String>,
     /// Surface-specific extra data (JSON text).
     pub data: Option<String>,
     pub created_at: Timestamp,

@@ -1,29 +1,98 @@
-//! The Microsoft code-exchange API (seed 000), session half: checking and
-//! revoking the raw session ids its clients send in `Authorization`, and the
-//! API's own error shape `{code, status, message[, data]}`. The sign-in
-//! itself (`POST /api/v1/auth/oauth2`) comes with the providers.
+//! The Microsoft code-exchange API (seed 000): a front end trades a
+//! Microsoft authorization code for a session id (`POST /api/v1/auth/oauth2`),
+//! or lets authgate start the authorize step (`GET /api/v1/auth/oauth2`);
+//! clients check and end sessions with the raw id in `Authorization`. Errors
+//! in the API's own shape `{code, status, message[, data]}`.
 use axum::Json;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{FromRequest, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::extract::Client;
+use crate::config::Config;
+use crate::core::secret::TokenFormat;
+use crate::core::{Error, FlowStart, ProviderError};
+
+/// The surface name flows and sessions are recorded under.
+const SURFACE: &str = "code_exchange";
+/// Carries the state of a flow `GET /api/v1/auth/oauth2` started, for
+/// clients that post only `{code}` afterwards.
+const FLOW_COOKIE: &str = "authgate_cx_state";
+const FLOW_COOKIE_PATH: &str = "/api/v1/auth/oauth2";
+/// Longest authorization code accepted (Microsoft's are about 1-2 KB).
+const MAX_CODE_LEN: usize = 8192;
+
+/// This surface's settings, resolved from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub provider: String,
+    /// Allowed redirect URIs; the first is the default.
+    pub redirect_uris: Vec<String>,
+    pub require_state: bool,
+    pub signup: bool,
+}
+
+impl Settings {
+    pub fn new(cfg: &Config) -> Self {
+        let ce = &cfg.code_exchange;
+        let redirect_uris = if ce.redirect_uris.is_empty() {
+            vec![
+                cfg.server
+                    .frontend_url
+                    .clone()
+                    .unwrap_or_else(|| cfg.server.public_url())
+                    .to_string(),
+            ]
+        } else {
+            ce.redirect_uris.iter().map(|u| u.to_string()).collect()
+        };
+        Settings {
+            provider: ce.provider.clone(),
+            redirect_uris,
+            require_state: ce.require_state,
+            signup: ce.signup,
+        }
+    }
+
+    /// The redirect URI a client named, if allowed; the default if none.
+    fn redirect_uri(&self, asked: Option<&str>) -> Result<String, ApiV1Error> {
+        match asked {
+            None => self
+                .redirect_uris
+                .first()
+                .cloned()
+                .ok_or_else(|| ApiV1Error::new(StatusCode::BAD_REQUEST)),
+            Some(uri) => self
+                .redirect_uris
+                .iter()
+                .find(|allowed| allowed.as_str() == uri)
+                .cloned()
+                .ok_or_else(|| ApiV1Error::new(StatusCode::BAD_REQUEST)),
+        }
+    }
+}
 
 /// Paths of this API start with this.
 pub const PREFIX: &str = "/api/v1/";
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(oauth2_start, oauth2_exchange))
         .routes(routes!(valid))
         .routes(routes!(revoke))
         // A trailing slash is optional on every path of this API.
+        .route(
+            "/api/v1/auth/oauth2/",
+            get(oauth2_start).post(oauth2_exchange),
+        )
         .route("/api/v1/auth/valid/", get(valid))
         .route("/api/v1/auth/revoke/", delete(revoke))
 }
@@ -45,6 +114,7 @@ impl ApiV1Error {
                 "Bad Request",
                 "The server did not understand the request, an invalid request body or headers may have been given.",
             ),
+            403 => ("Forbidden", "The account is not allowed to sign in."),
             404 => ("Not Found", "The requested resource has not been found."),
             405 => (
                 "Method Not Allowed",
@@ -79,10 +149,44 @@ impl IntoResponse for ApiV1Error {
     }
 }
 
-impl From<crate::core::Error> for ApiV1Error {
-    fn from(e: crate::core::Error) -> Self {
-        tracing::error!(error = %e, "code-exchange API: storage or internal error");
-        ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE)
+impl ApiV1Error {
+    /// 406 with an OAuth-style error document under `data`.
+    fn not_acceptable(data: serde_json::Value) -> Self {
+        ApiV1Error {
+            data: Some(data),
+            ..ApiV1Error::new(StatusCode::NOT_ACCEPTABLE)
+        }
+    }
+}
+
+impl From<Error> for ApiV1Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { .. } => ApiV1Error::new(StatusCode::BAD_REQUEST),
+            Error::NotFound => ApiV1Error::new(StatusCode::NOT_FOUND),
+            Error::Disabled | Error::Forbidden(_) => ApiV1Error::new(StatusCode::FORBIDDEN),
+            // A flow state that is unknown, used, expired or not this API's.
+            Error::Unauthorized => ApiV1Error::not_acceptable(json!({
+                "error": "invalid_state",
+                "error_description": "The sign-in flow is unknown, already used or expired; start again."
+            })),
+            // The provider's own error document, as the original passed it on.
+            Error::Provider(ProviderError::Rejected { body, .. }) => {
+                ApiV1Error::not_acceptable(body)
+            }
+            Error::Provider(ProviderError::Invalid(m)) => ApiV1Error::not_acceptable(json!({
+                "error": "invalid_response",
+                "error_description": m
+            })),
+            Error::Provider(ProviderError::Unavailable(m)) => ApiV1Error::not_acceptable(json!({
+                "error": "temporarily_unavailable",
+                "error_description": m
+            })),
+            other => {
+                tracing::error!(error = %other, "code-exchange API: storage or internal error");
+                ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE)
+            }
+        }
     }
 }
 
@@ -138,4 +242,163 @@ async fn revoke(
         .revoke_session_token(&body.session_id, &client)
         .await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeRequest {
+    /// The authorization code Microsoft sent to the redirect URI.
+    code: String,
+    /// The redirect URI the authorize step used (one of
+    /// `code_exchange.redirect_uris`; default the first).
+    #[serde(default)]
+    uri: Option<String>,
+    /// The `state` the redirect URI received, when authgate started the
+    /// flow (`GET /api/v1/auth/oauth2`); binds the code to its PKCE verifier
+    /// and nonce.
+    #[serde(default)]
+    state: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExchangeResponse {
+    /// 16 random bytes, base64: send it raw in `Authorization`.
+    session_id: String,
+}
+
+fn flow_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == FLOW_COOKIE)
+        .map(|(_, value)| value.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn set_flow_cookie(value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{FLOW_COOKIE}={value}; Path={FLOW_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
+/// Trade a Microsoft authorization code for a session.
+#[utoipa::path(post, path = "/api/v1/auth/oauth2", tag = "code exchange",
+    request_body = ExchangeRequest,
+    responses(
+        (status = 200, description = "Signed in", body = ExchangeResponse),
+        (status = 400, description = "Malformed body, or a redirect URI that is not allowed", body = ApiV1Error),
+        (status = 403, description = "The user is disabled", body = ApiV1Error),
+        (status = 404, description = "No user matches the Microsoft account", body = ApiV1Error),
+        (status = 406, description = "The OAuth flow failed; `data` holds the provider's error document", body = ApiV1Error)))]
+async fn oauth2_exchange(
+    State(state): State<AppState>,
+    Client(client): Client,
+    req: Request,
+) -> Result<Response, ApiV1Error> {
+    let settings = &state.http.code_exchange;
+    if state.core.provider(&settings.provider).is_none() {
+        // No provider configured: this endpoint does not exist here.
+        return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
+    }
+    let cookie_state = flow_cookie(req.headers());
+    let Json(body) = Json::<ExchangeRequest>::from_request(req, &state)
+        .await
+        .map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
+    if body.code.trim().is_empty() || body.code.len() > MAX_CODE_LEN {
+        return Err(ApiV1Error::new(StatusCode::BAD_REQUEST));
+    }
+    let uri = settings.redirect_uri(body.uri.as_deref())?;
+    let core = &state.core;
+    let flow = match body.state.or(cookie_state) {
+        Some(s) => Some(
+            core.take_flow(&s, Some(&settings.provider), SURFACE)
+                .await?,
+        ),
+        None if settings.require_state => {
+            return Err(ApiV1Error::not_acceptable(json!({
+                "error": "invalid_request",
+                "error_description": "state is required: start the sign-in with GET /api/v1/auth/oauth2"
+            })));
+        }
+        None => None,
+    };
+    if let (Some(f), Some(asked)) = (&flow, &body.uri)
+        && f.redirect_uri.as_deref() != Some(asked.as_str())
+    {
+        return Err(ApiV1Error::not_acceptable(json!({
+            "error": "invalid_request",
+            "error_description": "uri is not the redirect URI this flow was started with"
+        })));
+    }
+    let profile = core
+        .redeem_code(&settings.provider, &body.code, &uri, flow.as_ref(), &client)
+        .await?;
+    let resolved = core
+        .resolve_user(&profile, settings.signup, None, &client)
+        .await?;
+    let (token, _) = core
+        .sign_in(&resolved.user, SURFACE, TokenFormat::Base64x16, &client)
+        .await?;
+    let mut response = Json(ExchangeResponse { session_id: token }).into_response();
+    if flow.is_some()
+        && let Some(clear) = set_flow_cookie("", 0, state.http.secure_cookies)
+    {
+        response.headers_mut().insert(SET_COOKIE, clear);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct StartParams {
+    /// Where Microsoft sends the browser back (one of
+    /// `code_exchange.redirect_uris`; default the first).
+    redirect: Option<String>,
+}
+
+/// Start the Microsoft authorize step: 301 to Microsoft with state, PKCE and
+/// nonce. The state comes back to the redirect URI and also sits in a
+/// short-lived cookie for clients that post only `{code}`.
+#[utoipa::path(get, path = "/api/v1/auth/oauth2", tag = "code exchange",
+    params(StartParams),
+    responses(
+        (status = 301, description = "To the provider's authorize URL"),
+        (status = 400, description = "A redirect URI that is not allowed", body = ApiV1Error),
+        (status = 406, description = "The provider could not be reached", body = ApiV1Error)))]
+async fn oauth2_start(
+    State(state): State<AppState>,
+    query: Result<Query<StartParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiV1Error> {
+    let Query(params) = query.map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
+    let settings = &state.http.code_exchange;
+    if state.core.provider(&settings.provider).is_none() {
+        return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
+    }
+    let redirect_uri = settings.redirect_uri(params.redirect.as_deref())?;
+    let started = state
+        .core
+        .start_flow(FlowStart {
+            provider: settings.provider.clone(),
+            surface: SURFACE,
+            redirect_uri,
+            ..FlowStart::default()
+        })
+        .await?;
+    let location = HeaderValue::from_str(started.authorize_url.as_str())
+        .map_err(|_| ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE))?;
+    let mut response = StatusCode::MOVED_PERMANENTLY.into_response();
+    response.headers_mut().insert(LOCATION, location);
+    if let Some(cookie) = set_flow_cookie(
+        &started.state,
+        crate::core::providers::FLOW_TTL_SECS,
+        state.http.secure_cookies,
+    ) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    Ok(response)
 }

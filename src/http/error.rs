@@ -74,6 +74,9 @@ impl From<crate::core::Error> for ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m.clone())
             },
+            E::Provider(ref p) => {
+                ApiError::new(StatusCode::BAD_GATEWAY, "provider_error", p.to_string())
+            }
             E::Store(ref inner) => {
                 // The full chain goes to the log; the client learns only that
                 // the service is unavailable.

@@ -47,6 +47,9 @@ pub struct HttpSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub admin_token: Option<String>,
     pub surfaces: SurfacesConfig,
+    /// Cookies get `Secure` (authgate is served over https).
+    pub secure_cookies: bool,
+    pub code_exchange: code_exchange::Settings,
 }
 
 impl AppState {
@@ -58,6 +61,8 @@ impl AppState {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 admin_token: config.admin.token.clone(),
                 surfaces: config.surfaces.clone(),
+                secure_cookies: config.server.public_url().scheme() == "https",
+                code_exchange: code_exchange::Settings::new(config),
             }),
         }
     }
@@ -104,6 +109,34 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete application with its layers.
+/// Browsers may call authgate from the front end's origin and the other
+/// configured origins, with credentials (cookies); from nowhere else.
+fn cors(server: &ServerConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = server
+        .frontend_url
+        .iter()
+        .map(|u| u.origin().ascii_serialization())
+        .chain(
+            server
+                .allowed_redirect_origins
+                .iter()
+                .map(|o| o.trim_end_matches('/').to_string()),
+        )
+        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION])
+        .max_age(Duration::from_secs(600))
+}
+
 pub fn app(state: AppState, server: &ServerConfig) -> Router {
     let (router, doc) = api(&state.http.surfaces).split_for_parts();
     let doc = Arc::new(doc);
@@ -131,6 +164,7 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
                 tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
+        .layer(cors(server))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))

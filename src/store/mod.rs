@@ -79,6 +79,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Identities
     async fn insert_identity(&self, identity: &Identity) -> Result<()>;
+    /// A new user and their first identity, in one transaction (a sign-up).
+    async fn insert_user_with_identity(&self, user: &User, identity: &Identity) -> Result<()>;
     async fn identity_with_user(
         &self,
         provider: &str,

@@ -115,6 +115,9 @@ macro_rules! count_hits {
     }};
 }
 
+const SQL_INSERT_IDENTITY: &str = "INSERT INTO identities (id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -256,6 +259,7 @@ struct LoginFlowRow {
     nonce: String,
     language: Option<String>,
     redirect_to: Option<String>,
+    redirect_uri: Option<String>,
     data: Option<String>,
     created_at: i64,
     expires_at: i64,
@@ -271,6 +275,7 @@ impl From<LoginFlowRow> for LoginFlow {
             nonce: r.nonce,
             language: r.language,
             redirect_to: r.redirect_to,
+            redirect_uri: r.redirect_uri,
             data: r.data,
             created_at: r.created_at,
             expires_at: r.expires_at,
@@ -602,23 +607,52 @@ impl Store for SqlStore {
 
     async fn insert_identity(&self, i: &Identity) -> Result<()> {
         with_writer!(self, |p| {
-            sqlx::query(
-            "INSERT INTO identities (id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-        )
-        .bind(i.id.to_string())
-        .bind(i.user_id.to_string())
-        .bind(&i.provider)
-        .bind(&i.issuer)
-        .bind(&i.subject)
-        .bind(i.email.as_deref())
-        .bind(i.email_verified)
-        .bind(i.created_at)
-        .bind(i.last_used_at)
-        .execute(p)
-        .await
-        .map_err(db_err)
-        .map(|_| ())
+            sqlx::query(SQL_INSERT_IDENTITY)
+                .bind(i.id.to_string())
+                .bind(i.user_id.to_string())
+                .bind(&i.provider)
+                .bind(&i.issuer)
+                .bind(&i.subject)
+                .bind(i.email.as_deref())
+                .bind(i.email_verified)
+                .bind(i.created_at)
+                .bind(i.last_used_at)
+                .execute(p)
+                .await
+                .map_err(db_err)
+                .map(|_| ())
+        })
+    }
+
+    async fn insert_user_with_identity(&self, u: &User, i: &Identity) -> Result<()> {
+        with_writer!(self, |p| {
+            let mut tx = p.begin().await.map_err(db_err)?;
+            sqlx::query(SQL_INSERT_USER)
+                .bind(u.id.to_string())
+                .bind(u.email.as_ref().map(Email::as_str))
+                .bind(u.email.as_ref().map(Email::normalized))
+                .bind(u.display_name.as_deref())
+                .bind(u.locale.as_ref().map(Locale::as_str))
+                .bind(u.disabled)
+                .bind(u.created_at)
+                .bind(u.updated_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            sqlx::query(SQL_INSERT_IDENTITY)
+                .bind(i.id.to_string())
+                .bind(i.user_id.to_string())
+                .bind(&i.provider)
+                .bind(&i.issuer)
+                .bind(&i.subject)
+                .bind(i.email.as_deref())
+                .bind(i.email_verified)
+                .bind(i.created_at)
+                .bind(i.last_used_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+            tx.commit().await.map_err(db_err)
         })
     }
 
@@ -818,8 +852,8 @@ impl Store for SqlStore {
     async fn insert_login_flow(&self, f: &LoginFlow) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
-            "INSERT INTO login_flows (state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO login_flows (state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at, redirect_uri) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )
         .bind(&f.state_hash)
         .bind(&f.provider)
@@ -831,6 +865,7 @@ impl Store for SqlStore {
         .bind(f.data.as_deref())
         .bind(f.created_at)
         .bind(f.expires_at)
+        .bind(f.redirect_uri.as_deref())
         .execute(p)
         .await
         .map_err(db_err)
@@ -846,7 +881,7 @@ impl Store for SqlStore {
         let row: Option<LoginFlowRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "DELETE FROM login_flows WHERE state_hash = $1 \
-             RETURNING state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, data, created_at, expires_at"
+             RETURNING state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, redirect_uri, data, created_at, expires_at"
         )
         .bind(state_hash)
         .fetch_optional(p)

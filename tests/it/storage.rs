@@ -256,6 +256,26 @@ async fn identities_are_keyed_by_provider_issuer_and_subject(db: &TestDb) {
     assert_eq!(list[0].email.as_deref(), Some("new@example.com"));
     assert!(list[0].email_verified);
     assert_eq!(list[0].last_used_at, T + 9);
+
+    // A sign-up writes user and identity together or not at all: an identity
+    // that already exists leaves no user behind.
+    let newcomer = user("newcomer@example.com");
+    let taken = identity(newcomer.id, "https://login.example/tenant-a", "oid-1");
+    assert!(matches!(
+        s.insert_user_with_identity(&newcomer, &taken).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.user_by_id(newcomer.id).await.unwrap(), None);
+    let fresh = identity(newcomer.id, "https://login.example/tenant-a", "oid-2");
+    s.insert_user_with_identity(&newcomer, &fresh)
+        .await
+        .unwrap();
+    let (_, owner) = s
+        .identity_with_user("microsoft", "https://login.example/tenant-a", "oid-2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(owner.id, newcomer.id);
 }
 
 async fn sessions_are_found_by_hash_listed_touched_and_deleted(db: &TestDb) {
@@ -338,6 +358,7 @@ async fn login_flows_are_single_use_and_expire(db: &TestDb) {
         nonce: "nonce".into(),
         language: Some("fr".into()),
         redirect_to: Some("https://app.example/after".into()),
+        redirect_uri: Some("https://auth.example/callback".into()),
         data: Some("{\"k\":1}".into()),
         created_at: T,
         expires_at: T + 600,

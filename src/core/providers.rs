@@ -1,0 +1,410 @@
+//! What the core needs of a sign-in provider (Microsoft, Google, GitHub, any
+//! OpenID Connect issuer), and the rules for the people they bring in:
+//! starting a flow (state, PKCE, nonce), finishing it once, and finding or
+//! linking the user an identity belongs to. The HTTP and token work lives in
+//! `crate::providers`; nothing here knows a wire format.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::json;
+use url::Url;
+use uuid::Uuid;
+
+use super::secret::{self, TokenFormat};
+use super::{ClientMeta, Core, Email, Error, Identity, Locale, LoginFlow, User};
+use crate::store::StoreError;
+
+/// How long a started flow may wait for its callback.
+pub const FLOW_TTL_SECS: i64 = 600;
+
+/// Why a provider step failed. Messages never contain a code, token or
+/// secret; `Rejected` carries the provider's own error body (which is safe to
+/// show: it is what the provider chose to tell the client).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// The provider answered a request with an error document (token
+    /// endpoint, Graph, GitHub API).
+    #[error("{stage}: the provider answered {status}")]
+    Rejected {
+        stage: &'static str,
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// A response (an ID token above all) failed validation.
+    #[error("invalid provider response: {0}")]
+    Invalid(String),
+    /// The provider could not be reached in time, or answered garbage.
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The authorize request of a flow authgate started.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest<'a> {
+    pub state: &'a str,
+    pub nonce: &'a str,
+    /// The PKCE verifier; its S256 challenge goes in the URL.
+    pub pkce_verifier: &'a str,
+    pub redirect_uri: &'a str,
+}
+
+/// The code redemption: `verifier` and `nonce` are absent only for a code
+/// whose authorize step authgate did not start (the code-exchange API's
+/// legacy clients).
+#[derive(Debug, Clone)]
+pub struct ExchangeRequest<'a> {
+    pub code: &'a str,
+    pub redirect_uri: &'a str,
+    pub pkce_verifier: Option<&'a str>,
+    pub nonce: Option<&'a str>,
+    pub now: i64,
+}
+
+/// The person a provider vouched for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderProfile {
+    pub provider: String,
+    /// The namespace `subject` is unique in: the OpenID issuer, Microsoft's
+    /// tenant id, `https://github.com`.
+    pub issuer: String,
+    /// Stable id within `issuer`: OpenID `sub`, Microsoft `oid`, GitHub's
+    /// numeric user id.
+    pub subject: String,
+    pub email: Option<String>,
+    /// The provider vouches that this person controls `email` (Google
+    /// `email_verified`, a verified GitHub address, Microsoft under policy).
+    /// Only then may `email` link to an existing account.
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub tokens: ProviderTokenSet,
+}
+
+/// What the token endpoint handed out (kept only in memory here; the token
+/// vault encrypts what it keeps).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProviderTokenSet {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<i64>,
+    pub scope: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderTokenSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderTokenSet")
+            .field("access_token", &"<redacted>")
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+#[async_trait]
+pub trait IdentityProvider: Send + Sync + 'static {
+    /// The configured name (`microsoft`, `google`, `github`, ...).
+    fn name(&self) -> &str;
+    /// The provider's authorize URL for this request.
+    async fn authorize_url(&self, req: &AuthorizeRequest<'_>) -> Result<Url, ProviderError>;
+    /// Redeem a code and return the validated person.
+    async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<ProviderProfile, ProviderError>;
+}
+
+/// The configured providers by name.
+pub type Providers = BTreeMap<String, Arc<dyn IdentityProvider>>;
+
+/// A flow to start: which provider, for which surface, and what the surface
+/// wants back when it finishes.
+#[derive(Debug, Clone, Default)]
+pub struct FlowStart {
+    pub provider: String,
+    pub surface: &'static str,
+    pub redirect_uri: String,
+    pub language: Option<String>,
+    pub redirect_to: Option<String>,
+    pub data: Option<String>,
+}
+
+/// A started flow: the state to hand the browser and where to send it.
+#[derive(Debug, Clone)]
+pub struct StartedFlow {
+    pub state: String,
+    pub authorize_url: Url,
+}
+
+/// The user a provider sign-in resolved to.
+#[derive(Debug, Clone)]
+pub struct ResolvedUser {
+    pub user: User,
+    /// The user was created by this sign-in.
+    pub created: bool,
+}
+
+impl Core {
+    /// The provider of this name, if configured.
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn IdentityProvider>> {
+        self.inner.providers.get(name)
+    }
+
+    pub fn provider_names(&self) -> impl Iterator<Item = &str> {
+        self.inner.providers.keys().map(String::as_str)
+    }
+
+    fn provider_or_unknown(&self, name: &str) -> Result<&Arc<dyn IdentityProvider>, Error> {
+        self.provider(name)
+            .ok_or_else(|| Error::invalid("provider", format!("{name:?} is not configured")))
+    }
+
+    /// Start a sign-in with a provider: a fresh state, PKCE verifier and
+    /// nonce, stored (hashed state) for [`FLOW_TTL_SECS`].
+    pub async fn start_flow(&self, start: FlowStart) -> Result<StartedFlow, Error> {
+        let provider = self.provider_or_unknown(&start.provider)?;
+        let state = secret::new_token(TokenFormat::UrlSafe32)?;
+        let verifier = secret::new_token(TokenFormat::UrlSafe32)?;
+        let nonce = secret::new_token(TokenFormat::UrlSafe32)?;
+        let authorize_url = provider
+            .authorize_url(&AuthorizeRequest {
+                state: &state,
+                nonce: &nonce,
+                pkce_verifier: &verifier,
+                redirect_uri: &start.redirect_uri,
+            })
+            .await
+            .map_err(Error::Provider)?;
+        let now = self.now();
+        self.store()
+            .insert_login_flow(&LoginFlow {
+                state_hash: secret::hash_token(&state).to_vec(),
+                provider: start.provider,
+                surface: start.surface.to_string(),
+                pkce_verifier: verifier,
+                nonce,
+                language: start.language,
+                redirect_to: start.redirect_to,
+                redirect_uri: Some(start.redirect_uri),
+                data: start.data,
+                created_at: now,
+                expires_at: now + FLOW_TTL_SECS,
+            })
+            .await?;
+        Ok(StartedFlow {
+            state,
+            authorize_url,
+        })
+    }
+
+    /// Take a flow by its state, once. Unknown, used, expired, or made for
+    /// another provider or surface: `Unauthorized` (and the flow is spent
+    /// either way, so a state cannot be replayed against a second provider).
+    pub async fn take_flow(
+        &self,
+        state: &str,
+        provider: Option<&str>,
+        surface: &str,
+    ) -> Result<LoginFlow, Error> {
+        if state.is_empty() || state.len() > secret::MAX_TOKEN_LEN {
+            return Err(Error::Unauthorized);
+        }
+        let flow = self
+            .store()
+            .take_login_flow(&secret::hash_token(state), self.now())
+            .await?
+            .ok_or(Error::Unauthorized)?;
+        if flow.surface != surface || provider.is_some_and(|p| p != flow.provider) {
+            return Err(Error::Unauthorized);
+        }
+        Ok(flow)
+    }
+
+    /// Redeem a provider code. With a flow, its PKCE verifier, nonce and
+    /// redirect URI are used; without one (a client that ran the authorize
+    /// step itself) the caller's redirect URI.
+    pub async fn redeem_code(
+        &self,
+        provider: &str,
+        code: &str,
+        redirect_uri: &str,
+        flow: Option<&LoginFlow>,
+        meta: &ClientMeta,
+    ) -> Result<ProviderProfile, Error> {
+        let p = self.provider_or_unknown(provider)?;
+        let redirect_uri = flow
+            .and_then(|f| f.redirect_uri.as_deref())
+            .unwrap_or(redirect_uri);
+        let result = p
+            .exchange(&ExchangeRequest {
+                code,
+                redirect_uri,
+                pkce_verifier: flow.map(|f| f.pkce_verifier.as_str()),
+                nonce: flow.map(|f| f.nonce.as_str()),
+                now: self.now(),
+            })
+            .await;
+        match result {
+            Ok(profile) => Ok(profile),
+            Err(e) => {
+                tracing::info!(provider, error = %e, "provider sign-in failed");
+                self.audit(
+                    "signin.provider_failed",
+                    None,
+                    meta,
+                    Some(json!({ "provider": provider, "reason": e.to_string() })),
+                )
+                .await;
+                Err(Error::Provider(e))
+            }
+        }
+    }
+
+    /// Find the user a provider identity belongs to, linking or creating
+    /// when the rules allow:
+    /// 1. a known (provider, issuer, subject) → its user;
+    /// 2. else, when the provider vouches for the e-mail, the user with that
+    ///    address gets this identity linked;
+    /// 3. else, with `signup`, a new user with this identity;
+    /// 4. else `NotFound`.
+    ///
+    /// A disabled user is refused (`Disabled`) at every step.
+    pub async fn resolve_user(
+        &self,
+        profile: &ProviderProfile,
+        signup: bool,
+        locale: Option<&Locale>,
+        meta: &ClientMeta,
+    ) -> Result<ResolvedUser, Error> {
+        let store = self.store();
+        let now = self.now();
+        let email = profile.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let vouched = profile.email_verified && email.is_some();
+        if let Some((identity, user)) = store
+            .identity_with_user(&profile.provider, &profile.issuer, &profile.subject)
+            .await?
+        {
+            store
+                .touch_identity(identity.id, email.as_ref().map(Email::as_str), vouched, now)
+                .await?;
+            return self.refuse_disabled(user, false, profile, meta).await;
+        }
+        let identity = |user_id: Uuid| Identity {
+            id: Uuid::now_v7(),
+            user_id,
+            provider: profile.provider.clone(),
+            issuer: profile.issuer.clone(),
+            subject: profile.subject.clone(),
+            email: email.as_ref().map(|e| e.as_str().to_string()),
+            email_verified: vouched,
+            created_at: now,
+            last_used_at: now,
+        };
+        if vouched
+            && let Some(e) = &email
+            && let Some(user) = store.user_by_email(&e.normalized()).await?
+        {
+            if user.disabled {
+                return self.refuse_disabled(user, false, profile, meta).await;
+            }
+            match store.insert_identity(&identity(user.id)).await {
+                // A concurrent first sign-in linked it already: same result.
+                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.audit(
+                "identity.linked",
+                Some(user.id),
+                meta,
+                Some(json!({ "provider": profile.provider, "by": "verified_email" })),
+            )
+            .await;
+            return Ok(ResolvedUser {
+                user,
+                created: false,
+            });
+        }
+        if !signup {
+            self.audit(
+                "signin.refused",
+                None,
+                meta,
+                Some(json!({ "provider": profile.provider, "reason": "no_user" })),
+            )
+            .await;
+            return Err(Error::NotFound);
+        }
+        let user = User {
+            id: Uuid::now_v7(),
+            // An address the provider did not vouch for is not recorded as
+            // the account's address (it could be anyone's).
+            email: if vouched { email.clone() } else { None },
+            display_name: profile.name.clone(),
+            locale: locale.cloned(),
+            disabled: false,
+            created_at: now,
+            updated_at: now,
+        };
+        match store
+            .insert_user_with_identity(&user, &identity(user.id))
+            .await
+        {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                // Raced with a concurrent first sign-in of the same identity
+                // (or an account took the address meanwhile): resolve again
+                // without sign-up.
+                return Box::pin(self.resolve_user(profile, false, locale, meta)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(
+            "user.created",
+            Some(user.id),
+            meta,
+            Some(json!({ "provider": profile.provider, "by": "signup" })),
+        )
+        .await;
+        Ok(ResolvedUser {
+            user,
+            created: true,
+        })
+    }
+
+    async fn refuse_disabled(
+        &self,
+        user: User,
+        created: bool,
+        profile: &ProviderProfile,
+        meta: &ClientMeta,
+    ) -> Result<ResolvedUser, Error> {
+        if user.disabled {
+            self.audit(
+                "signin.refused",
+                Some(user.id),
+                meta,
+                Some(json!({ "provider": profile.provider, "reason": "disabled" })),
+            )
+            .await;
+            return Err(Error::Disabled);
+        }
+        Ok(ResolvedUser { user, created })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_sets_do_not_print_their_tokens() {
+        let t = ProviderTokenSet {
+            access_token: "secret-access".into(),
+            refresh_token: Some("secret-refresh".into()),
+            expires_in: Some(3600),
+            scope: None,
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("secret-"), "{shown}");
+    }
+}
