@@ -11,9 +11,10 @@ use serde::de::DeserializeOwned;
 use super::{ApiError, AppState};
 use crate::core::ClientMeta;
 
-/// A JSON body. Malformed JSON, wrong types, unknown fields (with
-/// `deny_unknown_fields`), a missing or wrong content type and oversized
-/// bodies are all answered with 400.
+/// A JSON object body. Malformed JSON, anything but an object at the top
+/// (serde would read an array into a struct field by field), wrong types,
+/// unknown fields (with `deny_unknown_fields`), a missing or wrong content
+/// type and oversized bodies are all answered with 400.
 pub struct JsonBody<T>(pub T);
 
 impl<S, T> FromRequest<S> for JsonBody<T>
@@ -24,8 +25,13 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+        let bad =
+            |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) if v.is_object() => serde_json::from_value(v)
+                .map(JsonBody)
+                .map_err(|e| bad(format!("Failed to deserialize the JSON body: {e}"))),
+            Ok(_) => Err(bad("the request body must be a JSON object".into())),
             Err(rejection) => {
                 let message = match rejection.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),

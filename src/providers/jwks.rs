@@ -19,8 +19,9 @@ pub struct JwksCache {
     url: Url,
     refetch_interval: Duration,
     keys: RwLock<Option<(JwkSet, Instant)>>,
-    /// When the last fetch happened (serialises fetches).
-    last_fetch: Mutex<Option<Instant>>,
+    /// Serialises fetches, and remembers the last re-fetch an unknown key
+    /// id forced.
+    last_forced: Mutex<Option<Instant>>,
 }
 
 impl JwksCache {
@@ -29,7 +30,7 @@ impl JwksCache {
             url,
             refetch_interval,
             keys: RwLock::new(None),
-            last_fetch: Mutex::new(None),
+            last_forced: Mutex::new(None),
         }
     }
 
@@ -40,20 +41,18 @@ impl JwksCache {
         http: &Http,
         kid: Option<&str>,
     ) -> Result<Vec<Jwk>, ProviderError> {
-        let fresh = {
+        let cached = {
             let keys = self.keys.read().await;
             keys.as_ref()
-                .and_then(|(set, at)| (at.elapsed() < MAX_AGE).then(|| pick(set, kid)))
+                .map(|(set, at)| (pick(set, kid), at.elapsed() < MAX_AGE))
         };
-        match fresh {
-            Some(found) if !found.is_empty() => return Ok(found),
-            Some(_) => {
-                // Unknown key id: maybe rotated. Re-fetch, within the bound.
-                self.fetch(http, false).await?;
-            }
-            None => {
-                self.fetch(http, true).await?;
-            }
+        match cached {
+            Some((found, true)) if !found.is_empty() => return Ok(found),
+            // Known set, unknown key id: maybe rotated. Re-fetch, within
+            // the bound.
+            Some((_, true)) => self.fetch(http, true).await?,
+            // Nothing yet, or too old.
+            _ => self.fetch(http, false).await?,
         }
         let keys = self.keys.read().await;
         Ok(keys
@@ -62,20 +61,25 @@ impl JwksCache {
             .unwrap_or_default())
     }
 
-    /// Fetch the key set; `required` fetches regardless of the re-fetch bound
-    /// (nothing cached, or the cache is stale).
-    async fn fetch(&self, http: &Http, required: bool) -> Result<(), ProviderError> {
-        let mut last = self.last_fetch.lock().await;
-        if let Some(at) = *last
-            && at.elapsed() < self.refetch_interval
-        {
-            // Someone fetched a moment ago (maybe while this call waited on
-            // the lock): use what they got.
-            if !required || self.keys.read().await.is_some() {
+    /// Fetch the key set. A `forced` fetch (for an unknown key id) happens
+    /// at most once per `refetch_interval`; a regular one (nothing cached,
+    /// or stale) is skipped only if a concurrent caller just did it.
+    async fn fetch(&self, http: &Http, forced: bool) -> Result<(), ProviderError> {
+        let mut last_forced = self.last_forced.lock().await;
+        if forced {
+            if last_forced.is_some_and(|at| at.elapsed() < self.refetch_interval) {
                 return Ok(());
             }
+            *last_forced = Some(Instant::now());
+        } else if self
+            .keys
+            .read()
+            .await
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < MAX_AGE)
+        {
+            return Ok(());
         }
-        *last = Some(Instant::now());
         let set: JwkSet = http.get_json("jwks", &self.url, None).await?;
         tracing::debug!(url = %self.url, keys = set.keys.len(), "fetched provider signing keys");
         *self.keys.write().await = Some((set, Instant::now()));

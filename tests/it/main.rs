@@ -12,5 +12,6 @@ mod cli;
 mod code_exchange;
 mod http_base;
 mod mail_code;
+mod providers;
 mod sessions;
 mod storage;

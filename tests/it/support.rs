@@ -550,3 +550,150 @@ impl Drop for App {
         self.worker.abort();
     }
 }
+
+/// A real OpenID provider: the npm package `oidc-provider`, run by Node from
+/// `tests/peers/oidc` (see its `provider.mjs`). `AUTHGATE_TEST_NODE` names
+/// the node binary; `npm ci` in that folder installs the package.
+pub struct OidcPeer {
+    _peer: Peer,
+    pub port: u16,
+    /// The issuer its tokens carry.
+    pub issuer: String,
+}
+
+/// One account of the peer: id (also its `sub`) and claims.
+pub type PeerAccounts = serde_json::Value;
+
+pub const PEER_CLIENT_ID: &str = "authgate-test";
+pub const PEER_CLIENT_SECRET: &str = "peer-client-secret-0123456789";
+/// Where the peer sends the browser back (nothing listens: the test reads
+/// the code from the redirect itself).
+pub const PEER_REDIRECT: &str = "http://127.0.0.1:9/callback";
+
+impl OidcPeer {
+    pub fn node() -> Option<String> {
+        let node = peer_program("AUTHGATE_TEST_NODE", "node")?;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc");
+        if !dir.join("node_modules/oidc-provider").is_dir() {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{} has no node_modules: run `npm ci` there", dir.display());
+            }
+            eprintln!(
+                "note: skipping a case that needs `npm ci` in {}",
+                dir.display()
+            );
+            return None;
+        }
+        Some(node)
+    }
+
+    /// An Entra-like tenant: issuer `http://127.0.0.1:<port>/<tenant>/v2.0`,
+    /// Microsoft's endpoint paths, reachable under the tenant id and under
+    /// `common` and `organizations`.
+    pub async fn entra(node: &str, tenant: &str, accounts: PeerAccounts) -> OidcPeer {
+        let port = free_port();
+        let issuer = format!("http://127.0.0.1:{port}/{tenant}/v2.0");
+        let prefixes = [
+            format!("/{tenant}"),
+            "/common".into(),
+            "/organizations".into(),
+        ];
+        Self::start(node, port, issuer, &prefixes, true, accounts).await
+    }
+
+    /// A Google-like provider: issuer `http://127.0.0.1:<port>`, discovery at
+    /// the standard place.
+    pub async fn google(node: &str, accounts: PeerAccounts) -> OidcPeer {
+        let port = free_port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        Self::start(node, port, issuer, &[], false, accounts).await
+    }
+
+    async fn start(
+        node: &str,
+        port: u16,
+        issuer: String,
+        prefixes: &[String],
+        microsoft: bool,
+        accounts: PeerAccounts,
+    ) -> OidcPeer {
+        let cfg = serde_json::json!({
+            "port": port,
+            "issuer": issuer,
+            "prefixes": prefixes,
+            "microsoft": microsoft,
+            "clients": [{
+                "client_id": PEER_CLIENT_ID,
+                "client_secret": PEER_CLIENT_SECRET,
+                "redirect_uris": [PEER_REDIRECT],
+            }],
+            "accounts": accounts,
+        });
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/oidc");
+        let child = Command::new(node)
+            .arg(dir.join("provider.mjs"))
+            .arg(cfg.to_string())
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start node");
+        let peer = Peer(child);
+        wait_for_port(port, "oidc-provider").await;
+        OidcPeer {
+            _peer: peer,
+            port,
+            issuer,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Play the person at the provider: follow the authorize URL, post the
+/// login form as `account` (any password) and the consent form, and return
+/// the URL the provider finally sends the browser to.
+pub async fn authorize_at_peer(authorize_url: &str, account: &str) -> reqwest::Url {
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut url = reqwest::Url::parse(authorize_url).unwrap();
+    for _ in 0..12 {
+        if url.as_str().starts_with(PEER_REDIRECT) {
+            return url;
+        }
+        let r = browser.get(url.clone()).send().await.unwrap();
+        if r.status().is_redirection() {
+            let loc = r.headers()["location"].to_str().unwrap().to_string();
+            url = url.join(&loc).unwrap();
+            continue;
+        }
+        assert_eq!(r.status(), 200, "at {url}");
+        let page = r.text().await.unwrap();
+        let form: Vec<(&str, &str)> = if page.contains("name=\"login\"") {
+            vec![("prompt", "login"), ("login", account), ("password", "any")]
+        } else {
+            vec![("prompt", "consent")]
+        };
+        let r = browser.post(url.clone()).form(&form).send().await.unwrap();
+        assert!(
+            r.status().is_redirection(),
+            "form post answered {}",
+            r.status()
+        );
+        let loc = r.headers()["location"].to_str().unwrap().to_string();
+        url = url.join(&loc).unwrap();
+    }
+    panic!("the provider did not send the browser back: last at {url}");
+}
+
+/// A query parameter of a URL.
+pub fn query_param(url: &reqwest::Url, name: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
