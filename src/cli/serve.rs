@@ -106,6 +106,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         %address,
         public_url = %cfg.server.public_url(),
         database = %crate::config::mask_url_password(&cfg.database.url),
+        providers = ?cfg.providers.keys().collect::<Vec<_>>(),
         startup_ms = started.elapsed().as_millis() as u64,
         "authgate ready"
     );

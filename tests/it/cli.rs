@@ -217,6 +217,58 @@ fn config_check_prints_effective_values_with_secrets_masked() {
 }
 
 #[test]
+fn provider_config_is_checked_and_its_secret_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[providers.microsoft]\nclient_id = \"app\"\ntenant = \"organizations\"\n[providers.google]\nclient_id = \"g\"\nclient_secret = \"g-secret-value\"\n",
+    )
+    .unwrap();
+    let out = run_ok(
+        authgate(dir.path())
+            .env("AUTHGATE_CONFIG", &good)
+            .env(
+                "AUTHGATE_PROVIDERS__MICROSOFT__CLIENT_SECRET",
+                "ms-secret-value",
+            )
+            .args(["config", "check"]),
+    );
+    assert!(out.contains("[providers.microsoft]"), "{out}");
+    assert!(out.contains("tenant = \"organizations\""), "{out}");
+    assert!(
+        !out.contains("ms-secret-value") && !out.contains("g-secret-value"),
+        "{out}"
+    );
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[providers.acme]\nclient_id = \"a\"\nclient_secret = \"s\"\n\
+         [providers.google]\nclient_id = \"g\"\nclient_secret = \"s\"\nalgorithms = [\"HS256\"]\ntenant = \"x\"\n\
+         [providers.github]\nclient_id = \"\"\n",
+    )
+    .unwrap();
+    let out = authgate(dir.path())
+        .env("AUTHGATE_CONFIG", &bad)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    for needle in [
+        "providers.acme.kind",
+        "providers.google.algorithms",
+        "providers.google.tenant: does not apply",
+        "providers.github.client_id: is required",
+        "providers.github.client_secret: is required",
+        "code_exchange.provider",
+    ] {
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+}
+
+#[test]
 fn unreachable_database_is_a_clear_error_without_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let out = authgate(dir.path())

@@ -695,9 +695,12 @@ async fn forged_id_tokens_are_refused(db: &TestDb) {
     );
 
     // And the same flow with an honest token signs the victim in: the
-    // refusals above were for the reasons named, not a broken setup.
+    // refusals above were for the reasons named, not a broken setup. (No
+    // `kid` in its header: the provider's single key is tried.)
     let result = attempt(&app, &forge, TENANT, |n| {
-        sign(&forge.claims(TENANT, "oid-victim", n), "idp-1", "idp-1")
+        let key = EncodingKey::from_rsa_pem(&fixture("idp-1.pem")).unwrap();
+        let claims = forge.claims(TENANT, "oid-victim", n);
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &key).unwrap()
     })
     .await;
     assert_eq!(result.0, 200, "{}", result.1);
@@ -800,7 +803,232 @@ async fn a_slow_provider_is_an_error_not_a_hang(db: &TestDb) {
     );
 }
 
+// ------------------------------------------------ GitHub and OpenID issuers
+
+fn github(cfg: &mut Config, server: &MockServer) {
+    cfg.providers.insert(
+        "github".into(),
+        ProviderConfig {
+            client_id: "gh-client".into(),
+            client_secret: Some("gh-secret".into()),
+            auth_url: Some(
+                format!("{}/login/oauth/authorize", server.uri())
+                    .parse()
+                    .unwrap(),
+            ),
+            token_url: Some(
+                format!("{}/login/oauth/access_token", server.uri())
+                    .parse()
+                    .unwrap(),
+            ),
+            api_url: Some(server.uri().parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    cfg.code_exchange.provider = "github".into();
+    cfg.code_exchange.signup = true;
+    cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
+}
+
+/// GitHub's REST API as documented: `/user` and `/user/emails`.
+async fn github_person(server: &MockServer, id: i64, login: &str, emails: Value) {
+    server.reset().await;
+    Mock::given(method("POST"))
+        .and(path("/login/oauth/access_token"))
+        .and(wiremock::matchers::body_string_contains("code_verifier="))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": format!("gho_{login}"), "token_type": "bearer", "scope": "read:user,user:email"
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user"))
+        .and(header_regex(
+            "authorization",
+            &format!("^Bearer gho_{login}$"),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "login": login, "id": id, "node_id": "MDQ6VXNlcjE=", "type": "User",
+            "site_admin": false, "name": null, "company": null, "email": null
+        })))
+        .mount(server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/emails"))
+        .and(header_regex(
+            "authorization",
+            &format!("^Bearer gho_{login}$"),
+        ))
+        .respond_with(ResponseTemplate::new(200).set_body_json(emails))
+        .mount(server)
+        .await;
+}
+
+async fn github_code(app: &App) -> (u16, Value) {
+    let (authorize, _) = start(app).await;
+    let state = query_param(&authorize, "state").unwrap();
+    assert!(query_param(&authorize, "code_challenge").is_some());
+    assert_eq!(
+        query_param(&authorize, "nonce"),
+        None,
+        "GitHub is no OpenID provider"
+    );
+    let (status, v, _) = exchange(app, json!({"code": "gh-code", "state": state}), None).await;
+    (status, v)
+}
+
+async fn github_uses_only_a_verified_primary_address(db: &TestDb) {
+    let server = MockServer::start().await;
+    let app = App::start(db, |c| github(c, &server)).await;
+    let octo = add_user(&app, "octo@example.com").await;
+    let other = add_user(&app, "other@example.com").await;
+
+    // Verified primary address: linked to the existing account.
+    github_person(&server, 583231, "octocat", json!([
+        {"email": "octo@example.com", "verified": true, "primary": true, "visibility": "private"},
+        {"email": "other@example.com", "verified": true, "primary": false, "visibility": null}
+    ])).await;
+    let (status, v) = github_code(&app).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(session_user(&app, &assert_session_id(&v)).await.id, octo.id);
+    let ids = app.core.user_identities(octo.id).await.unwrap();
+    assert_eq!(
+        (ids[0].issuer.as_str(), ids[0].subject.as_str()),
+        ("https://github.com", "583231")
+    );
+
+    // Primary address unverified (and no public e-mail): not linked to the
+    // account owning it; a new account without an address instead.
+    github_person(&server, 99, "mallory", json!([
+        {"email": "other@example.com", "verified": false, "primary": true, "visibility": "public"}
+    ])).await;
+    let (status, v) = github_code(&app).await;
+    assert_eq!(status, 200, "{v}");
+    let mallory = session_user(&app, &assert_session_id(&v)).await;
+    assert_ne!(mallory.id, other.id);
+    assert_eq!(mallory.email, None);
+    assert!(app.core.user_identities(other.id).await.unwrap().is_empty());
+
+    // GitHub reports a bad code with status 200 and an error document.
+    server.reset().await;
+    let gh_error = json!({"error": "bad_verification_code", "error_description": "The code passed is incorrect or expired.", "error_uri": "https://docs.github.com/apps/managing-oauth-apps/troubleshooting-oauth-app-access-token-request-errors/#bad-verification-code"});
+    Mock::given(method("POST"))
+        .and(path("/login/oauth/access_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(gh_error.clone()))
+        .mount(&server)
+        .await;
+    let (status, v) = github_code(&app).await;
+    assert_eq!(status, 406);
+    assert_eq!(v["data"], gh_error);
+}
+
+fn acme(cfg: &mut Config, issuer: &str) {
+    cfg.providers.insert(
+        "acme".into(),
+        ProviderConfig {
+            kind: Some(authgate::config::ProviderKind::Oidc),
+            client_id: PEER_CLIENT_ID.into(),
+            client_secret: Some(PEER_CLIENT_SECRET.into()),
+            issuer: Some(issuer.parse().unwrap()),
+            ..Default::default()
+        },
+    );
+    cfg.code_exchange.provider = "acme".into();
+    cfg.code_exchange.signup = true;
+    cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
+}
+
+/// A generic OpenID provider: discovery must name the configured issuer
+/// (no mix-up), and userinfo must describe the ID token's subject.
+async fn openid_discovery_and_userinfo_are_checked(db: &TestDb) {
+    let server = MockServer::start().await;
+    let issuer = server.uri();
+    let discovery = |iss: &str| {
+        json!({
+            "issuer": iss,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "userinfo_endpoint": format!("{issuer}/userinfo"),
+        })
+    };
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(discovery("https://other-issuer.example")),
+        )
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    let app = App::start(db, |c| acme(c, &issuer)).await;
+    let r = no_redirects()
+        .get(app.url("/api/v1/auth/oauth2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["data"]["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("another issuer"),
+        "{v}"
+    );
+
+    // Honest discovery now (the failed attempt was not cached).
+    Mock::given(method("GET"))
+        .and(path("/.well-known/openid-configuration"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(discovery(&issuer)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/jwks"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"keys": [jwk("idp-1", "idp-1")]})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/userinfo"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"sub": "somebody-else", "email": "x@example.com", "email_verified": true}),
+        ))
+        .mount(&server)
+        .await;
+    let (authorize, _) = start(&app).await;
+    assert!(
+        authorize
+            .as_str()
+            .starts_with(&format!("{issuer}/authorize?"))
+    );
+    let state = query_param(&authorize, "state").unwrap();
+    let nonce = query_param(&authorize, "nonce").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // No e-mail in the ID token: authgate asks userinfo, which describes
+    // another subject.
+    let id_token = sign(
+        &json!({"iss": issuer, "aud": PEER_CLIENT_ID, "sub": "acme-1", "nonce": nonce, "iat": now, "exp": now + 600}),
+        "idp-1",
+        "idp-1",
+    );
+    Mock::given(method("POST"))
+        .and(path("/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "acme-access", "token_type": "Bearer", "expires_in": 600, "id_token": id_token
+        })))
+        .mount(&server)
+        .await;
+    let (status, v, _) = exchange(&app, json!({"code": "c", "state": state}), None).await;
+    assert_refused(&(status, v), "userinfo describes another subject");
+}
+
 on_both_databases!(
+    github_uses_only_a_verified_primary_address,
+    openid_discovery_and_userinfo_are_checked,
     entra_sign_in_trades_a_code_for_a_session,
     unknown_and_disabled_users_get_no_session,
     provider_errors_are_406_with_the_providers_document,
