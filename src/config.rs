@@ -33,6 +33,7 @@ pub struct Config {
     /// name with `kind = "oidc"`).
     pub providers: std::collections::BTreeMap<String, ProviderConfig>,
     pub code_exchange: CodeExchangeConfig,
+    pub oauth: OauthConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -270,9 +271,11 @@ impl MailLoginConfig {
 pub struct SurfacesConfig {
     /// `/auth/send-mail-login-code-v2`, `/auth/sign-in-by-mail-code`, ...
     pub mail_code: bool,
-    /// `/api/v1/auth/valid`, `/api/v1/auth/revoke` (the Microsoft
-    /// code-exchange API).
+    /// `/api/v1/auth/*` (the Microsoft code-exchange API).
     pub code_exchange: bool,
+    /// `/oauth/init`, `/oauth/callback/from/:provider`, `/oauth/login` (the
+    /// FreeSewing sign-in with confirmation).
+    pub oauth: bool,
 }
 
 impl Default for SurfacesConfig {
@@ -280,6 +283,7 @@ impl Default for SurfacesConfig {
         SurfacesConfig {
             mail_code: true,
             code_exchange: true,
+            oauth: true,
         }
     }
 }
@@ -353,11 +357,14 @@ impl ProviderConfig {
 }
 
 /// The Microsoft code-exchange API (seed 000).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CodeExchangeConfig {
     /// The provider whose codes `POST /api/v1/auth/oauth2` redeems.
-    pub provider: String,
+    /// Unset: `microsoft` when it is configured; otherwise the surface
+    /// answers 404 (a name given here must be configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
     /// Redirect URIs a client may name (`uri`, `?redirect=`); the first is
     /// the default. Empty: the front end's URL (`server.frontend_url`).
     pub redirect_uris: Vec<Url>,
@@ -369,14 +376,53 @@ pub struct CodeExchangeConfig {
     pub signup: bool,
 }
 
-impl Default for CodeExchangeConfig {
+impl CodeExchangeConfig {
+    /// The provider this surface uses: the configured one, else `microsoft`.
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or("microsoft")
+    }
+}
+
+/// The FreeSewing sign-in surface (seed 001): `/oauth/*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OauthConfig {
+    /// Providers offered here (empty: every configured one).
+    pub providers: Vec<String>,
+    /// Languages `/oauth/init` accepts; stored as the user's locale.
+    pub languages: Vec<String>,
+    /// Create an account for a person seen for the first time.
+    pub signup: bool,
+    /// Where a returning person is sent: `{frontend}`, `{confirmation}`,
+    /// `{validation}`, `{state}`, `{provider}`, `{language}` are filled in.
+    pub login_redirect: String,
+    /// Where a new person is sent (same placeholders).
+    pub signup_redirect: String,
+    /// How long a confirmation may wait for `/oauth/login`.
+    pub confirmation_ttl_secs: i64,
+}
+
+impl Default for OauthConfig {
     fn default() -> Self {
-        CodeExchangeConfig {
-            provider: "microsoft".into(),
-            redirect_uris: Vec::new(),
-            require_state: false,
-            signup: false,
+        OauthConfig {
+            providers: Vec::new(),
+            languages: ["en", "de", "es", "fr", "nl"].map(String::from).to_vec(),
+            signup: true,
+            login_redirect: "{frontend}/login/callback/{confirmation}/{validation}".into(),
+            signup_redirect: "{frontend}/confirm/signup/{state}/".into(),
+            confirmation_ttl_secs: 300,
         }
+    }
+}
+
+impl OauthConfig {
+    /// Fill a redirect template.
+    pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+        let mut out = template.to_string();
+        for (k, v) in values {
+            out = out.replace(&format!("{{{k}}}"), v);
+        }
+        out
     }
 }
 
@@ -779,14 +825,83 @@ impl Config {
                 errors.push(err(&key("leeway_secs"), "must be between 0 and 600"));
             }
         }
+        let o = &self.oauth;
+        for p in &o.providers {
+            if !self.providers.contains_key(p) {
+                errors.push(err(
+                    "oauth.providers",
+                    format!("{p:?} is not a configured provider"),
+                ));
+            }
+        }
+        if o.languages.is_empty()
+            || o.languages
+                .iter()
+                .any(|l| crate::core::Locale::parse(l).is_err())
+        {
+            errors.push(err(
+                "oauth.languages",
+                "must be a non-empty list of language codes",
+            ));
+        }
+        if !(30..=3600).contains(&o.confirmation_ttl_secs) {
+            errors.push(err(
+                "oauth.confirmation_ttl_secs",
+                "must be between 30 and 3600",
+            ));
+        }
+        let frontend = self
+            .server
+            .frontend_url
+            .clone()
+            .unwrap_or_else(|| self.server.public_url());
+        let origins: Vec<String> = std::iter::once(frontend.origin().ascii_serialization())
+            .chain(
+                self.server
+                    .allowed_redirect_origins
+                    .iter()
+                    .map(|o| o.trim_end_matches('/').to_string()),
+            )
+            .collect();
+        for (key, template, needs) in [
+            ("oauth.login_redirect", &o.login_redirect, "{confirmation}"),
+            ("oauth.signup_redirect", &o.signup_redirect, ""),
+        ] {
+            let sample = OauthConfig::fill(
+                template,
+                &[
+                    ("frontend", frontend.as_str().trim_end_matches('/')),
+                    ("confirmation", "c"),
+                    ("validation", "v"),
+                    ("state", "s"),
+                    ("provider", "p"),
+                    ("language", "l"),
+                ],
+            );
+            let on_allowed_origin = Url::parse(&sample)
+                .is_ok_and(|u| origins.contains(&u.origin().ascii_serialization()));
+            if !on_allowed_origin {
+                errors.push(err(
+                    key,
+                    "must be a URL on the front end's origin or server.allowed_redirect_origins",
+                ));
+            }
+            if !template.contains(needs)
+                || !(template.contains("{confirmation}") || template.contains("{state}"))
+            {
+                errors.push(err(
+                    key,
+                    "must carry {confirmation} (or, for sign-up, {state})",
+                ));
+            }
+        }
         let ce = &self.code_exchange;
-        if self.surfaces.code_exchange
-            && !self.providers.is_empty()
-            && !self.providers.contains_key(&ce.provider)
+        if let Some(p) = ce.provider.as_ref().filter(|_| self.surfaces.code_exchange)
+            && !self.providers.contains_key(p)
         {
             errors.push(err(
                 "code_exchange.provider",
-                format!("{:?} is not a configured provider", ce.provider),
+                format!("{p:?} is not a configured provider"),
             ));
         }
         for u in &ce.redirect_uris {

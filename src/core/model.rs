@@ -219,6 +219,20 @@ pub struct MailAuthToken {
     pub expires_at: Timestamp,
 }
 
+/// A one-time confirmation: proof that a provider sign-in of `user_id`
+/// finished, to be traded once for a session. Only hashes are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    pub token_hash: Vec<u8>,
+    pub validation_hash: Option<Vec<u8>>,
+    pub user_id: Uuid,
+    pub surface: String,
+    /// The user was created by this sign-in.
+    pub signup: bool,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// A rendered mail waiting in the durable outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMail {

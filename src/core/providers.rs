@@ -12,7 +12,7 @@ use url::Url;
 use uuid::Uuid;
 
 use super::secret::{self, TokenFormat};
-use super::{ClientMeta, Core, Email, Error, Identity, Locale, LoginFlow, User};
+use super::{ClientMeta, Confirmation, Core, Email, Error, Identity, Locale, LoginFlow, User};
 use crate::store::StoreError;
 
 /// How long a started flow may wait for its callback.
@@ -55,6 +55,9 @@ pub struct AuthorizeRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct ExchangeRequest<'a> {
     pub code: &'a str,
+    /// The `iss` of the authorization response (RFC 9207), when the
+    /// provider sent one: it must be this provider's.
+    pub response_issuer: Option<&'a str>,
     pub redirect_uri: &'a str,
     pub pkce_verifier: Option<&'a str>,
     pub nonce: Option<&'a str>,
@@ -220,15 +223,45 @@ impl Core {
         Ok(flow)
     }
 
+    /// Read a flow by its state without spending it (to send the browser to
+    /// the provider). `Unauthorized` when unknown, expired or another
+    /// surface's.
+    pub async fn peek_flow(&self, state: &str, surface: &str) -> Result<LoginFlow, Error> {
+        if state.is_empty() || state.len() > secret::MAX_TOKEN_LEN {
+            return Err(Error::Unauthorized);
+        }
+        self.store()
+            .login_flow(&secret::hash_token(state), self.now())
+            .await?
+            .filter(|f| f.surface == surface)
+            .ok_or(Error::Unauthorized)
+    }
+
+    /// The provider's authorize URL for a flow (the same every time).
+    pub async fn flow_authorize_url(&self, state: &str, flow: &LoginFlow) -> Result<Url, Error> {
+        let provider = self.provider_or_unknown(&flow.provider)?;
+        provider
+            .authorize_url(&AuthorizeRequest {
+                state,
+                nonce: &flow.nonce,
+                pkce_verifier: &flow.pkce_verifier,
+                redirect_uri: flow.redirect_uri.as_deref().unwrap_or_default(),
+            })
+            .await
+            .map_err(Error::Provider)
+    }
+
     /// Redeem a provider code. With a flow, its PKCE verifier, nonce and
     /// redirect URI are used; without one (a client that ran the authorize
-    /// step itself) the caller's redirect URI.
+    /// step itself) the caller's redirect URI. `response_issuer` is the
+    /// authorization response's `iss` parameter, when it had one.
     pub async fn redeem_code(
         &self,
         provider: &str,
         code: &str,
         redirect_uri: &str,
         flow: Option<&LoginFlow>,
+        response_issuer: Option<&str>,
         meta: &ClientMeta,
     ) -> Result<ProviderProfile, Error> {
         let p = self.provider_or_unknown(provider)?;
@@ -238,6 +271,7 @@ impl Core {
         let result = p
             .exchange(&ExchangeRequest {
                 code,
+                response_issuer,
                 redirect_uri,
                 pkce_verifier: flow.map(|f| f.pkce_verifier.as_str()),
                 nonce: flow.map(|f| f.nonce.as_str()),
@@ -369,6 +403,88 @@ impl Core {
             user,
             created: true,
         })
+    }
+
+    /// A one-time confirmation that `user` signed in through `surface`:
+    /// returns the confirmation id (`token`, or a fresh one) and, when asked
+    /// for, a validation string that must come back with it.
+    pub async fn issue_confirmation(
+        &self,
+        user: &User,
+        signup: bool,
+        surface: &str,
+        token: Option<String>,
+        with_validation: bool,
+        ttl_secs: i64,
+    ) -> Result<(String, Option<String>), Error> {
+        let token = match token {
+            Some(t) => t,
+            None => secret::new_token(TokenFormat::UrlSafe32)?,
+        };
+        let validation = if with_validation {
+            Some(secret::new_token(TokenFormat::Lower20)?)
+        } else {
+            None
+        };
+        let now = self.now();
+        self.store()
+            .insert_confirmation(&Confirmation {
+                token_hash: secret::hash_token(&token).to_vec(),
+                validation_hash: validation
+                    .as_deref()
+                    .map(|v| secret::hash_token(v).to_vec()),
+                user_id: user.id,
+                surface: surface.to_string(),
+                signup,
+                created_at: now,
+                expires_at: now + ttl_secs,
+            })
+            .await?;
+        Ok((token, validation))
+    }
+
+    /// Trade a confirmation (once) for its user: `Unauthorized` when
+    /// unknown, used, expired, another surface's, or when the validation
+    /// does not match (the confirmation is spent then too); `Disabled` for a
+    /// disabled user. Returns the user and whether the sign-in was a sign-up.
+    pub async fn redeem_confirmation(
+        &self,
+        token: &str,
+        validation: Option<&str>,
+        surface: &str,
+        meta: &ClientMeta,
+    ) -> Result<(User, bool), Error> {
+        if token.is_empty() || token.len() > secret::MAX_TOKEN_LEN {
+            return Err(Error::Unauthorized);
+        }
+        let c = self
+            .store()
+            .take_confirmation(&secret::hash_token(token), self.now())
+            .await?
+            .filter(|c| c.surface == surface)
+            .ok_or(Error::Unauthorized)?;
+        if let Some(expected) = &c.validation_hash {
+            let given = validation.map(secret::hash_token);
+            if !given.is_some_and(|g| secret::ct_eq(&g, expected)) {
+                self.audit(
+                    "signin.refused",
+                    Some(c.user_id),
+                    meta,
+                    Some(json!({ "surface": surface, "reason": "validation_mismatch" })),
+                )
+                .await;
+                return Err(Error::Unauthorized);
+            }
+        }
+        let user = self
+            .store()
+            .user_by_id(c.user_id)
+            .await?
+            .ok_or(Error::Unauthorized)?;
+        if user.disabled {
+            return Err(Error::Disabled);
+        }
+        Ok((user, c.signup))
     }
 
     async fn refuse_disabled(

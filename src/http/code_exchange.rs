@@ -55,7 +55,7 @@ impl Settings {
             ce.redirect_uris.iter().map(|u| u.to_string()).collect()
         };
         Settings {
-            provider: ce.provider.clone(),
+            provider: ce.provider_name().to_string(),
             redirect_uris,
             require_state: ce.require_state,
             signup: ce.signup,
@@ -337,7 +337,14 @@ async fn oauth2_exchange(
         })));
     }
     let profile = core
-        .redeem_code(&settings.provider, &body.code, &uri, flow.as_ref(), &client)
+        .redeem_code(
+            &settings.provider,
+            &body.code,
+            &uri,
+            flow.as_ref(),
+            None,
+            &client,
+        )
         .await?;
     let resolved = core
         .resolve_user(&profile, settings.signup, None, &client)

@@ -30,6 +30,7 @@ pub mod extract;
 pub mod health;
 pub mod mail_code;
 pub mod metrics;
+pub mod oauth;
 
 pub use error::ApiError;
 
@@ -50,6 +51,7 @@ pub struct HttpSettings {
     /// Cookies get `Secure` (authgate is served over https).
     pub secure_cookies: bool,
     pub code_exchange: code_exchange::Settings,
+    pub oauth: oauth::Settings,
 }
 
 impl AppState {
@@ -63,6 +65,7 @@ impl AppState {
                 surfaces: config.surfaces.clone(),
                 secure_cookies: config.server.public_url().scheme() == "https",
                 code_exchange: code_exchange::Settings::new(config),
+                oauth: oauth::Settings::new(config),
             }),
         }
     }
@@ -78,6 +81,7 @@ impl AppState {
     tags(
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "code exchange", description = "Sessions of the Microsoft code-exchange API (/api/v1/auth)"),
+        (name = "oauth", description = "Sign-in and sign-up with a provider through a one-time confirmation (FreeSewing's /oauth API)"),
         (name = "mail code", description = "Passwordless sign-in by a code sent by e-mail (TimeLimit's /auth API)"),
         (name = "admin", description = "For the application's back end; `Authorization: Bearer <admin.token>`")
     )
@@ -96,6 +100,9 @@ fn api(surfaces: &SurfacesConfig) -> OpenApiRouter<AppState> {
     }
     if surfaces.code_exchange {
         api = api.merge(code_exchange::router().layer(no_store.clone()));
+    }
+    if surfaces.oauth {
+        api = api.merge(oauth::router().layer(no_store.clone()));
     }
     api.merge(admin::router().layer(no_store))
 }

@@ -73,6 +73,30 @@ pub enum TenantRule {
     Single(String),
 }
 
+impl IssuerRule {
+    /// Could `iss` be this provider's issuer? (For Microsoft: the issuer of
+    /// an admitted tenant.)
+    pub fn names(&self, iss: &str) -> bool {
+        match self {
+            IssuerRule::Exact(list) => list.iter().any(|a| a == iss),
+            IssuerRule::Microsoft {
+                authority,
+                tenant,
+                allowed,
+            } => iss
+                .strip_prefix(authority.trim_end_matches('/'))
+                .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|rest| rest.strip_suffix("/v2.0"))
+                .is_some_and(|tid| {
+                    !tid.contains('/')
+                        && tenant.admits(tid)
+                        && (allowed.is_empty()
+                            || allowed.iter().any(|a| a.eq_ignore_ascii_case(tid)))
+                }),
+        }
+    }
+}
+
 impl TenantRule {
     pub fn from_config(tenant: &str) -> Self {
         match tenant.to_ascii_lowercase().as_str() {

@@ -320,6 +320,15 @@ impl IdentityProvider for Provider {
 
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<ProviderProfile, ProviderError> {
         let endpoints = self.endpoints().await?;
+        // RFC 9207: an authorization response that names its issuer must
+        // name this provider (mix-up defence), before the code is spent.
+        if let (Some(iss), Some(rule)) = (req.response_issuer, &self.issuer)
+            && !rule.names(iss)
+        {
+            return Err(ProviderError::Invalid(
+                "the authorization response comes from another issuer".into(),
+            ));
+        }
         let redeemed = endpoints.oauth.redeem(&self.http, req).await?;
         let access = redeemed.tokens.access_token.clone();
         let profile = match &self.flavor {

@@ -8,8 +8,8 @@ use uuid::Uuid;
 
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail, ProviderTokens, Session,
-    Timestamp, User,
+    AuditEvent, Confirmation, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
+    ProviderTokens, Session, Timestamp, User,
 };
 
 pub mod sql;
@@ -117,6 +117,17 @@ pub trait Store: Send + Sync + 'static {
     /// same state finds nothing.
     async fn take_login_flow(&self, state_hash: &[u8], now: Timestamp)
     -> Result<Option<LoginFlow>>;
+    /// Read an unexpired flow without taking it.
+    async fn login_flow(&self, state_hash: &[u8], now: Timestamp) -> Result<Option<LoginFlow>>;
+
+    // Confirmations (single use: taking deletes)
+    async fn insert_confirmation(&self, c: &Confirmation) -> Result<()>;
+    /// Atomically remove and return an unexpired confirmation.
+    async fn take_confirmation(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Confirmation>>;
 
     // Mail logins
     /// In one transaction: count one hit in each rate-limit window; then,

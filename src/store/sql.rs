@@ -19,8 +19,8 @@ use uuid::Uuid;
 use super::{RateHit, Result, Store, StoreError};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
-    ProviderTokens, Session, Timestamp, User,
+    AuditEvent, Confirmation, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin,
+    OutboxMail, ProviderTokens, Session, Timestamp, User,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -263,6 +263,33 @@ struct LoginFlowRow {
     data: Option<String>,
     created_at: i64,
     expires_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ConfirmationRow {
+    token_hash: Vec<u8>,
+    validation_hash: Option<Vec<u8>>,
+    user_id: String,
+    surface: String,
+    signup: bool,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl TryFrom<ConfirmationRow> for Confirmation {
+    type Error = StoreError;
+
+    fn try_from(r: ConfirmationRow) -> Result<Confirmation> {
+        Ok(Confirmation {
+            token_hash: r.token_hash,
+            validation_hash: r.validation_hash,
+            user_id: uuid(&r.user_id)?,
+            surface: r.surface,
+            signup: r.signup,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        })
+    }
 }
 
 impl From<LoginFlowRow> for LoginFlow {
@@ -891,6 +918,63 @@ impl Store for SqlStore {
         Ok(row.map(LoginFlow::from).filter(|f| f.expires_at > now))
     }
 
+    async fn login_flow(&self, state_hash: &[u8], now: Timestamp) -> Result<Option<LoginFlow>> {
+        let row: Option<LoginFlowRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT state_hash, provider, surface, pkce_verifier, nonce, language, redirect_to, redirect_uri, data, created_at, expires_at \
+                 FROM login_flows WHERE state_hash = $1 AND expires_at > $2",
+            )
+            .bind(state_hash)
+            .bind(now)
+            .fetch_optional(p)
+            .await
+            .map_err(db_err)
+        })?;
+        Ok(row.map(LoginFlow::from))
+    }
+
+    // ------------------------------------------------------------ confirmations
+
+    async fn insert_confirmation(&self, c: &Confirmation) -> Result<()> {
+        with_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO confirmations (token_hash, validation_hash, user_id, surface, signup, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&c.token_hash)
+            .bind(c.validation_hash.as_deref())
+            .bind(c.user_id.to_string())
+            .bind(&c.surface)
+            .bind(c.signup)
+            .bind(c.created_at)
+            .bind(c.expires_at)
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+        })
+    }
+
+    async fn take_confirmation(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Confirmation>> {
+        let row: Option<ConfirmationRow> = with_writer!(self, |p| {
+            sqlx::query_as(
+                "DELETE FROM confirmations WHERE token_hash = $1 \
+                 RETURNING token_hash, validation_hash, user_id, surface, signup, created_at, expires_at",
+            )
+            .bind(token_hash)
+            .fetch_optional(p)
+            .await
+            .map_err(db_err)
+        })?;
+        row.map(Confirmation::try_from)
+            .transpose()
+            .map(|c| c.filter(|c| c.expires_at > now))
+    }
+
     // ------------------------------------------------------------ mail logins
 
     async fn insert_mail_login(
@@ -1211,7 +1295,8 @@ impl Store for SqlStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
-        const PURGES: [&str; 6] = [
+        const PURGES: [&str; 7] = [
+            "DELETE FROM confirmations WHERE expires_at <= $1",
             "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
             "DELETE FROM login_flows WHERE expires_at <= $1",
             "DELETE FROM mail_logins WHERE expires_at <= $1",

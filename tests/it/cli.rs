@@ -246,7 +246,8 @@ fn provider_config_is_checked_and_its_secret_masked() {
         &bad,
         "[providers.acme]\nclient_id = \"a\"\nclient_secret = \"s\"\n\
          [providers.google]\nclient_id = \"g\"\nclient_secret = \"s\"\nalgorithms = [\"HS256\"]\ntenant = \"x\"\n\
-         [providers.github]\nclient_id = \"\"\n",
+         [providers.github]\nclient_id = \"\"\n\
+         [code_exchange]\nprovider = \"okta\"\n",
     )
     .unwrap();
     let out = authgate(dir.path())
@@ -262,7 +263,7 @@ fn provider_config_is_checked_and_its_secret_masked() {
         "providers.google.tenant: does not apply",
         "providers.github.client_id: is required",
         "providers.github.client_secret: is required",
-        "code_exchange.provider",
+        "code_exchange.provider: \"okta\" is not a configured provider",
     ] {
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }

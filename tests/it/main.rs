@@ -12,6 +12,7 @@ mod cli;
 mod code_exchange;
 mod http_base;
 mod mail_code;
+mod oauth;
 mod providers;
 mod sessions;
 mod storage;

@@ -362,7 +362,7 @@ fn google(cfg: &mut Config, issuer: &str, signup: bool) {
             ..Default::default()
         },
     );
-    cfg.code_exchange.provider = "google".into();
+    cfg.code_exchange.provider = Some("google".into());
     cfg.code_exchange.signup = signup;
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
 }
@@ -825,7 +825,7 @@ fn github(cfg: &mut Config, server: &MockServer) {
             ..Default::default()
         },
     );
-    cfg.code_exchange.provider = "github".into();
+    cfg.code_exchange.provider = Some("github".into());
     cfg.code_exchange.signup = true;
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
 }
@@ -933,7 +933,7 @@ fn acme(cfg: &mut Config, issuer: &str) {
             ..Default::default()
         },
     );
-    cfg.code_exchange.provider = "acme".into();
+    cfg.code_exchange.provider = Some("acme".into());
     cfg.code_exchange.signup = true;
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
 }

@@ -569,6 +569,10 @@ pub const PEER_CLIENT_SECRET: &str = "peer-client-secret-0123456789";
 /// Where the peer sends the browser back (nothing listens: the test reads
 /// the code from the redirect itself).
 pub const PEER_REDIRECT: &str = "http://127.0.0.1:9/callback";
+/// The `server.public_url` of apps that receive provider callbacks in tests:
+/// the peer sends the browser there, and the test carries the query to the
+/// app itself.
+pub const PEER_PUBLIC_URL: &str = "http://127.0.0.1:9";
 
 impl OidcPeer {
     pub fn node() -> Option<String> {
@@ -625,7 +629,12 @@ impl OidcPeer {
             "clients": [{
                 "client_id": PEER_CLIENT_ID,
                 "client_secret": PEER_CLIENT_SECRET,
-                "redirect_uris": [PEER_REDIRECT],
+                "redirect_uris": [
+                    PEER_REDIRECT,
+                    format!("{PEER_PUBLIC_URL}/oauth/callback/from/google"),
+                    format!("{PEER_PUBLIC_URL}/oauth/callback/from/microsoft"),
+                    format!("{PEER_PUBLIC_URL}/auth/callback"),
+                ],
             }],
             "accounts": accounts,
         });
@@ -663,7 +672,7 @@ pub async fn authorize_at_peer(authorize_url: &str, account: &str) -> reqwest::U
         .unwrap();
     let mut url = reqwest::Url::parse(authorize_url).unwrap();
     for _ in 0..12 {
-        if url.as_str().starts_with(PEER_REDIRECT) {
+        if url.as_str().starts_with(&format!("{PEER_PUBLIC_URL}/")) {
             return url;
         }
         let r = browser.get(url.clone()).send().await.unwrap();

@@ -1,0 +1,451 @@
+//! The FreeSewing sign-in surface (seed 001): `POST /oauth/init` makes a
+//! flow, `GET /oauth/authorize` sends the browser to the provider,
+//! `GET /oauth/callback/from/:provider` finishes the provider step and sends
+//! the browser to the front end with a one-time confirmation, and
+//! `POST /oauth/login` trades that for the account and a session.
+//!
+//! Errors are bare statuses with their reason phrase as a text body, as the
+//! original's `res.sendStatus(...)`.
+use axum::Json;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::extract::{Client, JsonBody};
+use crate::config::{Config, OauthConfig};
+use crate::core::secret::{self, TokenFormat};
+use crate::core::{Error, FlowStart, Locale, User, clock::rfc3339};
+
+const SURFACE: &str = "oauth";
+/// Binds a flow to the browser that went to the provider: set by
+/// `/oauth/authorize`, required by the callback.
+const FLOW_COOKIE: &str = "authgate_oauth_state";
+const FLOW_COOKIE_PATH: &str = "/oauth/callback";
+const MAX_CODE_LEN: usize = 8192;
+
+/// This surface's settings, resolved from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub providers: Vec<String>,
+    pub languages: Vec<String>,
+    pub signup: bool,
+    pub login_redirect: String,
+    pub signup_redirect: String,
+    pub confirmation_ttl_secs: i64,
+    /// The front end's URL without a trailing slash (`{frontend}`).
+    pub frontend: String,
+    /// authgate's public URL without a trailing slash (callback URLs).
+    pub public: String,
+}
+
+impl Settings {
+    pub fn new(cfg: &Config) -> Self {
+        let o = &cfg.oauth;
+        let providers = if o.providers.is_empty() {
+            cfg.providers.keys().cloned().collect()
+        } else {
+            o.providers.clone()
+        };
+        let frontend = cfg
+            .server
+            .frontend_url
+            .clone()
+            .unwrap_or_else(|| cfg.server.public_url());
+        Settings {
+            providers,
+            languages: o.languages.clone(),
+            signup: o.signup,
+            login_redirect: o.login_redirect.clone(),
+            signup_redirect: o.signup_redirect.clone(),
+            confirmation_ttl_secs: o.confirmation_ttl_secs,
+            frontend: frontend.as_str().trim_end_matches('/').to_string(),
+            public: cfg
+                .server
+                .public_url()
+                .as_str()
+                .trim_end_matches('/')
+                .to_string(),
+        }
+    }
+
+    fn callback_uri(&self, provider: &str) -> String {
+        format!("{}/oauth/callback/from/{provider}", self.public)
+    }
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(init))
+        .routes(routes!(authorize))
+        .routes(routes!(callback))
+        .routes(routes!(login))
+}
+
+/// A bare status with its reason phrase, like Express's `sendStatus`.
+fn status(code: StatusCode) -> Response {
+    (code, code.canonical_reason().unwrap_or_default()).into_response()
+}
+
+fn fail(e: Error) -> Response {
+    match e {
+        Error::Invalid { .. } => status(StatusCode::BAD_REQUEST),
+        Error::Unauthorized | Error::NotFound | Error::Provider(_) => {
+            status(StatusCode::UNAUTHORIZED)
+        }
+        Error::Disabled | Error::Forbidden(_) => status(StatusCode::FORBIDDEN),
+        other => {
+            tracing::error!(error = %other, "oauth surface: storage or internal error");
+            status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+fn flow_cookie(value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{FLOW_COOKIE}={value}; Path={FLOW_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
+fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response {
+    let Ok(location) = HeaderValue::from_str(to) else {
+        return status(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let mut r = StatusCode::FOUND.into_response();
+    r.headers_mut().insert(LOCATION, location);
+    if let Some(c) = cookie {
+        r.headers_mut().insert(SET_COOKIE, c);
+    }
+    r
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitRequest {
+    /// `google`, `github` or `microsoft` (as configured).
+    provider: String,
+    /// One of `oauth.languages` (default `en`, `de`, `es`, `fr`, `nl`).
+    language: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InitResponse {
+    /// Send the browser to `GET /oauth/authorize?state=<state>`.
+    state: String,
+}
+
+/// Start a provider sign-in: a single-use flow (state, PKCE, nonce; 10
+/// minutes) for this provider and language.
+#[utoipa::path(post, path = "/oauth/init", tag = "oauth",
+    request_body = InitRequest,
+    responses(
+        (status = 200, description = "The flow's state", body = InitResponse),
+        (status = 400, description = "Unknown provider or language, or a malformed body")))]
+async fn init(State(state): State<AppState>, req: Request) -> Response {
+    let settings = &state.http.oauth;
+    let Ok(JsonBody(body)) = JsonBody::<InitRequest>::from_request(req, &state).await else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    if !settings.providers.contains(&body.provider)
+        || state.core.provider(&body.provider).is_none()
+        || !settings.languages.contains(&body.language)
+    {
+        return status(StatusCode::BAD_REQUEST);
+    }
+    match state
+        .core
+        .start_flow(FlowStart {
+            redirect_uri: settings.callback_uri(&body.provider),
+            provider: body.provider,
+            surface: SURFACE,
+            language: Some(body.language),
+            ..FlowStart::default()
+        })
+        .await
+    {
+        Ok(started) => Json(InitResponse {
+            state: started.state,
+        })
+        .into_response(),
+        Err(Error::Provider(e)) => {
+            tracing::warn!(error = %e, "oauth init: provider unavailable");
+            status(StatusCode::SERVICE_UNAVAILABLE)
+        }
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct AuthorizeParams {
+    /// The state `/oauth/init` returned.
+    state: String,
+}
+
+/// Send the browser to the provider for a flow (302), binding the flow to
+/// this browser with a short-lived cookie the callback checks.
+#[utoipa::path(get, path = "/oauth/authorize", tag = "oauth",
+    params(AuthorizeParams),
+    responses(
+        (status = 302, description = "To the provider's authorize URL"),
+        (status = 401, description = "Unknown, used or expired state")))]
+async fn authorize(
+    State(state): State<AppState>,
+    query: Result<Query<AuthorizeParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Ok(Query(params)) = query else {
+        return status(StatusCode::UNAUTHORIZED);
+    };
+    let flow = match state.core.peek_flow(&params.state, SURFACE).await {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    match state.core.flow_authorize_url(&params.state, &flow).await {
+        Ok(url) => redirect(
+            url.as_str(),
+            flow_cookie(
+                &params.state,
+                crate::core::providers::FLOW_TTL_SECS,
+                state.http.secure_cookies,
+            ),
+        ),
+        Err(e) => fail(e),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CallbackParams {
+    state: Option<String>,
+    code: Option<String>,
+    /// RFC 9207: the issuer of the authorization response.
+    iss: Option<String>,
+    /// The provider's error (e.g. `access_denied`).
+    error: Option<String>,
+}
+
+/// The provider sends the browser here. Success: 302 to the front end with a
+/// one-time confirmation (`oauth.login_redirect` for a returning person,
+/// `oauth.signup_redirect` for a new one).
+#[utoipa::path(get, path = "/oauth/callback/from/{provider}", tag = "oauth",
+    params(("provider" = String, Path, description = "The provider the flow was made for"), CallbackParams),
+    responses(
+        (status = 302, description = "To the front end with the confirmation"),
+        (status = 401, description = "Unknown, used or expired state; a state of another provider or browser; a provider failure"),
+        (status = 403, description = "The user is disabled")))]
+async fn callback(
+    State(state): State<AppState>,
+    Client(client): Client,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let settings = &state.http.oauth;
+    let core = &state.core;
+    let Ok(Query(params)) = query else {
+        return status(StatusCode::UNAUTHORIZED);
+    };
+    let Some(flow_state) = params.state.filter(|s| !s.is_empty()) else {
+        return status(StatusCode::UNAUTHORIZED);
+    };
+    // Spend the flow first: whatever happens next, this state is used.
+    let flow = match core.take_flow(&flow_state, Some(&provider), SURFACE).await {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    // The browser that comes back must be the one that went to the
+    // provider (no login CSRF by a forwarded callback URL).
+    let bound = cookie_value(&headers, FLOW_COOKIE)
+        .is_some_and(|c| secret::ct_eq(c.as_bytes(), flow_state.as_bytes()));
+    if !bound {
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    if let Some(error) = params.error {
+        tracing::info!(provider, error = %error.chars().take(64).collect::<String>(), "provider returned an error to the callback");
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    let Some(code) = params
+        .code
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
+    else {
+        return status(StatusCode::UNAUTHORIZED);
+    };
+    let redirect_uri = settings.callback_uri(&provider);
+    let profile = match core
+        .redeem_code(
+            &provider,
+            &code,
+            &redirect_uri,
+            Some(&flow),
+            params.iss.as_deref(),
+            &client,
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let locale = flow.language.as_deref().and_then(|l| Locale::parse(l).ok());
+    let resolved = match core
+        .resolve_user(&profile, settings.signup, locale.as_ref(), &client)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let template = if resolved.created {
+        &settings.signup_redirect
+    } else {
+        &settings.login_redirect
+    };
+    // A sign-up's confirmation is the flow's state (the original's
+    // `/confirm/signup/<state>/`); a returning person's a fresh id.
+    let token = resolved.created.then(|| flow_state.clone());
+    let issued = core
+        .issue_confirmation(
+            &resolved.user,
+            resolved.created,
+            SURFACE,
+            token,
+            template.contains("{validation}"),
+            settings.confirmation_ttl_secs,
+        )
+        .await;
+    let (confirmation, validation) = match issued {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let to = OauthConfig::fill(
+        template,
+        &[
+            ("frontend", &settings.frontend),
+            ("confirmation", &confirmation),
+            ("validation", validation.as_deref().unwrap_or_default()),
+            ("state", &flow_state),
+            ("provider", &provider),
+            ("language", flow.language.as_deref().unwrap_or_default()),
+        ],
+    );
+    redirect(&to, flow_cookie("", 0, state.http.secure_cookies))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// From the front-end URL the callback redirected to.
+    confirmation: String,
+    /// Required when the redirect carried one.
+    #[serde(default)]
+    validation: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LoginResponse {
+    /// The account, in the original's shape.
+    #[schema(value_type = Object)]
+    account: Value,
+    /// People (measurement sets) by handle; none are kept by authgate.
+    #[schema(value_type = Object)]
+    people: Value,
+    /// The session token: send it as `Authorization: Bearer <token>`.
+    token: String,
+    /// The account was created by this sign-in.
+    signup: bool,
+}
+
+/// Trade a confirmation (once, within `oauth.confirmation_ttl_secs`) for the
+/// account and a session.
+#[utoipa::path(post, path = "/oauth/login", tag = "oauth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Signed in", body = LoginResponse),
+        (status = 400, description = "Malformed body"),
+        (status = 401, description = "Unknown, used, expired or mismatched confirmation"),
+        (status = 403, description = "The user is disabled")))]
+async fn login(State(state): State<AppState>, Client(client): Client, req: Request) -> Response {
+    let Ok(JsonBody(body)) = JsonBody::<LoginRequest>::from_request(req, &state).await else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    if body.confirmation.is_empty() || body.validation.as_deref() == Some("") {
+        return status(StatusCode::BAD_REQUEST);
+    }
+    let core = &state.core;
+    let (user, signup) = match core
+        .redeem_confirmation(
+            &body.confirmation,
+            body.validation.as_deref(),
+            SURFACE,
+            &client,
+        )
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let token = match core
+        .sign_in(&user, SURFACE, TokenFormat::UrlSafe32, &client)
+        .await
+    {
+        Ok((token, _)) => token,
+        Err(e) => return fail(e),
+    };
+    let now = core.now();
+    Json(LoginResponse {
+        account: account(&user, now),
+        people: json!({}),
+        token,
+        signup,
+    })
+    .into_response()
+}
+
+/// The account as the original's `user.account()` shaped it.
+fn account(user: &User, now: i64) -> Value {
+    let email = user.email.as_ref().map(|e| e.as_str().to_string());
+    let username = user
+        .display_name
+        .clone()
+        .or_else(|| {
+            email
+                .as_deref()
+                .and_then(|e| e.split('@').next())
+                .map(String::from)
+        })
+        .unwrap_or_else(|| user.id.simple().to_string());
+    json!({
+        "handle": user.id.to_string(),
+        "username": username,
+        "email": email,
+        "role": "user",
+        "status": if user.disabled { "blocked" } else { "active" },
+        "settings": {
+            "language": user.locale.as_ref().map(|l| l.as_str()).unwrap_or("en"),
+            "units": "metric"
+        },
+        "consent": {"profile": false, "measurements": false, "openData": false},
+        "time": {"created": rfc3339(user.created_at), "login": rfc3339(now)},
+        "patron": 0,
+        "bio": "",
+        "picture": "",
+        "social": {"twitter": "", "instagram": "", "github": ""},
+        "newsletter": false
+    })
+}
