@@ -34,6 +34,8 @@ pub struct Config {
     pub providers: std::collections::BTreeMap<String, ProviderConfig>,
     pub code_exchange: CodeExchangeConfig,
     pub oauth: OauthConfig,
+    pub browser: BrowserConfig,
+    pub vault: VaultConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -276,6 +278,9 @@ pub struct SurfacesConfig {
     /// `/oauth/init`, `/oauth/callback/from/:provider`, `/oauth/login` (the
     /// FreeSewing sign-in with confirmation).
     pub oauth: bool,
+    /// `/auth/login`, `/auth/callback`, `/auth/logout`, `/auth/me`,
+    /// `/auth/test-token` (the ConsultFlow cookie sessions).
+    pub browser: bool,
 }
 
 impl Default for SurfacesConfig {
@@ -284,6 +289,7 @@ impl Default for SurfacesConfig {
             mail_code: true,
             code_exchange: true,
             oauth: true,
+            browser: true,
         }
     }
 }
@@ -381,6 +387,64 @@ impl CodeExchangeConfig {
     pub fn provider_name(&self) -> &str {
         self.provider.as_deref().unwrap_or("microsoft")
     }
+}
+
+/// The cookie-session surface (seed 002, ConsultFlow): `/auth/login`, ...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrowserConfig {
+    /// The provider `/auth/login` signs in with. Unset: `microsoft` when it
+    /// is configured; otherwise the surface answers 404.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The session cookie's name.
+    pub cookie_name: String,
+    /// Prefix the name with `__Host-` (Secure, Path=/, no Domain: the
+    /// browser refuses it from anyone but this host). Needs https.
+    pub cookie_host_prefix: bool,
+    /// Create a user at first sign-in (the original did).
+    pub signup: bool,
+    /// Where a signed-in browser lands, on the front end.
+    pub success_path: String,
+    /// Where a failed sign-in lands (`?error=<error_type>` is added).
+    pub error_path: String,
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        BrowserConfig {
+            provider: None,
+            cookie_name: "connect.sid".into(),
+            cookie_host_prefix: false,
+            signup: true,
+            success_path: "/dashboard".into(),
+            error_path: "/login".into(),
+        }
+    }
+}
+
+impl BrowserConfig {
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or("microsoft")
+    }
+
+    /// The cookie's full name.
+    pub fn cookie(&self) -> String {
+        if self.cookie_host_prefix {
+            format!("__Host-{}", self.cookie_name)
+        } else {
+            self.cookie_name.clone()
+        }
+    }
+}
+
+/// The token vault: AES-256-GCM keys for providers' tokens at rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VaultConfig {
+    /// Base64 of 32 random bytes each (`authgate vault key` makes one). The
+    /// first encrypts; all decrypt. Empty: provider tokens are not kept.
+    pub keys: Vec<String>,
 }
 
 /// The FreeSewing sign-in surface (seed 001): `/oauth/*`.
@@ -895,6 +959,44 @@ impl Config {
                 ));
             }
         }
+        let b = &self.browser;
+        if let Some(p) = b.provider.as_ref().filter(|_| self.surfaces.browser)
+            && !self.providers.contains_key(p)
+        {
+            errors.push(err(
+                "browser.provider",
+                format!("{p:?} is not a configured provider"),
+            ));
+        }
+        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if b.cookie_name.is_empty() || !b.cookie_name.chars().all(token_char) {
+            errors.push(err(
+                "browser.cookie_name",
+                "must be a non-empty cookie name (letters, digits, ._-)",
+            ));
+        }
+        if b.cookie_host_prefix && self.server.public_url().scheme() != "https" {
+            errors.push(err(
+                "browser.cookie_host_prefix",
+                "needs an https server.public_url (__Host- cookies are Secure)",
+            ));
+        }
+        for (key, path) in [
+            ("browser.success_path", &b.success_path),
+            ("browser.error_path", &b.error_path),
+        ] {
+            if !path.starts_with('/') || path.starts_with("//") || path.contains(['?', '#', '\\']) {
+                errors.push(err(
+                    key,
+                    "must be a path on the front end, such as /dashboard",
+                ));
+            }
+        }
+        if !self.vault.keys.is_empty()
+            && let Err(e) = crate::core::Vault::from_base64(&self.vault.keys)
+        {
+            errors.push(err("vault.keys", e));
+        }
         let ce = &self.code_exchange;
         if let Some(p) = ce.provider.as_ref().filter(|_| self.surfaces.code_exchange)
             && !self.providers.contains_key(p)
@@ -923,6 +1025,9 @@ impl Config {
         masked.database.url = mask_url_password(&masked.database.url);
         masked.mail.smtp_url = masked.mail.smtp_url.as_deref().map(mask_url_password);
         masked.admin.token = masked.admin.token.as_ref().map(|_| MASK.to_string());
+        for k in &mut masked.vault.keys {
+            *k = MASK.to_string();
+        }
         for p in masked.providers.values_mut() {
             p.client_secret = p.client_secret.as_ref().map(|_| MASK.to_string());
         }

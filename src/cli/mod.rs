@@ -50,6 +50,9 @@ pub enum Command {
     /// Inspect configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// The token vault's keys.
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// Print the OpenAPI document (JSON).
     Openapi,
 }
@@ -118,6 +121,15 @@ pub enum SessionCommand {
         #[arg(long)]
         user: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Print a new random key (base64 of 32 bytes) for `vault.keys`.
+    Key,
+    /// Re-encrypt every kept provider token under the first key of
+    /// `vault.keys` (after putting a new key first; then drop the old ones).
+    Rekey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +221,31 @@ async fn run(command: Command, cfg: Config, path: Option<PathBuf>) -> anyhow::Re
         Command::Session(cmd) => {
             init_logging(&cfg, false);
             session_command(&open_core(&cfg).await?, cmd, &meta).await
+        }
+        Command::Vault(VaultCommand::Key) => {
+            println!("{}", crate::core::Vault::new_key()?);
+            Ok(())
+        }
+        Command::Vault(VaultCommand::Rekey) => {
+            init_logging(&cfg, false);
+            let Some(vault) = serve::vault(&cfg)? else {
+                anyhow::bail!("vault.keys is empty: there is no key to re-encrypt with");
+            };
+            let core = Core::builder(open_store(&cfg).await?, Arc::new(SystemClock))
+                .vault(Some(vault))
+                .build();
+            let r = core.rekey_vault().await?;
+            println!(
+                "re-encrypted {} token sets; {} already under the first key; {} that no configured key opens",
+                r.rekeyed, r.current, r.unreadable
+            );
+            if r.unreadable > 0 {
+                anyhow::bail!(
+                    "{} token sets could not be opened with any configured key",
+                    r.unreadable
+                );
+            }
+            Ok(())
         }
     }
 }

@@ -53,7 +53,8 @@ pub fn assemble(
     let mut builder = Core::builder(store, clock)
         .sessions(cfg.session.policy())
         .mail_login(ml.policy())
-        .providers(providers);
+        .providers(providers)
+        .vault(vault(cfg)?);
     if !ml.deny_list.is_empty() {
         let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
             .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;
@@ -88,6 +89,16 @@ pub fn assemble(
     Ok((core, app, background))
 }
 
+/// The token vault from `vault.keys` (none when no key is configured).
+pub fn vault(cfg: &Config) -> anyhow::Result<Option<crate::core::Vault>> {
+    if cfg.vault.keys.is_empty() {
+        return Ok(None);
+    }
+    crate::core::Vault::from_base64(&cfg.vault.keys)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("vault.keys: {e}"))
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = super::open_store(&cfg).await?;
@@ -101,12 +112,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "mail.transport = console: mails are printed to standard output (development only)"
         );
     }
+    if cfg.surfaces.browser
+        && cfg.vault.keys.is_empty()
+        && cfg.providers.contains_key(cfg.browser.provider_name())
+    {
+        tracing::warn!(
+            "vault.keys is empty: provider tokens are not kept, so /auth/test-token answers 401 (`authgate vault key` makes a key)"
+        );
+    }
     let background = tokio::spawn(background);
     tracing::info!(
         %address,
         public_url = %cfg.server.public_url(),
         database = %crate::config::mask_url_password(&cfg.database.url),
         providers = ?cfg.providers.keys().collect::<Vec<_>>(),
+        vault_keys = cfg.vault.keys.len(),
         startup_ms = started.elapsed().as_millis() as u64,
         "authgate ready"
     );

@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod secret;
 pub mod sessions;
 pub mod users;
+pub mod vault;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
@@ -29,6 +30,7 @@ pub use providers::{
 pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};
 pub use users::{ImportReport, NewUser, UserKey};
+pub use vault::{AccessToken, RekeyReport, Vault};
 
 #[derive(Clone)]
 pub struct Core {
@@ -42,6 +44,7 @@ struct Inner {
     mail_login: MailLoginPolicy,
     mx: Option<Arc<dyn MxLookup>>,
     providers: Providers,
+    vault: Option<vault::Vault>,
     outbox_notify: mail_login::OutboxNotify,
 }
 
@@ -73,6 +76,12 @@ impl CoreBuilder {
         self
     }
 
+    /// The token vault (none: provider tokens are not kept).
+    pub fn vault(mut self, vault: Option<vault::Vault>) -> Self {
+        self.inner.vault = vault;
+        self
+    }
+
     pub fn build(self) -> Core {
         Core {
             inner: Arc::new(self.inner),
@@ -90,6 +99,7 @@ impl Core {
                 mail_login: MailLoginPolicy::default(),
                 mx: None,
                 providers: Providers::new(),
+                vault: None,
                 outbox_notify: Default::default(),
             },
         }

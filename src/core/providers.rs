@@ -115,6 +115,16 @@ pub trait IdentityProvider: Send + Sync + 'static {
     async fn authorize_url(&self, req: &AuthorizeRequest<'_>) -> Result<Url, ProviderError>;
     /// Redeem a code and return the validated person.
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<ProviderProfile, ProviderError>;
+    /// Trade a refresh token for fresh tokens, asking for `scope` (the
+    /// scopes granted before) when given.
+    async fn refresh(
+        &self,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<ProviderTokenSet, ProviderError>;
+    /// The provider's own profile document for an access token (Microsoft
+    /// Graph `/me`, GitHub `/user`, OpenID userinfo), as it came.
+    async fn api_profile(&self, access_token: &str) -> Result<serde_json::Value, ProviderError>;
 }
 
 /// The configured providers by name.
@@ -143,6 +153,8 @@ pub struct StartedFlow {
 #[derive(Debug, Clone)]
 pub struct ResolvedUser {
     pub user: User,
+    /// The identity the sign-in came through.
+    pub identity: Identity,
     /// The user was created by this sign-in.
     pub created: bool,
 }
@@ -321,7 +333,7 @@ impl Core {
             store
                 .touch_identity(identity.id, email.as_ref().map(Email::as_str), vouched, now)
                 .await?;
-            return self.refuse_disabled(user, false, profile, meta).await;
+            return self.refuse_disabled(user, identity, profile, meta).await;
         }
         let identity = |user_id: Uuid| Identity {
             id: Uuid::now_v7(),
@@ -338,14 +350,18 @@ impl Core {
             && let Some(e) = &email
             && let Some(user) = store.user_by_email(&e.normalized()).await?
         {
+            let linked = identity(user.id);
             if user.disabled {
-                return self.refuse_disabled(user, false, profile, meta).await;
+                return self.refuse_disabled(user, linked, profile, meta).await;
             }
-            match store.insert_identity(&identity(user.id)).await {
+            let linked = match store.insert_identity(&linked).await {
+                Ok(()) => linked,
                 // A concurrent first sign-in linked it already: same result.
-                Ok(()) | Err(StoreError::Conflict(_)) => {}
+                Err(StoreError::Conflict(_)) => {
+                    return Box::pin(self.resolve_user(profile, false, locale, meta)).await;
+                }
                 Err(e) => return Err(e.into()),
-            }
+            };
             self.audit(
                 "identity.linked",
                 Some(user.id),
@@ -355,6 +371,7 @@ impl Core {
             .await;
             return Ok(ResolvedUser {
                 user,
+                identity: linked,
                 created: false,
             });
         }
@@ -379,10 +396,8 @@ impl Core {
             created_at: now,
             updated_at: now,
         };
-        match store
-            .insert_user_with_identity(&user, &identity(user.id))
-            .await
-        {
+        let first = identity(user.id);
+        match store.insert_user_with_identity(&user, &first).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => {
                 // Raced with a concurrent first sign-in of the same identity
@@ -401,6 +416,7 @@ impl Core {
         .await;
         Ok(ResolvedUser {
             user,
+            identity: first,
             created: true,
         })
     }
@@ -490,7 +506,7 @@ impl Core {
     async fn refuse_disabled(
         &self,
         user: User,
-        created: bool,
+        identity: Identity,
         profile: &ProviderProfile,
         meta: &ClientMeta,
     ) -> Result<ResolvedUser, Error> {
@@ -504,7 +520,11 @@ impl Core {
             .await;
             return Err(Error::Disabled);
         }
-        Ok(ResolvedUser { user, created })
+        Ok(ResolvedUser {
+            user,
+            identity,
+            created: false,
+        })
     }
 }
 

@@ -5,7 +5,7 @@
 //! in the API's own shape `{code, status, message[, data]}`.
 use axum::Json;
 use axum::extract::{FromRequest, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{AUTHORIZATION, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -268,23 +268,11 @@ pub struct ExchangeResponse {
 }
 
 fn flow_cookie(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == FLOW_COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|v| !v.is_empty())
+    super::extract::cookie_value(headers, FLOW_COOKIE)
 }
 
 fn set_flow_cookie(value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{FLOW_COOKIE}={value}; Path={FLOW_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .ok()
+    super::extract::set_cookie(FLOW_COOKIE, value, FLOW_COOKIE_PATH, Some(max_age), secure)
 }
 
 /// Trade a Microsoft authorization code for a session.

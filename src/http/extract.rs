@@ -98,6 +98,39 @@ fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
     client
 }
 
+/// The value of a request cookie (`None` when absent or empty).
+pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, never a `Domain`;
+/// `Secure` when authgate is served over https. `max_age` 0 clears it;
+/// `None` makes it last as long as the browser session.
+pub fn set_cookie(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: Option<i64>,
+    secure: bool,
+) -> Option<axum::http::HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
+    let max_age = max_age
+        .map(|m| format!("; Max-Age={m}"))
+        .unwrap_or_default();
+    axum::http::HeaderValue::from_str(&format!(
+        "{name}={value}; Path={path}{max_age}; HttpOnly; SameSite=Lax{secure}"
+    ))
+    .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,7 @@ use crate::config::{Config, ServerConfig, SurfacesConfig};
 use crate::core::Core;
 
 pub mod admin;
+pub mod browser;
 pub mod code_exchange;
 pub mod error;
 pub mod extract;
@@ -52,6 +53,7 @@ pub struct HttpSettings {
     pub secure_cookies: bool,
     pub code_exchange: code_exchange::Settings,
     pub oauth: oauth::Settings,
+    pub browser: browser::Settings,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
                 secure_cookies: config.server.public_url().scheme() == "https",
                 code_exchange: code_exchange::Settings::new(config),
                 oauth: oauth::Settings::new(config),
+                browser: browser::Settings::new(config),
             }),
         }
     }
@@ -82,6 +85,7 @@ impl AppState {
         (name = "operations", description = "Health, readiness, metrics and this document"),
         (name = "code exchange", description = "Sessions of the Microsoft code-exchange API (/api/v1/auth)"),
         (name = "oauth", description = "Sign-in and sign-up with a provider through a one-time confirmation (FreeSewing's /oauth API)"),
+        (name = "browser", description = "Cookie sessions for a browser front end, with Microsoft sign-in and a token vault (ConsultFlow's /auth API)"),
         (name = "mail code", description = "Passwordless sign-in by a code sent by e-mail (TimeLimit's /auth API)"),
         (name = "admin", description = "For the application's back end; `Authorization: Bearer <admin.token>`")
     )
@@ -103,6 +107,9 @@ fn api(surfaces: &SurfacesConfig) -> OpenApiRouter<AppState> {
     }
     if surfaces.oauth {
         api = api.merge(oauth::router().layer(no_store.clone()));
+    }
+    if surfaces.browser {
+        api = api.merge(browser::router().layer(no_store.clone()));
     }
     api.merge(admin::router().layer(no_store))
 }

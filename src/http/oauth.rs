@@ -8,7 +8,7 @@
 //! original's `res.sendStatus(...)`.
 use axum::Json;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::header::{COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -107,24 +107,8 @@ fn fail(e: Error) -> Response {
     }
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v.to_string())
-        .filter(|v| !v.is_empty())
-}
-
 fn flow_cookie(value: &str, max_age: i64, secure: bool) -> Option<HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{FLOW_COOKIE}={value}; Path={FLOW_COOKIE_PATH}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
-    ))
-    .ok()
+    super::extract::set_cookie(FLOW_COOKIE, value, FLOW_COOKIE_PATH, Some(max_age), secure)
 }
 
 fn redirect(to: &str, cookie: Option<HeaderValue>) -> Response {
@@ -273,7 +257,7 @@ async fn callback(
     };
     // The browser that comes back must be the one that went to the
     // provider (no login CSRF by a forwarded callback URL).
-    let bound = cookie_value(&headers, FLOW_COOKIE)
+    let bound = super::extract::cookie_value(&headers, FLOW_COOKIE)
         .is_some_and(|c| secret::ct_eq(c.as_bytes(), flow_state.as_bytes()));
     if !bound {
         return status(StatusCode::UNAUTHORIZED);

@@ -14,7 +14,7 @@ use url::Url;
 
 use crate::config::{Config, ProviderConfig, ProviderKind};
 use crate::core::providers::{AuthorizeRequest, ExchangeRequest};
-use crate::core::{IdentityProvider, ProviderError, ProviderProfile, Providers};
+use crate::core::{IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet, Providers};
 
 pub mod http;
 pub mod id_token;
@@ -455,5 +455,34 @@ impl IdentityProvider for Provider {
             return Err(ProviderError::Invalid("no subject".into()));
         }
         Ok(profile)
+    }
+
+    async fn refresh(
+        &self,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<ProviderTokenSet, ProviderError> {
+        let endpoints = self.endpoints().await?;
+        endpoints
+            .oauth
+            .refresh(&self.http, refresh_token, scope)
+            .await
+    }
+
+    async fn api_profile(&self, access_token: &str) -> Result<Value, ProviderError> {
+        let bad = |e: String| ProviderError::Invalid(e);
+        let (stage, url) = match &self.flavor {
+            Flavor::Microsoft { graph, .. } => ("graph", join(graph, "v1.0/me").map_err(bad)?),
+            Flavor::Github { api } => ("github_user", join(api, "user").map_err(bad)?),
+            Flavor::Oidc { .. } => (
+                "userinfo",
+                self.endpoints()
+                    .await?
+                    .userinfo
+                    .clone()
+                    .ok_or_else(|| ProviderError::Invalid("no userinfo endpoint".into()))?,
+            ),
+        };
+        self.http.get_json(stage, &url, Some(access_token)).await
     }
 }

@@ -131,43 +131,79 @@ impl OAuth {
         let resp = exchange
             .request_async(http.client())
             .await
-            .map_err(|e| match e {
-                RequestTokenError::ServerResponse(RawError(body)) => ProviderError::Rejected {
-                    stage: "token",
-                    status: 400,
-                    body,
-                },
-                // A 200 that is no token response: GitHub reports errors so.
-                RequestTokenError::Parse(_, body) => {
-                    let doc = error_body(&body);
-                    if doc.get("error").is_some_and(|e| e.is_string()) && !body.is_empty() {
-                        ProviderError::Rejected {
-                            stage: "token",
-                            status: 200,
-                            body: doc,
-                        }
-                    } else {
-                        ProviderError::Unavailable("token: unexpected response".into())
-                    }
-                }
-                RequestTokenError::Request(inner) => {
-                    ProviderError::Unavailable(format!("token: {}", request_error(&inner)))
-                }
-                RequestTokenError::Other(m) => ProviderError::Unavailable(format!("token: {m}")),
-            })?;
+            .map_err(token_error)?;
         Ok(Redeemed {
-            tokens: ProviderTokenSet {
-                access_token: resp.access_token().secret().clone(),
-                refresh_token: resp.refresh_token().map(|r| r.secret().clone()),
-                expires_in: resp
-                    .expires_in()
-                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-                scope: resp
-                    .scopes()
-                    .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
-            },
+            tokens: token_set(&resp),
             id_token: resp.extra_fields().id_token.clone(),
         })
+    }
+
+    /// The refresh-token grant, asking for the scopes granted before (a
+    /// subset of the grant is always allowed; Microsoft wants `scope`).
+    /// Keeps no ID token (its claims were checked at sign-in; a refresh
+    /// does not change who the person is).
+    pub async fn refresh(
+        &self,
+        http: &Http,
+        refresh_token: &str,
+        scope: Option<&str>,
+    ) -> Result<ProviderTokenSet, ProviderError> {
+        let token = oauth2::RefreshToken::new(refresh_token.to_string());
+        let resp = self
+            .client
+            .exchange_refresh_token(&token)
+            .add_scopes(
+                scope
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(|s| Scope::new(s.to_string())),
+            )
+            .request_async(http.client())
+            .await
+            .map_err(token_error)?;
+        Ok(token_set(&resp))
+    }
+}
+
+fn token_set(resp: &TokenResp) -> ProviderTokenSet {
+    ProviderTokenSet {
+        access_token: resp.access_token().secret().clone(),
+        refresh_token: resp.refresh_token().map(|r| r.secret().clone()),
+        expires_in: resp
+            .expires_in()
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        scope: resp
+            .scopes()
+            .map(|s| s.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")),
+    }
+}
+
+fn token_error(
+    e: RequestTokenError<oauth2::HttpClientError<reqwest::Error>, RawError>,
+) -> ProviderError {
+    match e {
+        RequestTokenError::ServerResponse(RawError(body)) => ProviderError::Rejected {
+            stage: "token",
+            status: 400,
+            body,
+        },
+        // A 200 that is no token response: GitHub reports errors so.
+        RequestTokenError::Parse(_, body) => {
+            let doc = error_body(&body);
+            if doc.get("error").is_some_and(|e| e.is_string()) && !body.is_empty() {
+                ProviderError::Rejected {
+                    stage: "token",
+                    status: 200,
+                    body: doc,
+                }
+            } else {
+                ProviderError::Unavailable("token: unexpected response".into())
+            }
+        }
+        RequestTokenError::Request(inner) => {
+            ProviderError::Unavailable(format!("token: {}", request_error(&inner)))
+        }
+        RequestTokenError::Other(m) => ProviderError::Unavailable(format!("token: {m}")),
     }
 }
 

@@ -180,6 +180,12 @@ pub trait Store: Send + Sync + 'static {
     // Provider tokens (ciphertext only)
     async fn put_provider_tokens(&self, tokens: &ProviderTokens) -> Result<()>;
     async fn provider_tokens(&self, identity_id: Uuid) -> Result<Option<ProviderTokens>>;
+    /// A page of kept tokens, by identity id, after `after` (re-keying).
+    async fn provider_tokens_after(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ProviderTokens>>;
 
     // Rate limits
     /// Count one hit in each window, in one transaction, and return the

@@ -372,6 +372,19 @@ struct ProviderTokensRow {
     updated_at: i64,
 }
 
+impl ProviderTokensRow {
+    fn into_model(self) -> Result<ProviderTokens> {
+        Ok(ProviderTokens {
+            identity_id: uuid(&self.identity_id)?,
+            access_token: self.access_token,
+            refresh_token: self.refresh_token,
+            expires_at: self.expires_at,
+            scope: self.scope,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct AuditRow {
     at: i64,
@@ -1223,17 +1236,27 @@ impl Store for SqlStore {
         .fetch_optional(p)
         .await
         .map_err(db_err))?;
-        row.map(|r| {
-            Ok(ProviderTokens {
-                identity_id: uuid(&r.identity_id)?,
-                access_token: r.access_token,
-                refresh_token: r.refresh_token,
-                expires_at: r.expires_at,
-                scope: r.scope,
-                updated_at: r.updated_at,
-            })
-        })
-        .transpose()
+        row.map(ProviderTokensRow::into_model).transpose()
+    }
+
+    async fn provider_tokens_after(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ProviderTokens>> {
+        let after = after.map(|u| u.to_string()).unwrap_or_default();
+        let rows: Vec<ProviderTokensRow> = with_pool!(self, |p| sqlx::query_as(
+            "SELECT identity_id, access_token, refresh_token, expires_at, scope, updated_at \
+             FROM provider_tokens WHERE identity_id > $1 ORDER BY identity_id LIMIT $2"
+        )
+        .bind(&after)
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await
+        .map_err(db_err))?;
+        rows.into_iter()
+            .map(ProviderTokensRow::into_model)
+            .collect()
     }
 
     // ------------------------------------------------------------ rate limits

@@ -176,6 +176,10 @@ impl TestServer {
     /// Any router, served by `authgate::http::serve`.
     pub async fn serve(app: axum::Router) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::serve_on(listener, app).await
+    }
+
+    pub async fn serve_on(listener: tokio::net::TcpListener, app: axum::Router) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(authgate::http::serve(
@@ -462,6 +466,16 @@ impl App {
     /// `configure` edits the default config; mails go to the console
     /// transport (captured) unless the config says `smtp`.
     pub async fn start(db: &TestDb, configure: impl FnOnce(&mut authgate::config::Config)) -> App {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, db, configure).await
+    }
+
+    /// On a listener the caller bound (to know the port beforehand).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        db: &TestDb,
+        configure: impl FnOnce(&mut authgate::config::Config),
+    ) -> App {
         let mut cfg = authgate::config::Config::default();
         cfg.mail.retry_initial_secs = 1;
         cfg.mail.retry_max_secs = 1;
@@ -485,7 +499,7 @@ impl App {
                 .unwrap();
         let worker = tokio::spawn(background);
         App {
-            server: TestServer::serve(app).await,
+            server: TestServer::serve_on(listener, app).await,
             core,
             clock,
             console,
@@ -595,6 +609,17 @@ impl OidcPeer {
     /// Microsoft's endpoint paths, reachable under the tenant id and under
     /// `common` and `organizations`.
     pub async fn entra(node: &str, tenant: &str, accounts: PeerAccounts) -> OidcPeer {
+        Self::entra_with_redirects(node, tenant, accounts, &[]).await
+    }
+
+    /// An Entra-like tenant that also accepts these redirect URIs (a real
+    /// browser comes back to them).
+    pub async fn entra_with_redirects(
+        node: &str,
+        tenant: &str,
+        accounts: PeerAccounts,
+        redirects: &[String],
+    ) -> OidcPeer {
         let port = free_port();
         let issuer = format!("http://127.0.0.1:{port}/{tenant}/v2.0");
         let prefixes = [
@@ -602,7 +627,7 @@ impl OidcPeer {
             "/common".into(),
             "/organizations".into(),
         ];
-        Self::start(node, port, issuer, &prefixes, true, accounts).await
+        Self::start(node, port, issuer, &prefixes, true, accounts, redirects).await
     }
 
     /// A Google-like provider: issuer `http://127.0.0.1:<port>`, discovery at
@@ -610,7 +635,7 @@ impl OidcPeer {
     pub async fn google(node: &str, accounts: PeerAccounts) -> OidcPeer {
         let port = free_port();
         let issuer = format!("http://127.0.0.1:{port}");
-        Self::start(node, port, issuer, &[], false, accounts).await
+        Self::start(node, port, issuer, &[], false, accounts, &[]).await
     }
 
     async fn start(
@@ -620,7 +645,15 @@ impl OidcPeer {
         prefixes: &[String],
         microsoft: bool,
         accounts: PeerAccounts,
+        redirects: &[String],
     ) -> OidcPeer {
+        let mut redirect_uris = vec![
+            PEER_REDIRECT.to_string(),
+            format!("{PEER_PUBLIC_URL}/oauth/callback/from/google"),
+            format!("{PEER_PUBLIC_URL}/oauth/callback/from/microsoft"),
+            format!("{PEER_PUBLIC_URL}/auth/callback"),
+        ];
+        redirect_uris.extend(redirects.iter().cloned());
         let cfg = serde_json::json!({
             "port": port,
             "issuer": issuer,
@@ -629,12 +662,7 @@ impl OidcPeer {
             "clients": [{
                 "client_id": PEER_CLIENT_ID,
                 "client_secret": PEER_CLIENT_SECRET,
-                "redirect_uris": [
-                    PEER_REDIRECT,
-                    format!("{PEER_PUBLIC_URL}/oauth/callback/from/google"),
-                    format!("{PEER_PUBLIC_URL}/oauth/callback/from/microsoft"),
-                    format!("{PEER_PUBLIC_URL}/auth/callback"),
-                ],
+                "redirect_uris": redirect_uris,
             }],
             "accounts": accounts,
         });

@@ -47,6 +47,9 @@ const provider = new Provider(cfg.issuer, {
   },
   conformIdTokenClaims: false,
   pkce: { required: () => true },
+  // A refresh token for every client allowed the grant (Entra hands one out
+  // for offline_access; here regardless of the consent prompt).
+  issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
   cookies: { keys: ['authgate-test-peer'] },
   features: { devInteractions: { enabled: true } },
   async findAccount(ctx, id) {

@@ -1,0 +1,640 @@
+//! Cookie sessions for a browser front end (seed 002, ConsultFlow):
+//! `GET /auth/login` sends the browser to the provider, `GET /auth/callback`
+//! signs it in with a session cookie and sends it to the front end,
+//! `POST /auth/logout`, `GET /auth/me`, and `GET /auth/test-token` (the kept
+//! provider token's summary and the provider's profile read with it).
+//!
+//! Errors are `{"error": "..."}`; sign-in failures are redirects to the
+//! front end's error page with `?error=<error_type>`.
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::header::{LOCATION, ORIGIN, REFERER, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use url::Url;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::extract::{Client, cookie_value, set_cookie};
+use crate::config::{Config, parse_origin};
+use crate::core::secret::{self, TokenFormat};
+use crate::core::{Error, FlowStart, ProviderError, SessionCheck, Timestamp, clock::rfc3339};
+
+const SURFACE: &str = "browser";
+/// Binds a flow to the browser that went to the provider.
+const FLOW_COOKIE: &str = "authgate_auth_state";
+const FLOW_COOKIE_PATH: &str = "/auth/callback";
+/// The `kind` of the sessions this surface makes.
+const SESSION_KIND: &str = "cookie";
+const MAX_CODE_LEN: usize = 8192;
+
+/// This surface's settings, resolved from the config.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub provider: String,
+    /// The session cookie's full name (`connect.sid`, `__Host-...`).
+    pub cookie: String,
+    pub cookie_secure: bool,
+    /// Cookie `Max-Age`: the sessions' absolute lifetime.
+    pub cookie_max_age: i64,
+    pub signup: bool,
+    /// The front end (no trailing slash) and its origin.
+    pub frontend: String,
+    pub frontend_origin: String,
+    /// Origins a cookie-authenticated POST may come from.
+    pub trusted_origins: Vec<String>,
+    pub success_path: String,
+    pub error_path: String,
+    /// `{public_url}/auth/callback`.
+    pub redirect_uri: String,
+}
+
+impl Settings {
+    pub fn new(cfg: &Config) -> Self {
+        let b = &cfg.browser;
+        let public = cfg.server.public_url();
+        let frontend = cfg.server.frontend_url.clone().unwrap_or(public.clone());
+        let frontend_origin = frontend.origin().ascii_serialization();
+        let mut trusted_origins = vec![
+            frontend_origin.clone(),
+            public.origin().ascii_serialization(),
+        ];
+        trusted_origins.extend(
+            cfg.server
+                .allowed_redirect_origins
+                .iter()
+                .filter_map(|o| parse_origin(o))
+                .map(|o| o.origin().ascii_serialization()),
+        );
+        Settings {
+            provider: b.provider_name().to_string(),
+            cookie: b.cookie(),
+            cookie_secure: public.scheme() == "https" || b.cookie_host_prefix,
+            cookie_max_age: cfg.session.absolute_timeout_secs,
+            signup: b.signup,
+            frontend: frontend.as_str().trim_end_matches('/').to_string(),
+            frontend_origin,
+            trusted_origins,
+            success_path: b.success_path.clone(),
+            error_path: b.error_path.clone(),
+            redirect_uri: format!("{}/auth/callback", public.as_str().trim_end_matches('/')),
+        }
+    }
+
+    fn session_cookie(&self, value: &str, max_age: i64) -> Option<HeaderValue> {
+        set_cookie(&self.cookie, value, "/", Some(max_age), self.cookie_secure)
+    }
+
+    /// A post-login return path, only if it stays on the front end: a path
+    /// (`/reports?x=1`) or an absolute URL of the front end's origin.
+    fn return_path(&self, given: &str) -> Option<String> {
+        if given.starts_with('/') {
+            if given.starts_with("//")
+                || given.contains('\\')
+                || given.chars().any(char::is_control)
+            {
+                return None;
+            }
+            return Some(given.to_string());
+        }
+        let url = Url::parse(given).ok()?;
+        if url.origin().ascii_serialization() != self.frontend_origin {
+            return None;
+        }
+        let mut path = url.path().to_string();
+        if let Some(q) = url.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        Some(path)
+    }
+
+    fn error_redirect(&self, error: &str, secure: bool) -> Response {
+        let to = format!(
+            "{}{}?error={}",
+            self.frontend,
+            self.error_path,
+            urlencoding(error)
+        );
+        redirect(&to, &[clear_flow_cookie(secure)])
+    }
+}
+
+fn urlencoding(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn clear_flow_cookie(secure: bool) -> Option<HeaderValue> {
+    set_cookie(FLOW_COOKIE, "", FLOW_COOKIE_PATH, Some(0), secure)
+}
+
+fn redirect(to: &str, cookies: &[Option<HeaderValue>]) -> Response {
+    let Ok(location) = HeaderValue::from_str(to) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+    };
+    let mut r = StatusCode::FOUND.into_response();
+    r.headers_mut().insert(LOCATION, location);
+    for c in cookies.iter().flatten() {
+        r.headers_mut().append(SET_COOKIE, c.clone());
+    }
+    r
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn unauthorized() -> Response {
+    error(StatusCode::UNAUTHORIZED, "Unauthorized")
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(callback))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(test_token))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct LoginParams {
+    /// Where to land after sign-in: a path on the front end (or a URL of
+    /// its origin). Default `browser.success_path`.
+    return_to: Option<String>,
+}
+
+/// Start a sign-in: 302 to the provider (state, PKCE S256, nonce), the
+/// state bound to this browser by a short-lived cookie.
+#[utoipa::path(get, path = "/auth/login", tag = "browser",
+    params(LoginParams),
+    responses(
+        (status = 302, description = "To the provider's authorize URL; or to the front end's error page (`invalid_return_to`, `provider_unavailable`)"),
+        (status = 404, description = "No provider is configured for this surface")))]
+async fn login(
+    State(state): State<AppState>,
+    query: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = &state.http.browser;
+    let secure = s.cookie_secure;
+    if state.core.provider(&s.provider).is_none() {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let return_to = match query {
+        Ok(Query(LoginParams { return_to: None })) => None,
+        Ok(Query(LoginParams { return_to: Some(r) })) => match s.return_path(&r) {
+            Some(p) => Some(p),
+            None => return s.error_redirect("invalid_return_to", secure),
+        },
+        Err(_) => return s.error_redirect("invalid_return_to", secure),
+    };
+    let started = state
+        .core
+        .start_flow(FlowStart {
+            provider: s.provider.clone(),
+            surface: SURFACE,
+            redirect_uri: s.redirect_uri.clone(),
+            redirect_to: return_to,
+            ..FlowStart::default()
+        })
+        .await;
+    match started {
+        Ok(flow) => redirect(
+            flow.authorize_url.as_str(),
+            &[set_cookie(
+                FLOW_COOKIE,
+                &flow.state,
+                FLOW_COOKIE_PATH,
+                Some(crate::core::providers::FLOW_TTL_SECS),
+                secure,
+            )],
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "browser login: cannot start a flow");
+            s.error_redirect("provider_unavailable", secure)
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    /// RFC 9207: the issuer of the authorization response.
+    iss: Option<String>,
+    /// The provider's error (e.g. `access_denied`), passed on to the front end.
+    error: Option<String>,
+}
+
+/// The provider sends the browser here. Success: a new session cookie and
+/// 302 to `{frontend_url}/dashboard` (or the flow's return path); failure:
+/// 302 to `{frontend_url}/login?error=<error_type>`.
+#[utoipa::path(get, path = "/auth/callback", tag = "browser",
+    params(CallbackParams),
+    responses((status = 302, description = "To the front end: the dashboard, or the login page with `?error=`")))]
+async fn callback(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    query: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let s = &state.http.browser;
+    let core = &state.core;
+    let secure = s.cookie_secure;
+    let Ok(Query(params)) = query else {
+        return s.error_redirect("invalid_request", secure);
+    };
+    // Spend the flow first: whatever happens next, this state is used.
+    let flow = match params.state.as_deref().filter(|v| !v.is_empty()) {
+        Some(st) => core
+            .take_flow(st, Some(&s.provider), SURFACE)
+            .await
+            .map(|f| (st.to_string(), f)),
+        None => Err(Error::Unauthorized),
+    };
+    if let Some(e) = params.error.as_deref().filter(|e| !e.is_empty()) {
+        let e: String = e.chars().take(128).collect();
+        tracing::info!(error = %e, "the provider returned an error to the callback");
+        return s.error_redirect(&e, secure);
+    }
+    let (flow_state, flow) = match flow {
+        Ok(f) => f,
+        Err(Error::Unauthorized) => return s.error_redirect("invalid_state", secure),
+        Err(e) => {
+            tracing::error!(error = %e, "browser callback: storage error");
+            return s.error_redirect("server_error", secure);
+        }
+    };
+    let bound = cookie_value(&headers, FLOW_COOKIE)
+        .is_some_and(|c| secret::ct_eq(c.as_bytes(), flow_state.as_bytes()));
+    if !bound {
+        return s.error_redirect("invalid_state", secure);
+    }
+    let Some(code) = params
+        .code
+        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
+    else {
+        return s.error_redirect("no_code", secure);
+    };
+    let profile = match core
+        .redeem_code(
+            &s.provider,
+            &code,
+            &s.redirect_uri,
+            Some(&flow),
+            params.iss.as_deref(),
+            &client,
+        )
+        .await
+    {
+        Ok(p) => p,
+        Err(Error::Provider(ProviderError::Unavailable(_))) => {
+            return s.error_redirect("provider_unavailable", secure);
+        }
+        Err(_) => return s.error_redirect("auth_failed", secure),
+    };
+    let resolved = match core.resolve_user(&profile, s.signup, None, &client).await {
+        Ok(r) => r,
+        Err(Error::Disabled) => return s.error_redirect("account_disabled", secure),
+        Err(Error::NotFound) => return s.error_redirect("not_registered", secure),
+        Err(e) => {
+            tracing::error!(error = %e, "browser callback: cannot resolve the user");
+            return s.error_redirect("server_error", secure);
+        }
+    };
+    if let Err(e) = core
+        .keep_provider_tokens(resolved.identity.id, &profile.tokens)
+        .await
+    {
+        tracing::error!(error = %e, "browser callback: cannot keep the provider tokens");
+        return s.error_redirect("server_error", secure);
+    }
+    // A session this browser had before is over: one browser, one session.
+    if let Some(old) = cookie_value(&headers, &s.cookie)
+        && let Err(e) = core.revoke_session_token(&old, &client).await
+    {
+        tracing::warn!(error = %e, "browser callback: cannot end the previous session");
+    }
+    let token = match core
+        .sign_in(
+            &resolved.user,
+            SESSION_KIND,
+            TokenFormat::UrlSafe32,
+            &client,
+        )
+        .await
+    {
+        Ok((token, _)) => token,
+        Err(Error::Disabled) => return s.error_redirect("account_disabled", secure),
+        Err(e) => {
+            tracing::error!(error = %e, "browser callback: cannot create the session");
+            return s.error_redirect("server_error", secure);
+        }
+    };
+    let path = flow.redirect_to.as_deref().unwrap_or(&s.success_path);
+    redirect(
+        &format!("{}{}", s.frontend, path),
+        &[
+            s.session_cookie(&token, s.cookie_max_age),
+            clear_flow_cookie(secure),
+        ],
+    )
+}
+
+/// The session behind the request's cookie, or the response to send.
+async fn session(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<(String, SessionCheck), Response> {
+    let s = &state.http.browser;
+    let Some(token) = cookie_value(headers, &s.cookie) else {
+        return Err(unauthorized());
+    };
+    match state.core.check_session(&token).await {
+        Ok(Some(check)) => Ok((token, check)),
+        Ok(None) => Err(unauthorized()),
+        Err(e) => {
+            tracing::error!(error = %e, "browser: session check failed");
+            Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+            ))
+        }
+    }
+}
+
+/// A cookie-authenticated POST must come from a trusted origin: `Origin`,
+/// else `Referer`, must name the front end, authgate itself or an allowed
+/// origin. Neither header: refused (browsers send `Origin` on every POST).
+fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let s = &state.http.browser;
+    let origin = headers
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get(REFERER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|r| Url::parse(r).ok())
+                .map(|u| u.origin().ascii_serialization())
+        });
+    origin.is_some_and(|o| s.trusted_origins.contains(&o))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogoutResponse {
+    success: bool,
+}
+
+/// End the session: server-side, and the cookie is cleared.
+#[utoipa::path(post, path = "/auth/logout", tag = "browser",
+    responses(
+        (status = 200, description = "Signed out (also when there was no session)", body = LogoutResponse),
+        (status = 403, description = "`{\"error\": \"Forbidden\"}`: not from the front end's origin"),
+        (status = 500, description = "`{\"error\": \"Logout failed\"}`")))]
+async fn logout(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+) -> Response {
+    let s = &state.http.browser;
+    if !same_origin(&state, &headers) {
+        return error(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    if let Some(token) = cookie_value(&headers, &s.cookie)
+        && let Err(e) = state.core.revoke_session_token(&token, &client).await
+    {
+        tracing::error!(error = %e, "logout failed");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "Logout failed");
+    }
+    let mut r = Json(LogoutResponse { success: true }).into_response();
+    if let Some(c) = s.session_cookie("", 0) {
+        r.headers_mut().insert(SET_COOKIE, c);
+    }
+    r
+}
+
+/// A timestamp as JavaScript's `toISOString()` writes it.
+fn iso(t: Timestamp) -> String {
+    let s = rfc3339(t);
+    match s.strip_suffix('Z') {
+        Some(base) if !base.contains('.') => format!("{base}.000Z"),
+        _ => s,
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeResponse {
+    #[serde(rename = "_id")]
+    id: String,
+    /// The Microsoft account's object id (the provider's subject).
+    microsoft_id: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// The signed-in user.
+#[utoipa::path(get, path = "/auth/me", tag = "browser",
+    responses(
+        (status = 200, description = "The user", body = MeResponse),
+        (status = 401, description = "`{\"error\": \"Unauthorized\"}`")))]
+async fn me(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (_, check) = match session(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = &state.http.browser;
+    let user = check.user;
+    let identity = match state.core.user_identities(user.id).await {
+        Ok(mut list) => {
+            list.retain(|i| i.provider == s.provider);
+            list.into_iter().max_by_key(|i| i.last_used_at)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "browser: cannot read identities");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
+        }
+    };
+    Json(MeResponse {
+        id: user.id.to_string(),
+        microsoft_id: identity.map(|i| i.subject),
+        email: user.email.map(|e| e.as_str().to_string()),
+        name: user.display_name,
+        created_at: iso(user.created_at),
+        updated_at: iso(user.updated_at),
+    })
+    .into_response()
+}
+
+/// The claims of a JWT access token, unverified (a summary for display;
+/// nothing is decided on them). `None` for an opaque token.
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?).ok()
+}
+
+fn time_claim(claims: &Map<String, Value>, name: &str) -> Value {
+    claims
+        .get(name)
+        .and_then(Value::as_i64)
+        .map(|t| Value::String(iso(t)))
+        .unwrap_or(Value::Null)
+}
+
+/// Test the kept provider token: its claims, its expiry, and the provider's
+/// profile (Microsoft Graph `/me`) read with it. An expired token is
+/// refreshed first; when that fails the session ends.
+#[utoipa::path(get, path = "/auth/test-token", tag = "browser",
+    responses(
+        (status = 200, description = "`{success, message, user, tokenClaims, graphProfile}`"),
+        (status = 401, description = "`{\"error\": \"Unauthorized\"}`, `{\"error\": \"User access token not found\"}` or `{\"error\": \"Session expired\"}`"),
+        (status = 500, description = "`{\"success\": false, \"error\": \"Token test failed\", \"message\"}`")))]
+async fn test_token(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+) -> Response {
+    let (token, check) = match session(&state, &headers).await {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let s = &state.http.browser;
+    let core = &state.core;
+    let user = check.user;
+    let access = match core.provider_access_token(user.id, &s.provider).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return error(StatusCode::UNAUTHORIZED, "User access token not found"),
+        Err(Error::Unauthorized) => {
+            // The provider no longer honours this sign-in: neither do we.
+            if let Err(e) = core.revoke_session_token(&token, &client).await {
+                tracing::warn!(error = %e, "cannot end a session whose refresh failed");
+            }
+            let mut r = error(StatusCode::UNAUTHORIZED, "Session expired");
+            if let Some(c) = s.session_cookie("", 0) {
+                r.headers_mut().insert(SET_COOKIE, c);
+            }
+            return r;
+        }
+        Err(e) => return test_failed(&e.to_string()),
+    };
+    let profile = match core.provider(&s.provider) {
+        Some(p) => p.api_profile(&access.token).await,
+        None => return error(StatusCode::NOT_FOUND, "Not Found"),
+    };
+    let profile = match profile {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(error = %e, "test-token: the provider refused the token");
+            return test_failed(&e.to_string());
+        }
+    };
+    let now = core.now();
+    let claims = unverified_claims(&access.token);
+    let token_claims = match &claims {
+        Some(c) => json!({
+            "scp": c.get("scp").cloned().unwrap_or(Value::Null),
+            "aud": c.get("aud").cloned().unwrap_or(Value::Null),
+            "exp": time_claim(c, "exp"),
+            "iss": c.get("iss").cloned().unwrap_or(Value::Null),
+            "iat": time_claim(c, "iat"),
+        }),
+        // An opaque token: what the token endpoint said about it.
+        None => json!({
+            "scp": access.scope,
+            "aud": Value::Null,
+            "exp": access.expires_at.map(iso),
+            "iss": Value::Null,
+            "iat": Value::Null,
+        }),
+    };
+    let field = |k: &str| profile.get(k).cloned().unwrap_or(Value::Null);
+    Json(json!({
+        "success": true,
+        "message": "Token is valid",
+        "user": {
+            "id": user.id.to_string(),
+            "email": user.email.as_ref().map(|e| e.as_str()),
+            "name": user.display_name,
+            "tokenExpiresAt": access.expires_at.map(iso),
+            "tokenIsExpired": access.expires_at.is_some_and(|e| e <= now),
+            "tokenLength": access.token.len(),
+        },
+        "tokenClaims": token_claims,
+        "graphProfile": {
+            "id": field("id"),
+            "displayName": field("displayName"),
+            "mail": field("mail"),
+            "userPrincipalName": field("userPrincipalName"),
+        }
+    }))
+    .into_response()
+}
+
+fn test_failed(message: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "success": false, "error": "Token test failed", "message": message })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_stay_on_the_front_end() {
+        let mut cfg = Config::default();
+        cfg.server.frontend_url = Some("https://app.example.com".parse().unwrap());
+        let s = Settings::new(&cfg);
+        assert_eq!(
+            s.return_path("/reports?x=1").as_deref(),
+            Some("/reports?x=1")
+        );
+        assert_eq!(
+            s.return_path("https://app.example.com/a/b?c").as_deref(),
+            Some("/a/b?c")
+        );
+        for bad in [
+            "//evil.example/x",
+            "/\\evil.example",
+            "https://evil.example/",
+            "https://app.example.com.evil.example/",
+            "http://app.example.com/",
+            "javascript:alert(1)",
+            "reports",
+        ] {
+            assert_eq!(s.return_path(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_look_like_javascript_ones() {
+        assert_eq!(iso(1_734_688_800), "2024-12-20T10:00:00.000Z");
+    }
+
+    #[test]
+    fn opaque_tokens_have_no_claims() {
+        assert!(unverified_claims("opaque-token").is_none());
+        let jwt = format!(
+            "h.{}.s",
+            URL_SAFE_NO_PAD.encode(br#"{"scp":"User.Read","exp":1}"#)
+        );
+        assert_eq!(unverified_claims(&jwt).unwrap()["scp"], "User.Read");
+    }
+}
