@@ -121,6 +121,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
     let background = tokio::spawn(background);
+    let shutdown = http::shutdown_signal();
     tracing::info!(
         %address,
         public_url = %cfg.server.public_url(),
@@ -133,7 +134,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let result = http::serve(
         listener,
         app,
-        http::shutdown_signal(),
+        shutdown,
         Duration::from_secs(cfg.server.shutdown_grace_secs),
     )
     .await;

@@ -430,3 +430,36 @@ fn openapi_command_prints_the_document() {
     assert_eq!(doc["info"]["title"], "authgate");
     assert!(doc["paths"]["/health/ready"].is_object());
 }
+
+#[test]
+fn vault_key_makes_usable_keys_and_rekey_needs_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = run_ok(authgate(dir.path()).args(["vault", "key"]));
+    let b = run_ok(authgate(dir.path()).args(["vault", "key"]));
+    assert_ne!(a, b, "fresh randomness each time");
+    assert!(authgate::core::Vault::from_base64(&[a.trim(), b.trim()]).is_ok());
+    let out = authgate(dir.path())
+        .env(
+            "AUTHGATE_DATABASE__URL",
+            format!("sqlite://{}", dir.path().join("v.db").display()),
+        )
+        .args(["vault", "rekey"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("vault.keys is empty"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run_ok(
+        authgate(dir.path())
+            .env(
+                "AUTHGATE_DATABASE__URL",
+                format!("sqlite://{}", dir.path().join("v.db").display()),
+            )
+            .env("AUTHGATE_VAULT__KEYS", format!("[\"{}\"]", a.trim()))
+            .args(["vault", "rekey"]),
+    );
+    assert!(out.contains("re-encrypted 0 token sets"), "{out}");
+}

@@ -9,6 +9,7 @@
 mod support;
 
 mod browser;
+mod chromium;
 mod cli;
 mod code_exchange;
 mod http_base;

@@ -1,0 +1,233 @@
+//! End to end in a real headless Chromium (driven over WebDriver by
+//! fantoccini): a small front end on its own origin signs in through
+//! `/auth/login`, the browser fills in the provider's (real oidc-provider)
+//! login and consent forms, lands on `/dashboard`, which shows `/auth/me`'s
+//! name; logout works and `/auth/me` then answers 401.
+//!
+//! `AUTHGATE_TEST_CHROMEDRIVER` names chromedriver (Debian
+//! `chromium-driver`); `AUTHGATE_TEST_CHROMIUM` the browser (default
+//! `/usr/bin/chromium`).
+use std::time::{Duration, Instant};
+
+use authgate::config::ProviderConfig;
+use axum::response::Html;
+use axum::routing::get;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::support::{
+    App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, Peer, TestDb, TestServer, free_port,
+    peer_program, wait_for_port,
+};
+
+const TENANT: &str = "7d2e4f60-1a3b-4c5d-8e9f-0a1b2c3d4e5f";
+
+/// The front end: a sign-in link, a dashboard that asks authgate who is
+/// signed in and can log out, and a login page that shows the error.
+fn front_end(authgate: &str) -> axum::Router {
+    let index = format!(
+        r#"<!doctype html><title>front</title>
+<a id="signin" href="{authgate}/auth/login">Sign in with Microsoft</a>"#
+    );
+    let dashboard = format!(
+        r#"<!doctype html><title>dashboard</title>
+<p id="name"></p><button id="logout">Log out</button><p id="after"></p>
+<script>
+const A = "{authgate}";
+fetch(A + "/auth/me", {{credentials: "include"}})
+  .then(r => r.json())
+  .then(me => {{ document.getElementById("name").textContent = me.name || ("error: " + me.error); }});
+document.getElementById("logout").onclick = async () => {{
+  const out = await fetch(A + "/auth/logout", {{method: "POST", credentials: "include"}});
+  const body = await out.json();
+  const me = await fetch(A + "/auth/me", {{credentials: "include"}});
+  document.getElementById("after").textContent =
+    (body.success === true ? "logged out" : "logout failed") + ", me " + me.status;
+}};
+</script>"#
+    );
+    let login = r#"<!doctype html><title>login</title>
+<p id="error"></p>
+<script>document.getElementById("error").textContent =
+  new URLSearchParams(location.search).get("error") || "";</script>"#;
+    axum::Router::new()
+        .route("/", get(move || async move { Html(index) }))
+        .route("/dashboard", get(move || async move { Html(dashboard) }))
+        .route("/login", get(move || async move { Html(login) }))
+}
+
+/// Wait (bounded) until the element's text is not empty; returns it.
+async fn text_of(c: &Client, css: &str) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await {
+            let t = e.text().await.unwrap_or_default();
+            if !t.trim().is_empty() {
+                return t;
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{css} stayed empty at {:?}",
+            c.current_url().await.ok()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn click(c: &Client, css: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_dashboard_logout_in_a_real_browser() {
+    let Some(driver) = peer_program("AUTHGATE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver") else {
+        return;
+    };
+    let Some(node) = OidcPeer::node() else { return };
+    let chromium =
+        std::env::var("AUTHGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+
+    // authgate's port first: the provider must know its callback URL.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authgate = format!("http://{}", listener.local_addr().unwrap());
+    let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front = format!("http://{}", front_listener.local_addr().unwrap());
+
+    let peer = OidcPeer::entra_with_redirects(
+        &node,
+        TENANT,
+        json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
+        &[format!("{authgate}/auth/callback")],
+    )
+    .await;
+    let graph = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1.0/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "id": "oid-megan", "displayName": "Megan Bowen", "userPrincipalName": "megan@contoso.example"
+        })))
+        .mount(&graph)
+        .await;
+    let db = TestDb::sqlite().await;
+    let _app = App::start_on(listener, &db, |c| {
+        c.server.public_url = Some(authgate.parse().unwrap());
+        c.server.frontend_url = Some(front.parse().unwrap());
+        c.providers.insert(
+            "microsoft".into(),
+            ProviderConfig {
+                client_id: PEER_CLIENT_ID.into(),
+                client_secret: Some(PEER_CLIENT_SECRET.into()),
+                authority: Some(peer.base().parse().unwrap()),
+                tenant: Some(TENANT.into()),
+                graph_url: Some(graph.uri().parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap()];
+    })
+    .await;
+    let _front = TestServer::serve_on(front_listener, front_end(&authgate)).await;
+
+    let port = free_port();
+    let _driver = Peer(
+        std::process::Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromedriver"),
+    );
+    wait_for_port(port, "chromedriver").await;
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("a WebDriver session with Chromium");
+
+    let outcome = async {
+        c.goto(&front).await.unwrap();
+        click(&c, "#signin").await;
+        // The provider's login form, then its consent form.
+        type_into(&c, "input[name=login]", "megan").await;
+        type_into(&c, "input[name=password]", "any password").await;
+        click(&c, "button[type=submit]").await;
+        click(&c, "button[type=submit]").await;
+
+        assert_eq!(text_of(&c, "#name").await, "Megan Bowen");
+        let url = c.current_url().await.unwrap();
+        assert_eq!(url.as_str(), format!("{front}/dashboard"));
+
+        // The session cookie as the browser keeps it.
+        let cookies = c.get_all_cookies().await.unwrap();
+        let sid = cookies
+            .iter()
+            .find(|k| k.name() == "connect.sid")
+            .unwrap_or_else(|| panic!("no connect.sid among {cookies:?}"));
+        assert_eq!(sid.http_only(), Some(true), "{sid:?}");
+        assert_eq!(format!("{:?}", sid.same_site()), "Some(Lax)", "{sid:?}");
+        assert_eq!(sid.path(), Some("/"), "{sid:?}");
+        assert_ne!(sid.secure(), Some(true), "plain http here: {sid:?}");
+        assert!(
+            sid.domain().is_none_or(|d| !d.starts_with('.')),
+            "a host-only cookie: {sid:?}"
+        );
+        assert!(sid.value().len() >= 43);
+        // The flow cookie is gone once used.
+        assert!(
+            !cookies.iter().any(|k| k.name() == "authgate_auth_state"),
+            "{cookies:?}"
+        );
+        // JavaScript cannot read it (HttpOnly).
+        let visible = c.execute("return document.cookie", vec![]).await.unwrap();
+        assert!(!visible.to_string().contains("connect.sid"), "{visible}");
+
+        click(&c, "#logout").await;
+        assert_eq!(text_of(&c, "#after").await, "logged out, me 401");
+        let cookies = c.get_all_cookies().await.unwrap();
+        assert!(
+            !cookies.iter().any(|k| k.name() == "connect.sid"),
+            "the cookie is cleared: {cookies:?}"
+        );
+
+        // Signing in again from the same browser (the provider remembers
+        // the person and the consent: straight back to the dashboard).
+        c.goto(&format!("{authgate}/auth/login")).await.unwrap();
+        assert_eq!(text_of(&c, "#name").await, "Megan Bowen");
+    }
+    .await;
+    let _ = c.close().await;
+    outcome
+}
