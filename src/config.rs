@@ -117,6 +117,10 @@ pub struct SessionConfig {
     pub absolute_timeout_secs: i64,
     /// Seconds between writes of a session's last-seen time.
     pub touch_interval_secs: i64,
+    /// Seconds a checked session may be answered from memory before it is
+    /// read again (0: always read the database). Revocations and disabled
+    /// users are pushed to the cache at once (PostgreSQL: to every instance).
+    pub cache_ttl_secs: i64,
 }
 
 impl Default for SessionConfig {
@@ -126,6 +130,7 @@ impl Default for SessionConfig {
             idle_timeout_secs: p.idle_timeout,
             absolute_timeout_secs: p.absolute_timeout,
             touch_interval_secs: p.touch_interval,
+            cache_ttl_secs: p.cache_ttl,
         }
     }
 }
@@ -136,6 +141,7 @@ impl SessionConfig {
             idle_timeout: self.idle_timeout_secs,
             absolute_timeout: self.absolute_timeout_secs,
             touch_interval: self.touch_interval_secs,
+            cache_ttl: self.cache_ttl_secs,
         }
     }
 }

@@ -83,10 +83,48 @@ pub fn assemble(
             }
         }
     };
+    let listener = {
+        let core = core.clone();
+        let url = cfg.database.url.clone();
+        async move {
+            if url.starts_with("postgres") && core.store_backend() == "postgres" {
+                listen_for_session_changes(core, url).await;
+            }
+        }
+    };
     let background = async move {
-        tokio::join!(outbox, purger);
+        tokio::join!(outbox, purger, listener);
     };
     Ok((core, app, background))
+}
+
+/// Keep this instance's session cache in step with the others: listen on
+/// PostgreSQL for announced session changes and apply them; while not
+/// listening (connecting, connection lost) the cache is off, and everything
+/// cached before is dropped when listening starts again.
+pub async fn listen_for_session_changes(core: Core, url: String) {
+    use sqlx::postgres::PgListener;
+    loop {
+        match PgListener::connect(&url).await {
+            Ok(mut listener) => match listener.listen(crate::store::SESSIONS_CHANNEL).await {
+                Ok(()) => {
+                    core.apply_sessions_changed("all");
+                    core.set_session_cache(true);
+                    tracing::debug!("session cache on: listening for session changes");
+                    while let Ok(Some(n)) = listener.try_recv().await {
+                        core.apply_sessions_changed(n.payload());
+                    }
+                    tracing::warn!(
+                        "session change channel lost: session cache off until it is back"
+                    );
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for session changes"),
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot connect to LISTEN for session changes"),
+        }
+        core.set_session_cache(false);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// The token vault from `vault.keys` (none when no key is configured).

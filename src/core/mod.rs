@@ -15,6 +15,7 @@ pub mod outbox;
 pub mod providers;
 pub mod ratelimit;
 pub mod secret;
+mod session_cache;
 pub mod sessions;
 pub mod users;
 pub mod vault;
@@ -45,6 +46,7 @@ struct Inner {
     mx: Option<Arc<dyn MxLookup>>,
     providers: Providers,
     vault: Option<vault::Vault>,
+    session_cache: session_cache::SessionCache,
     outbox_notify: mail_login::OutboxNotify,
 }
 
@@ -55,6 +57,7 @@ pub struct CoreBuilder {
 
 impl CoreBuilder {
     pub fn sessions(mut self, policy: SessionPolicy) -> Self {
+        self.inner.session_cache = session_cache::SessionCache::new(policy.cache_ttl);
         self.inner.sessions = policy;
         self
     }
@@ -83,6 +86,11 @@ impl CoreBuilder {
     }
 
     pub fn build(self) -> Core {
+        // Several PostgreSQL instances: no cached answers until the
+        // invalidation channel is listening (`Core::set_session_cache`).
+        if self.inner.store.backend() == "postgres" {
+            self.inner.session_cache.set_enabled(false);
+        }
         Core {
             inner: Arc::new(self.inner),
         }
@@ -100,6 +108,7 @@ impl Core {
                 mx: None,
                 providers: Providers::new(),
                 vault: None,
+                session_cache: session_cache::SessionCache::new(SessionPolicy::default().cache_ttl),
                 outbox_notify: Default::default(),
             },
         }
@@ -115,6 +124,11 @@ impl Core {
 
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
+    }
+
+    /// `sqlite` or `postgres`.
+    pub fn store_backend(&self) -> &'static str {
+        self.store().backend()
     }
 
     pub fn session_policy(&self) -> &SessionPolicy {

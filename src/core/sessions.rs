@@ -17,6 +17,8 @@ pub struct SessionPolicy {
     /// `last_seen_at` is written at most this often per session, so a busy
     /// session does not cost a database write on every request.
     pub touch_interval: i64,
+    /// Seconds a checked session may be answered from memory (0: never).
+    pub cache_ttl: i64,
 }
 
 impl Default for SessionPolicy {
@@ -25,6 +27,7 @@ impl Default for SessionPolicy {
             idle_timeout: 24 * 3600,
             absolute_timeout: 7 * 24 * 3600,
             touch_interval: 60,
+            cache_ttl: 30,
         }
     }
 }
@@ -86,15 +89,31 @@ impl Core {
 
     /// Check a presented session token. `None` for anything that is not a
     /// live session of an enabled user; an expired session is removed.
+    /// Answers from the session cache when it can (see `session_cache`).
     pub async fn check_session(&self, token: &str) -> Result<Option<SessionCheck>, Error> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Ok(None);
         }
         let hash = secret::hash_token(token);
+        let now = self.now();
+        let cache = &self.inner.session_cache;
+        if cache.is_enabled() {
+            cache.sync_marker(self.store().sessions_marker());
+        }
+        if let Some(check) = cache.get(&hash, now) {
+            if now - check.session.last_seen_at >= self.session_policy().touch_interval {
+                self.store().touch_session(check.session.id, now).await?;
+                cache.touched(&hash, now);
+                let mut check = check;
+                check.session.last_seen_at = now;
+                return Ok(Some(check));
+            }
+            return Ok(Some(check));
+        }
+        let generation = cache.generation();
         let Some((session, user)) = self.store().session_by_token_hash(&hash).await? else {
             return Ok(None);
         };
-        let now = self.now();
         if now >= session.ends_at() {
             self.store().delete_session(session.id).await?;
             return Ok(None);
@@ -107,7 +126,52 @@ impl Core {
             self.store().touch_session(session.id, now).await?;
             session.last_seen_at = now;
         }
-        Ok(Some(SessionCheck { session, user }))
+        let check = SessionCheck { session, user };
+        cache.put(hash, check.clone(), now, generation);
+        Ok(Some(check))
+    }
+
+    /// Sessions ended or users changed: forget cached answers here, and
+    /// tell every other instance (through the store). `token_hash`: one
+    /// session; `None`: everything (rare operator actions).
+    pub(crate) async fn sessions_changed(&self, token_hash: Option<&[u8; 32]>) {
+        match token_hash {
+            Some(h) => self.inner.session_cache.evict(h),
+            None => self.inner.session_cache.clear(),
+        }
+        let payload = token_hash.map_or_else(|| "all".to_string(), hex);
+        if let Err(e) = self.store().announce_sessions_changed(&payload).await {
+            tracing::error!(error = %e, "cannot tell other instances that sessions changed");
+        }
+    }
+
+    /// Apply a change another instance announced (`all` or a token hash
+    /// in hex).
+    pub fn apply_sessions_changed(&self, payload: &str) {
+        let cache = &self.inner.session_cache;
+        let hash = (payload.len() == 64)
+            .then(|| {
+                let mut h = [0u8; 32];
+                for (i, b) in h.iter_mut().enumerate() {
+                    *b = u8::from_str_radix(payload.get(2 * i..2 * i + 2)?, 16).ok()?;
+                }
+                Some(h)
+            })
+            .flatten();
+        match hash {
+            Some(h) => cache.evict(&h),
+            None => cache.clear(),
+        }
+    }
+
+    /// Turn the session cache on (the invalidation channel listens) or off
+    /// (it does not: every check reads the database).
+    pub fn set_session_cache(&self, on: bool) {
+        self.inner.session_cache.set_enabled(on);
+    }
+
+    pub fn session_cache_enabled(&self) -> bool {
+        self.inner.session_cache.is_enabled()
     }
 
     /// Sign out: end the session a token names. `false` if there was none.
@@ -125,6 +189,8 @@ impl Core {
             .await?
         {
             Some(s) => {
+                self.sessions_changed(Some(&secret::hash_token(token)))
+                    .await;
                 self.audit(
                     "session.revoked",
                     Some(s.user_id),
@@ -143,6 +209,7 @@ impl Core {
         if !self.store().delete_session(id).await? {
             return Err(Error::NotFound);
         }
+        self.sessions_changed(None).await;
         self.audit(
             "session.revoked",
             None,
@@ -160,6 +227,7 @@ impl Core {
         meta: &ClientMeta,
     ) -> Result<u64, Error> {
         let n = self.store().delete_user_sessions(user_id).await?;
+        self.sessions_changed(None).await;
         self.audit(
             "session.revoked_all",
             Some(user_id),
@@ -192,4 +260,8 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

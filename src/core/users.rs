@@ -104,6 +104,7 @@ impl Core {
             .set_user_disabled(user.id, disabled, self.now())
             .await?
             .ok_or(Error::NotFound)?;
+        self.sessions_changed(None).await;
         let kind = if disabled {
             "user.disabled"
         } else {
@@ -125,6 +126,7 @@ impl Core {
         if !self.store().delete_user(user.id).await? {
             return Err(Error::NotFound);
         }
+        self.sessions_changed(None).await;
         self.audit("user.deleted", Some(user.id), meta, None).await;
         Ok(user)
     }
@@ -144,6 +146,7 @@ impl Core {
     ) -> Result<ImportReport, Error> {
         let now = self.now();
         let report = self.store().import_users(rows, now, progress).await?;
+        self.sessions_changed(None).await;
         self.audit(
             "user.imported",
             None,

@@ -37,6 +37,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The PostgreSQL channel session changes are announced on.
+pub const SESSIONS_CHANNEL: &str = "authgate_sessions";
+
 /// One rate-limit window of one key: `[window_start, expires_at)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateHit {
@@ -195,6 +198,18 @@ pub trait Store: Send + Sync + 'static {
     // Audit
     async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
     async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>>;
+
+    /// A cheap fingerprint of the last announced session change that other
+    /// processes made visible without a query (SQLite: the marker file's
+    /// inode and modification time); `None` where changes are pushed.
+    fn sessions_marker(&self) -> Option<(u64, i128)> {
+        None
+    }
+
+    /// Tell every instance that sessions changed (`all` or a token hash in
+    /// hex): PostgreSQL `NOTIFY` on [`SESSIONS_CHANNEL`]; nothing on SQLite
+    /// (one instance per database file).
+    async fn announce_sessions_changed(&self, payload: &str) -> Result<()>;
 
     /// Delete what has expired; returns the number of rows removed.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64>;

@@ -55,6 +55,9 @@ enum Pool {
 
 pub struct SqlStore {
     pool: Pool,
+    /// SQLite: `<database file>-sessions`, replaced whenever sessions change
+    /// (other processes on the same file see it by a `stat`).
+    marker: Option<std::path::PathBuf>,
 }
 
 /// Run one reading body against whichever database is open; `$p` is the pool.
@@ -408,6 +411,7 @@ const SQL_SESSION_BY_HASH: &str = "SELECT s.id, s.user_id, s.created_at, s.last_
 impl SqlStore {
     /// Open (creating an SQLite file if needed) the database a URL names.
     pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Self> {
+        let mut marker = None;
         let pool = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Url(e.to_string()))?
@@ -428,6 +432,12 @@ impl SqlStore {
             let read = pool(options.max_connections)
                 .await
                 .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let file = opts.get_filename();
+            if !file.as_os_str().is_empty() && file.as_os_str() != ":memory:" {
+                let mut m = file.as_os_str().to_owned();
+                m.push("-sessions");
+                marker = Some(std::path::PathBuf::from(m));
+            }
             Pool::Sqlite { read, write }
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts =
@@ -445,7 +455,7 @@ impl SqlStore {
                 "expected a URL starting with sqlite:// or postgres://".into(),
             ));
         };
-        Ok(SqlStore { pool })
+        Ok(SqlStore { pool, marker })
     }
 }
 
@@ -1315,6 +1325,40 @@ impl Store for SqlStore {
                 })
             })
             .collect()
+    }
+
+    fn sessions_marker(&self) -> Option<(u64, i128)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.marker.as_ref()?).ok()?;
+        Some((
+            m.ino(),
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ))
+    }
+
+    async fn announce_sessions_changed(&self, payload: &str) -> Result<()> {
+        match &self.pool {
+            Pool::Sqlite { .. } => {
+                let Some(marker) = &self.marker else {
+                    return Ok(());
+                };
+                // Write aside and rename: a new inode every time, so a
+                // reader's `stat` cannot miss a change.
+                let mut tmp = marker.as_os_str().to_owned();
+                tmp.push(format!(".{}", uuid::Uuid::now_v7().simple()));
+                let tmp = std::path::PathBuf::from(tmp);
+                std::fs::write(&tmp, payload)
+                    .and_then(|()| std::fs::rename(&tmp, marker))
+                    .map_err(|e| StoreError::Database(format!("session marker: {e}")))
+            }
+            Pool::Postgres(p) => sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::SESSIONS_CHANNEL)
+                .bind(payload)
+                .execute(p)
+                .await
+                .map_err(db_err)
+                .map(|_| ()),
+        }
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64> {

@@ -266,4 +266,98 @@ on_both_databases!(
     revocation_one_by_one_and_all_of_a_user,
     disabling_or_deleting_a_user_ends_their_sessions_at_once,
     users_are_validated_and_unique,
+    the_session_cache_never_outlives_a_revocation_on_another_instance,
 );
+
+/// Two instances (two cores, as two servers would be) on one database, each
+/// caching session checks: a revocation or a disabled user on one is refused
+/// by the other. PostgreSQL: pushed by LISTEN/NOTIFY; SQLite: the marker
+/// file another process (here: the other core) replaced.
+async fn the_session_cache_never_outlives_a_revocation_on_another_instance(db: &TestDb) {
+    let clock = manual_clock();
+    let policy = SessionPolicy::default();
+    assert!(policy.cache_ttl > 0, "the cache is on by default");
+    let second = authgate::store::connect(&db.url, &Default::default())
+        .await
+        .unwrap();
+    let a = db.core(clock.clone());
+    let b = authgate::core::Core::new(second, clock.clone(), policy);
+    let mut listeners = Vec::new();
+    if db.url.starts_with("postgres") {
+        for core in [&a, &b] {
+            assert!(!core.session_cache_enabled(), "off until listening");
+            listeners.push(tokio::spawn(
+                authgate::cli::serve::listen_for_session_changes(core.clone(), db.url.clone()),
+            ));
+        }
+        let start = std::time::Instant::now();
+        while !(a.session_cache_enabled() && b.session_cache_enabled()) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "never listening"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    assert!(b.session_cache_enabled());
+    let meta = ClientMeta::default();
+    let user = a
+        .add_user(
+            NewUser::parse("cache@example.com", None, None).unwrap(),
+            &meta,
+        )
+        .await
+        .unwrap();
+    let (t1, _) = a
+        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .await
+        .unwrap();
+    let (t2, s2) = a
+        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .await
+        .unwrap();
+    for t in [&t1, &t2] {
+        // Twice: the second answer comes from B's cache.
+        assert!(b.check_session(t).await.unwrap().is_some());
+        assert!(b.check_session(t).await.unwrap().is_some());
+    }
+    // Changes made on A reach B: at once on SQLite (the marker is read on
+    // every check); on PostgreSQL as soon as the notification is delivered.
+    let refused_on_b = |token: String| {
+        let b = b.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while b.check_session(&token).await.unwrap().is_some() {
+                assert!(
+                    start.elapsed() < std::time::Duration::from_secs(5),
+                    "B still accepts a revoked session"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            start.elapsed()
+        }
+    };
+    assert!(a.revoke_session_token(&t1, &meta).await.unwrap());
+    let waited = refused_on_b(t1.clone()).await;
+    if db.url.starts_with("sqlite") {
+        assert!(waited.is_zero() || waited < std::time::Duration::from_millis(5));
+    }
+    assert!(
+        b.check_session(&t2).await.unwrap().is_some(),
+        "the other session lives"
+    );
+    a.revoke_session(s2.id, &meta).await.unwrap();
+    refused_on_b(t2.clone()).await;
+    let (t3, _) = a
+        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .await
+        .unwrap();
+    assert!(b.check_session(&t3).await.unwrap().is_some());
+    a.set_user_disabled(&UserKey::parse("cache@example.com").unwrap(), true, &meta)
+        .await
+        .unwrap();
+    refused_on_b(t3.clone()).await;
+    for l in listeners {
+        l.abort();
+    }
+}

@@ -41,6 +41,8 @@ pub struct TestDb {
     pub store: Arc<dyn Store>,
     _dir: Option<tempfile::TempDir>,
     pg: Option<(String, String)>,
+    /// The database's URL.
+    pub url: String,
 }
 
 impl TestDb {
@@ -52,6 +54,7 @@ impl TestDb {
             store,
             _dir: Some(dir),
             pg: None,
+            url,
         }
     }
 
@@ -64,6 +67,7 @@ impl TestDb {
             store,
             _dir: None,
             pg: Some((admin, name)),
+            url,
         })
     }
 

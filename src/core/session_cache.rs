@@ -1,0 +1,126 @@
+//! Checked sessions kept in memory for a short while (`session.cache_ttl_secs`),
+//! so the hot path (a session check per request) does not read the database
+//! every time. Correctness comes first:
+//! - an entry is used only while its session has not ended (idle and
+//!   absolute lifetimes are checked on every use) and is younger than the TTL;
+//! - ending a session, disabling or deleting a user evicts at once on this
+//!   instance, and is announced to every other instance through the store
+//!   (PostgreSQL `NOTIFY`; see `Core::apply_invalidation`);
+//! - while that announcement channel is down, the cache is off.
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::Timestamp;
+use super::sessions::SessionCheck;
+
+const SHARDS: usize = 16;
+/// Entries per shard before the shard is emptied (bounded memory: 16 × 8192
+/// entries of a few hundred bytes).
+const MAX_PER_SHARD: usize = 8192;
+
+type Shard = Mutex<HashMap<[u8; 32], (SessionCheck, Timestamp)>>;
+
+pub(crate) struct SessionCache {
+    shards: Vec<Shard>,
+    /// The store's change marker as last seen (SQLite across processes).
+    marker: Mutex<Option<(u64, i128)>>,
+    ttl: i64,
+    enabled: AtomicBool,
+    /// Bumped by every eviction: an entry read from the database before an
+    /// eviction is not put (it may be the very session just ended).
+    generation: AtomicU64,
+}
+
+impl SessionCache {
+    pub fn new(ttl: i64) -> Self {
+        SessionCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            marker: Mutex::new(None),
+            ttl,
+            enabled: AtomicBool::new(ttl > 0),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    /// Another process announced a change (the marker moved): forget all.
+    pub fn sync_marker(&self, now: Option<(u64, i128)>) {
+        if let Ok(mut seen) = self.marker.lock()
+            && *seen != now
+        {
+            *seen = now;
+            self.clear();
+        }
+    }
+
+    fn shard(&self, hash: &[u8; 32]) -> &Shard {
+        &self.shards[hash[0] as usize % SHARDS]
+    }
+
+    pub fn get(&self, hash: &[u8; 32], now: Timestamp) -> Option<SessionCheck> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let shard = self.shard(hash).lock().ok()?;
+        let (check, fetched) = shard.get(hash)?;
+        (now - fetched < self.ttl && now < check.session.ends_at()).then(|| check.clone())
+    }
+
+    /// Take before reading the database; hand to [`Self::put`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn put(&self, hash: [u8; 32], check: SessionCheck, fetched: Timestamp, generation: u64) {
+        if !self.enabled.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut shard) = self.shard(&hash).lock() {
+            // Checked under the shard lock that evictions also take.
+            if self.generation.load(Ordering::Acquire) != generation {
+                return;
+            }
+            if shard.len() >= MAX_PER_SHARD {
+                shard.clear();
+            }
+            shard.insert(hash, (check, fetched));
+        }
+    }
+
+    /// Record a touch in a cached entry (the database was written).
+    pub fn touched(&self, hash: &[u8; 32], now: Timestamp) {
+        if let Ok(mut shard) = self.shard(hash).lock()
+            && let Some((check, _)) = shard.get_mut(hash)
+        {
+            check.session.last_seen_at = now;
+        }
+    }
+
+    pub fn evict(&self, hash: &[u8; 32]) {
+        if let Ok(mut shard) = self.shard(hash).lock() {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            shard.remove(hash);
+        }
+    }
+
+    pub fn clear(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for s in &self.shards {
+            if let Ok(mut shard) = s.lock() {
+                shard.clear();
+            }
+        }
+    }
+
+    /// Turn the cache off (and empty it) or on again; on only with a TTL.
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on && self.ttl > 0, Ordering::Release);
+        if !on {
+            self.clear();
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
+    }
+}
