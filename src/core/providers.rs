@@ -355,7 +355,10 @@ impl Core {
                 return self.refuse_disabled(user, linked, profile, meta).await;
             }
             let linked = match store.insert_identity(&linked).await {
-                Ok(()) => linked,
+                Ok(()) => {
+                    self.inner.session_cache.evict_identities(user.id);
+                    linked
+                }
                 // A concurrent first sign-in linked it already: same result.
                 Err(StoreError::Conflict(_)) => {
                     return Box::pin(self.resolve_user(profile, false, locale, meta)).await;

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use super::Timestamp;
+use uuid::Uuid;
+
+use super::{Identity, Timestamp};
 use super::sessions::SessionCheck;
 
 const SHARDS: usize = 16;
@@ -23,6 +25,9 @@ type Shard = Mutex<HashMap<[u8; 32], (SessionCheck, Timestamp)>>;
 
 pub(crate) struct SessionCache {
     shards: Vec<Shard>,
+    /// Identities by user (for `/auth/me`-style answers; not used to
+    /// authorise anything), with when they were read.
+    identities: Mutex<HashMap<Uuid, (Vec<Identity>, Timestamp)>>,
     /// The store's change marker as last seen (SQLite across processes).
     marker: Mutex<Option<(u64, i128)>>,
     ttl: i64,
@@ -37,6 +42,7 @@ impl SessionCache {
         SessionCache {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             marker: Mutex::new(None),
+            identities: Mutex::new(HashMap::new()),
             ttl,
             enabled: AtomicBool::new(ttl > 0),
             generation: AtomicU64::new(0),
@@ -103,7 +109,37 @@ impl SessionCache {
         }
     }
 
+    pub fn identities(&self, user: Uuid, now: Timestamp) -> Option<Vec<Identity>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let map = self.identities.lock().ok()?;
+        let (list, fetched) = map.get(&user)?;
+        (now - fetched < self.ttl).then(|| list.clone())
+    }
+
+    pub fn put_identities(&self, user: Uuid, list: Vec<Identity>, now: Timestamp) {
+        if !self.enabled.load(Ordering::Acquire) {
+            return;
+        }
+        if let Ok(mut map) = self.identities.lock() {
+            if map.len() >= SHARDS * MAX_PER_SHARD {
+                map.clear();
+            }
+            map.insert(user, (list, now));
+        }
+    }
+
+    pub fn evict_identities(&self, user: Uuid) {
+        if let Ok(mut map) = self.identities.lock() {
+            map.remove(&user);
+        }
+    }
+
     pub fn clear(&self) {
+        if let Ok(mut map) = self.identities.lock() {
+            map.clear();
+        }
         self.generation.fetch_add(1, Ordering::AcqRel);
         for s in &self.shards {
             if let Ok(mut shard) = s.lock() {

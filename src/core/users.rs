@@ -131,8 +131,17 @@ impl Core {
         Ok(user)
     }
 
+    /// A user's identities (from the session cache when it has them: a
+    /// link made on another instance shows there within the cache TTL).
     pub async fn user_identities(&self, user_id: Uuid) -> Result<Vec<super::Identity>, Error> {
-        Ok(self.store().identities_of(user_id).await?)
+        let now = self.now();
+        let cache = &self.inner.session_cache;
+        if let Some(list) = cache.identities(user_id, now) {
+            return Ok(list);
+        }
+        let list = self.store().identities_of(user_id).await?;
+        cache.put_identities(user_id, list.clone(), now);
+        Ok(list)
     }
 
     /// Import users in one transaction: all rows or none. Idempotent: an
