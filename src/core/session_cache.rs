@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use uuid::Uuid;
 
-use super::{Identity, Timestamp};
 use super::sessions::SessionCheck;
+use super::{Identity, Timestamp};
 
 const SHARDS: usize = 16;
 /// Entries per shard before the shard is emptied (bounded memory: 16 × 8192

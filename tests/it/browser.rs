@@ -2,14 +2,14 @@
 //! `/auth/logout`, `/auth/me`, `/auth/test-token`, with the real
 //! `oidc-provider` as the Microsoft tenant and Microsoft Graph faked over
 //! HTTP; the token vault.
-use authgate::config::{Config, ProviderConfig};
+use authgate::config::Config;
 use authgate::core::{ClientMeta, Core, ProviderTokenSet, UserKey, Vault};
 use serde_json::{Value, json};
-use wiremock::matchers::{header_regex, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_PUBLIC_URL, TestDb, authorize_at_peer,
+    App, OidcPeer, PEER_PUBLIC_URL, TestDb, authorize_at_peer, graph_me, microsoft_provider,
     on_both_databases,
 };
 
@@ -39,16 +39,7 @@ async fn tenant() -> Option<Tenant> {
         json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
     )
     .await;
-    let graph = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1.0/me"))
-        .and(header_regex("authorization", "^Bearer .+"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "oid-megan", "displayName": "Megan Bowen", "mail": "megan@contoso.example",
-            "userPrincipalName": "megan@contoso.example"
-        })))
-        .mount(&graph)
-        .await;
+    let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     Some(Tenant { peer, graph })
 }
 
@@ -57,14 +48,7 @@ fn configure(cfg: &mut Config, t: &Tenant, key: Option<&str>) {
     cfg.server.frontend_url = Some(FRONTEND.parse().unwrap());
     cfg.providers.insert(
         "microsoft".into(),
-        ProviderConfig {
-            client_id: PEER_CLIENT_ID.into(),
-            client_secret: Some(PEER_CLIENT_SECRET.into()),
-            authority: Some(t.peer.base().parse().unwrap()),
-            tenant: Some(TENANT.into()),
-            graph_url: Some(t.graph.uri().parse().unwrap()),
-            ..Default::default()
-        },
+        microsoft_provider(&t.peer, TENANT, &t.graph),
     );
     cfg.vault.keys = key.map(|k| vec![k.to_string()]).unwrap_or_default();
 }

@@ -9,17 +9,14 @@
 //! `/usr/bin/chromium`).
 use std::time::{Duration, Instant};
 
-use authgate::config::ProviderConfig;
 use axum::response::Html;
 use axum::routing::get;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
-    App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, Peer, TestDb, TestServer, free_port,
-    peer_program, wait_for_port,
+    App, OidcPeer, Peer, TestDb, TestServer, free_port, graph_me, microsoft_provider, peer_program,
+    wait_for_port,
 };
 
 const TENANT: &str = "7d2e4f60-1a3b-4c5d-8e9f-0a1b2c3d4e5f";
@@ -77,15 +74,34 @@ async fn text_of(c: &Client, css: &str) -> String {
     }
 }
 
+/// Click the element once it is there (bounded); a page still replacing
+/// itself (stale element) is tried again.
 async fn click(c: &Client, css: &str) {
-    c.wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
+    let start = Instant::now();
+    loop {
+        let clicked = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await.is_ok(),
+            Err(_) => false,
+        };
+        if clicked {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{css} never clickable at {:?}",
+            c.current_url().await.ok()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait (bounded) until nothing matches `css` (the page moved on).
+async fn gone(c: &Client, css: &str) {
+    let start = Instant::now();
+    while c.find(Locator::Css(css)).await.is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{css} stayed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn type_into(c: &Client, css: &str, text: &str) {
@@ -121,28 +137,14 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
         &[format!("{authgate}/auth/callback")],
     )
     .await;
-    let graph = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1.0/me"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "oid-megan", "displayName": "Megan Bowen", "userPrincipalName": "megan@contoso.example"
-        })))
-        .mount(&graph)
-        .await;
+    let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let db = TestDb::sqlite().await;
     let _app = App::start_on(listener, &db, |c| {
         c.server.public_url = Some(authgate.parse().unwrap());
         c.server.frontend_url = Some(front.parse().unwrap());
         c.providers.insert(
             "microsoft".into(),
-            ProviderConfig {
-                client_id: PEER_CLIENT_ID.into(),
-                client_secret: Some(PEER_CLIENT_SECRET.into()),
-                authority: Some(peer.base().parse().unwrap()),
-                tenant: Some(TENANT.into()),
-                graph_url: Some(graph.uri().parse().unwrap()),
-                ..Default::default()
-            },
+            microsoft_provider(&peer, TENANT, &graph),
         );
         c.vault.keys = vec![authgate::core::Vault::new_key().unwrap()];
     })
@@ -184,6 +186,7 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
         type_into(&c, "input[name=login]", "megan").await;
         type_into(&c, "input[name=password]", "any password").await;
         click(&c, "button[type=submit]").await;
+        gone(&c, "input[name=login]").await;
         click(&c, "button[type=submit]").await;
 
         assert_eq!(text_of(&c, "#name").await, "Megan Bowen");

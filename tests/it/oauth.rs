@@ -10,7 +10,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::{
     App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_PUBLIC_URL, TestDb, authorize_at_peer,
-    on_both_databases, query_param,
+    graph_me, microsoft_provider, on_both_databases, query_param,
 };
 
 const FRONTEND: &str = "https://app.example";
@@ -250,27 +250,12 @@ async fn microsoft_new_then_returning_person(db: &TestDb) {
         json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
     )
     .await;
-    let graph = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/v1.0/me"))
-        .and(header_regex("authorization", "^Bearer .+"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "id": "oid-megan", "userPrincipalName": "megan@contoso.example", "displayName": "Megan Bowen"
-        })))
-        .mount(&graph)
-        .await;
+    let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let app = App::start(db, |c| {
         base(c);
         c.providers.insert(
             "microsoft".into(),
-            ProviderConfig {
-                client_id: PEER_CLIENT_ID.into(),
-                client_secret: Some(PEER_CLIENT_SECRET.into()),
-                authority: Some(peer.base().parse().unwrap()),
-                tenant: Some(TENANT.into()),
-                graph_url: Some(graph.uri().parse().unwrap()),
-                ..Default::default()
-            },
+            microsoft_provider(&peer, TENANT, &graph),
         );
     })
     .await;

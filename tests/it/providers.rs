@@ -21,7 +21,7 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::{
     App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_REDIRECT, TestDb, authorize_at_peer,
-    on_both_databases, query_param,
+    mount_graph_me, on_both_databases, query_param,
 };
 
 const TENANT: &str = "6e0b4a52-1c1d-4a1e-9d43-0c3f1f5a7a01";
@@ -111,30 +111,6 @@ fn assert_session_id(v: &Value) -> String {
     id
 }
 
-/// Microsoft Graph's `/me` (documented shape), for the bearer of any token.
-async fn graph_me(graph: &MockServer, oid: &str, upn: &str, name: &str) {
-    graph.reset().await;
-    Mock::given(method("GET"))
-        .and(path("/v1.0/me"))
-        .and(header_regex("authorization", "^Bearer .+"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-            "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
-            "businessPhones": [],
-            "displayName": name,
-            "givenName": null,
-            "jobTitle": null,
-            "mail": upn,
-            "mobilePhone": null,
-            "officeLocation": null,
-            "preferredLanguage": null,
-            "surname": null,
-            "userPrincipalName": upn,
-            "id": oid
-        })))
-        .mount(graph)
-        .await;
-}
-
 fn entra_accounts() -> Value {
     json!({
         "alice": {"tid": TENANT, "oid": "oid-alice", "email": "alice@contoso.example", "name": "Alice"},
@@ -200,7 +176,7 @@ async fn entra_sign_in_trades_a_code_for_a_session(db: &TestDb) {
     );
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
 
-    graph_me(&graph, "oid-alice", "alice@contoso.example", "Alice").await;
+    mount_graph_me(&graph, "oid-alice", "alice@contoso.example", "Alice").await;
     let back = authorize_at_peer(authorize.as_str(), "alice").await;
     assert_eq!(query_param(&back, "state").unwrap(), state);
     assert_eq!(query_param(&back, "iss").unwrap(), peer.issuer);
@@ -246,7 +222,7 @@ async fn unknown_and_disabled_users_get_no_session(db: &TestDb) {
     let graph = MockServer::start().await;
     let app = App::start(db, |c| microsoft(c, &peer.base(), TENANT, &graph.uri())).await;
 
-    graph_me(&graph, "oid-bob", "bob@contoso.example", "Bob").await;
+    mount_graph_me(&graph, "oid-bob", "bob@contoso.example", "Bob").await;
     let (status, v) = sign_in_at_peer(&app, "bob", false).await;
     assert_eq!(status, 404);
     assert_eq!(
@@ -340,13 +316,13 @@ async fn multi_tenant_links_an_email_only_when_microsoft_vouches(db: &TestDb) {
     let carol = add_user(&app, "carol@contoso.example").await;
 
     // Any tenant may sign in here, so an address alone proves nothing.
-    graph_me(&graph, "oid-alice", "alice@contoso.example", "Alice").await;
+    mount_graph_me(&graph, "oid-alice", "alice@contoso.example", "Alice").await;
     let (status, _) = sign_in_at_peer(&app, "alice", false).await;
     assert_eq!(status, 404);
     assert!(app.core.user_identities(alice.id).await.unwrap().is_empty());
 
     // With xms_edov (the domain owner verified the address) it links.
-    graph_me(&graph, "oid-carol", "carol@contoso.example", "Carol").await;
+    mount_graph_me(&graph, "oid-carol", "carol@contoso.example", "Carol").await;
     let (status, v) = sign_in_at_peer(&app, "carol", false).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(app.core.user_identities(carol.id).await.unwrap().len(), 1);

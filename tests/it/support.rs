@@ -738,3 +738,55 @@ pub fn query_param(url: &reqwest::Url, name: &str) -> Option<String> {
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
+
+/// Microsoft Graph's `/me` (documented shape), for the bearer of any token.
+pub async fn mount_graph_me(graph: &wiremock::MockServer, oid: &str, upn: &str, name: &str) {
+    graph.reset().await;
+    wiremock::Mock::given(wiremock::matchers::method("GET"))
+        .and(wiremock::matchers::path("/v1.0/me"))
+        .and(wiremock::matchers::header_regex(
+            "authorization",
+            "^Bearer .+",
+        ))
+        .respond_with(
+            wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({
+                "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
+                "businessPhones": [],
+                "displayName": name,
+                "givenName": null,
+                "jobTitle": null,
+                "mail": upn,
+                "mobilePhone": null,
+                "officeLocation": null,
+                "preferredLanguage": null,
+                "surname": null,
+                "userPrincipalName": upn,
+                "id": oid
+            })),
+        )
+        .mount(graph)
+        .await;
+}
+
+/// A Graph of its own answering `/me` for this person.
+pub async fn graph_me(oid: &str, display_name: &str, upn: &str) -> wiremock::MockServer {
+    let graph = wiremock::MockServer::start().await;
+    mount_graph_me(&graph, oid, upn, display_name).await;
+    graph
+}
+
+/// `providers.microsoft` pointed at an Entra-like peer tenant and a Graph.
+pub fn microsoft_provider(
+    peer: &OidcPeer,
+    tenant: &str,
+    graph: &wiremock::MockServer,
+) -> authgate::config::ProviderConfig {
+    authgate::config::ProviderConfig {
+        client_id: PEER_CLIENT_ID.into(),
+        client_secret: Some(PEER_CLIENT_SECRET.into()),
+        authority: Some(peer.base().parse().unwrap()),
+        tenant: Some(tenant.into()),
+        graph_url: Some(graph.uri().parse().unwrap()),
+        ..Default::default()
+    }
+}
