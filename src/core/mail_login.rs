@@ -131,7 +131,7 @@ pub fn normalize_code(code: &str) -> String {
 
 /// The stored form of a code: keyed by the login token, which itself is
 /// stored only as a hash, so a copy of the database cannot test guesses.
-fn code_hash(login_token: &str, code: &str) -> Vec<u8> {
+pub fn code_hash(login_token: &str, code: &str) -> Vec<u8> {
     let mut h = Sha256::new();
     h.update(b"authgate mail code\0");
     h.update(login_token.as_bytes());

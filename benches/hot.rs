@@ -1,0 +1,153 @@
+//! The pure hot paths, measured with criterion (`cargo bench --bench hot`):
+//! session-id hashing, the session check (from the cache and from SQLite),
+//! mail-code comparison, and ID-token validation (RS256, keys cached).
+//! Load over HTTP is `bench/run.sh`; nothing here leaves 127.0.0.1.
+use std::sync::Arc;
+use std::time::Duration;
+
+use authgate::core::mail_login::code_hash;
+use authgate::core::secret::{self, TokenFormat};
+use authgate::core::{ClientMeta, Core, NewUser, SessionPolicy, SystemClock};
+use authgate::providers::http::Http;
+use authgate::providers::id_token::{self, Expectations, IssuerRule};
+use authgate::providers::jwks::JwksCache;
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn hashing(c: &mut Criterion) {
+    let token = secret::new_token(TokenFormat::UrlSafe32).unwrap();
+    c.bench_function("session id: SHA-256 of a 43-character token", |b| {
+        b.iter(|| secret::hash_token(std::hint::black_box(&token)))
+    });
+    let login = secret::new_token(TokenFormat::Alnum32).unwrap();
+    let stored = code_hash(&login, "apple banana cherry");
+    c.bench_function(
+        "mail code: normalise, hash, compare in constant time",
+        |b| {
+            b.iter(|| {
+                secret::ct_eq(
+                    &code_hash(&login, std::hint::black_box("Apple Banana*Cherry")),
+                    &stored,
+                )
+            })
+        },
+    );
+}
+
+fn session_check(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    for (name, ttl) in [("session check: cached", 30), ("session check: SQLite", 0)] {
+        let (core, token) = rt.block_on(async {
+            let store = authgate::store::connect(&url, &Default::default())
+                .await
+                .unwrap();
+            store.migrate().await.unwrap();
+            let policy = SessionPolicy {
+                cache_ttl: ttl,
+                ..SessionPolicy::default()
+            };
+            let core = Core::new(store, Arc::new(SystemClock), policy);
+            let meta = ClientMeta::default();
+            let email = format!("bench{ttl}@example.com");
+            let user = core
+                .add_user(NewUser::parse(&email, None, None).unwrap(), &meta)
+                .await
+                .unwrap();
+            let (token, _) = core
+                .sign_in(&user, "bench", TokenFormat::UrlSafe32, &meta)
+                .await
+                .unwrap();
+            (core, token)
+        });
+        c.bench_function(name, |b| {
+            b.iter(|| rt.block_on(core.check_session(&token)).unwrap().unwrap())
+        });
+    }
+}
+
+fn id_token_validation(c: &mut Criterion) {
+    let rt = runtime();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/fixtures");
+    let jwk: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{fixtures}/idp-1.jwk.json")).unwrap(),
+    )
+    .unwrap();
+    let kid = jwk["kid"].as_str().unwrap_or("idp-1").to_string();
+    let mut jwk = jwk;
+    jwk["kid"] = serde_json::Value::String(kid.clone());
+    let jwks = serde_json::json!({ "keys": [jwk] });
+    // The provider's JWKS, served on 127.0.0.1 (fetched once, then cached).
+    let addr = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/keys",
+            axum::routing::get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    });
+    let key = EncodingKey::from_rsa_pem(&std::fs::read(format!("{fixtures}/idp-1.pem")).unwrap())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let issuer = "https://login.example.com/tenant/v2.0";
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = Some(kid);
+    let token = jsonwebtoken::encode(
+        &header,
+        &serde_json::json!({
+            "iss": issuer, "aud": "client-1", "sub": "person-1", "nonce": "n-1",
+            "iat": now, "exp": now + 3600, "email": "a@example.com"
+        }),
+        &key,
+    )
+    .unwrap();
+    let cache = JwksCache::new(
+        format!("http://{addr}/keys").parse().unwrap(),
+        Duration::from_secs(60),
+    );
+    let http = Http::new(Duration::from_secs(5)).unwrap();
+    let rule = IssuerRule::Exact(vec![issuer.to_string()]);
+    let algorithms = [Algorithm::RS256];
+    let expect = Expectations {
+        issuer: &rule,
+        client_id: "client-1",
+        nonce: Some("n-1"),
+        algorithms: &algorithms,
+        now,
+        leeway: 60,
+    };
+    // First call fetches the keys; the measured ones use the cache.
+    rt.block_on(id_token::validate(&token, &cache, &http, &expect))
+        .expect("the bench token validates");
+    c.bench_function("ID token: RS256 validation with cached keys", |b| {
+        b.iter(|| {
+            rt.block_on(id_token::validate(&token, &cache, &http, &expect))
+                .unwrap()
+        })
+    });
+}
+
+criterion_group! {
+    name = hot;
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
+    targets = hashing, session_check, id_token_validation
+}
+criterion_main!(hot);
