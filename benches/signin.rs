@@ -15,7 +15,6 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use support::{
     App, OidcPeer, PEER_PUBLIC_URL, TestDb, authorize_at_peer, graph_me, microsoft_provider,
 };
@@ -43,12 +42,7 @@ async fn run() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200);
-    let peer = OidcPeer::entra(
-        &node,
-        TENANT,
-        json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
-    )
-    .await;
+    let peer = OidcPeer::entra_megan(&node, TENANT, &[]).await;
     let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let db = TestDb::sqlite().await;
     let app = App::start(&db, |c| {

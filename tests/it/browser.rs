@@ -33,12 +33,7 @@ struct Tenant {
 
 async fn tenant() -> Option<Tenant> {
     let node = OidcPeer::node()?;
-    let peer = OidcPeer::entra(
-        &node,
-        TENANT,
-        json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
-    )
-    .await;
+    let peer = OidcPeer::entra_megan(&node, TENANT, &[]).await;
     let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     Some(Tenant { peer, graph })
 }

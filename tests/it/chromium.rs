@@ -130,13 +130,7 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
     let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let front = format!("http://{}", front_listener.local_addr().unwrap());
 
-    let peer = OidcPeer::entra_with_redirects(
-        &node,
-        TENANT,
-        json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
-        &[format!("{authgate}/auth/callback")],
-    )
-    .await;
+    let peer = OidcPeer::entra_megan(&node, TENANT, &[format!("{authgate}/auth/callback")]).await;
     let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let db = TestDb::sqlite().await;
     let _app = App::start_on(listener, &db, |c| {

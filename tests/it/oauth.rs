@@ -244,12 +244,7 @@ async fn google_new_then_returning_person(db: &TestDb) {
 
 async fn microsoft_new_then_returning_person(db: &TestDb) {
     let Some(node) = OidcPeer::node() else { return };
-    let peer = OidcPeer::entra(
-        &node,
-        TENANT,
-        json!({"megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"}}),
-    )
-    .await;
+    let peer = OidcPeer::entra_megan(&node, TENANT, &[]).await;
     let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let app = App::start(db, |c| {
         base(c);

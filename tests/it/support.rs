@@ -616,6 +616,16 @@ impl OidcPeer {
         Self::entra_with_redirects(node, tenant, accounts, &[]).await
     }
 
+    /// An Entra-like tenant with one person, Megan (object id `oid-megan`,
+    /// `megan@contoso.example`); `redirects` as for
+    /// [`Self::entra_with_redirects`].
+    pub async fn entra_megan(node: &str, tenant: &str, redirects: &[String]) -> OidcPeer {
+        let megan = serde_json::json!({"megan": {
+            "tid": tenant, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"
+        }});
+        Self::entra_with_redirects(node, tenant, megan, redirects).await
+    }
+
     /// An Entra-like tenant that also accepts these redirect URIs (a real
     /// browser comes back to them).
     pub async fn entra_with_redirects(
