@@ -53,6 +53,7 @@ fn session_check(c: &mut Criterion) {
             store.migrate().await.unwrap();
             let policy = SessionPolicy {
                 cache_ttl: ttl,
+                cache_warm: 0,
                 ..SessionPolicy::default()
             };
             let core = Core::new(store, Arc::new(SystemClock), policy);

@@ -121,6 +121,9 @@ pub struct SessionConfig {
     /// read again (0: always read the database). Revocations and disabled
     /// users are pushed to the cache at once (PostgreSQL: to every instance).
     pub cache_ttl_secs: i64,
+    /// Sessions seen in the last hour loaded into the cache when it comes on
+    /// (0: none), so a restarted server does not read them one by one.
+    pub cache_warm_sessions: usize,
 }
 
 impl Default for SessionConfig {
@@ -131,6 +134,7 @@ impl Default for SessionConfig {
             absolute_timeout_secs: p.absolute_timeout,
             touch_interval_secs: p.touch_interval,
             cache_ttl_secs: p.cache_ttl,
+            cache_warm_sessions: p.cache_warm,
         }
     }
 }
@@ -142,6 +146,7 @@ impl SessionConfig {
             absolute_timeout: self.absolute_timeout_secs,
             touch_interval: self.touch_interval_secs,
             cache_ttl: self.cache_ttl_secs,
+            cache_warm: self.cache_warm_sessions,
         }
     }
 }

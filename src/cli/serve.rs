@@ -89,6 +89,8 @@ pub fn assemble(
         async move {
             if url.starts_with("postgres") && core.store_backend() == "postgres" {
                 listen_for_session_changes(core, url).await;
+            } else {
+                warm_session_cache(&core).await;
             }
         }
     };
@@ -111,6 +113,7 @@ pub async fn listen_for_session_changes(core: Core, url: String) {
                     core.apply_sessions_changed("all");
                     core.set_session_cache(true);
                     tracing::debug!("session cache on: listening for session changes");
+                    tokio::spawn(warm_session_cache(&core));
                     while let Ok(Some(n)) = listener.try_recv().await {
                         core.apply_sessions_changed(n.payload());
                     }
@@ -124,6 +127,24 @@ pub async fn listen_for_session_changes(core: Core, url: String) {
         }
         core.set_session_cache(false);
         tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Load recently seen sessions into the session cache (in the background,
+/// after the server is ready; see `Core::warm_session_cache`).
+fn warm_session_cache(core: &Core) -> impl Future<Output = ()> + Send + 'static {
+    let core = core.clone();
+    async move {
+        let started = Instant::now();
+        match core.warm_session_cache().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                sessions = n,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "session cache warmed"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot warm the session cache"),
+        }
     }
 }
 

@@ -7,6 +7,11 @@
 //!   instance, and is announced to every other instance through the store
 //!   (PostgreSQL `NOTIFY`; see `Core::apply_invalidation`);
 //! - while that announcement channel is down, the cache is off.
+//!
+//! Speed without cold misses on the request path: an entry in use past half
+//! its TTL is re-read in the background while the cached answer (still
+//! younger than the TTL) is given (refresh-ahead), and a starting server
+//! loads the sessions seen most recently in one query (warm-up).
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +26,14 @@ const SHARDS: usize = 16;
 /// entries of a few hundred bytes).
 const MAX_PER_SHARD: usize = 8192;
 
-type Shard = Mutex<HashMap<[u8; 32], (SessionCheck, Timestamp)>>;
+struct Entry {
+    check: SessionCheck,
+    fetched: Timestamp,
+    /// A background re-read has been started (one at a time).
+    refreshing: bool,
+}
+
+type Shard = Mutex<HashMap<[u8; 32], Entry>>;
 
 pub(crate) struct SessionCache {
     shards: Vec<Shard>,
@@ -63,13 +75,26 @@ impl SessionCache {
         &self.shards[hash[0] as usize % SHARDS]
     }
 
-    pub fn get(&self, hash: &[u8; 32], now: Timestamp) -> Option<SessionCheck> {
+    /// A cached answer younger than the TTL for a session that has not
+    /// ended, and whether the caller should re-read it in the background
+    /// (past half the TTL; said once per entry).
+    pub fn get(&self, hash: &[u8; 32], now: Timestamp) -> Option<(SessionCheck, bool)> {
         if !self.enabled.load(Ordering::Acquire) {
             return None;
         }
-        let shard = self.shard(hash).lock().ok()?;
-        let (check, fetched) = shard.get(hash)?;
-        (now - fetched < self.ttl && now < check.session.ends_at()).then(|| check.clone())
+        let mut shard = self.shard(hash).lock().ok()?;
+        let e = shard.get_mut(hash)?;
+        if now - e.fetched >= self.ttl || now >= e.check.session.ends_at() {
+            return None;
+        }
+        let refresh = !e.refreshing && 2 * (now - e.fetched) >= self.ttl;
+        e.refreshing |= refresh;
+        Some((e.check.clone(), refresh))
+    }
+
+    /// The TTL in seconds.
+    pub fn ttl(&self) -> i64 {
+        self.ttl
     }
 
     /// Take before reading the database; hand to [`Self::put`].
@@ -77,6 +102,9 @@ impl SessionCache {
         self.generation.load(Ordering::Acquire)
     }
 
+    /// Keep a checked session read at `fetched`, unless anything was evicted
+    /// since `generation` was taken (then a re-read in progress for it may
+    /// start again on its next use).
     pub fn put(&self, hash: [u8; 32], check: SessionCheck, fetched: Timestamp, generation: u64) {
         if !self.enabled.load(Ordering::Acquire) {
             return;
@@ -84,21 +112,31 @@ impl SessionCache {
         if let Ok(mut shard) = self.shard(&hash).lock() {
             // Checked under the shard lock that evictions also take.
             if self.generation.load(Ordering::Acquire) != generation {
+                if let Some(e) = shard.get_mut(&hash) {
+                    e.refreshing = false;
+                }
                 return;
             }
-            if shard.len() >= MAX_PER_SHARD {
+            if shard.len() >= MAX_PER_SHARD && !shard.contains_key(&hash) {
                 shard.clear();
             }
-            shard.insert(hash, (check, fetched));
+            shard.insert(
+                hash,
+                Entry {
+                    check,
+                    fetched,
+                    refreshing: false,
+                },
+            );
         }
     }
 
     /// Record a touch in a cached entry (the database was written).
     pub fn touched(&self, hash: &[u8; 32], now: Timestamp) {
         if let Ok(mut shard) = self.shard(hash).lock()
-            && let Some((check, _)) = shard.get_mut(hash)
+            && let Some(e) = shard.get_mut(hash)
         {
-            check.session.last_seen_at = now;
+            e.check.session.last_seen_at = now;
         }
     }
 
@@ -107,6 +145,11 @@ impl SessionCache {
             self.generation.fetch_add(1, Ordering::AcqRel);
             shard.remove(hash);
         }
+    }
+
+    /// Room left before a shard would be emptied (warm-up stops short of it).
+    pub fn capacity(&self) -> usize {
+        SHARDS * MAX_PER_SHARD / 2
     }
 
     pub fn identities(&self, user: Uuid, now: Timestamp) -> Option<Vec<Identity>> {

@@ -19,6 +19,9 @@ pub struct SessionPolicy {
     pub touch_interval: i64,
     /// Seconds a checked session may be answered from memory (0: never).
     pub cache_ttl: i64,
+    /// Sessions seen in the last hour loaded into the cache when it comes
+    /// on (at start; on PostgreSQL also when listening resumes), at most.
+    pub cache_warm: usize,
 }
 
 impl Default for SessionPolicy {
@@ -28,6 +31,7 @@ impl Default for SessionPolicy {
             absolute_timeout: 7 * 24 * 3600,
             touch_interval: 60,
             cache_ttl: 30,
+            cache_warm: 10_000,
         }
     }
 }
@@ -100,7 +104,11 @@ impl Core {
         if cache.is_enabled() {
             cache.sync_marker(self.store().sessions_marker());
         }
-        if let Some(check) = cache.get(&hash, now) {
+        if let Some((check, refresh)) = cache.get(&hash, now) {
+            if refresh {
+                let core = self.clone();
+                tokio::spawn(async move { core.refresh_cached_session(hash).await });
+            }
             if now - check.session.last_seen_at >= self.session_policy().touch_interval {
                 self.store().touch_session(check.session.id, now).await?;
                 cache.touched(&hash, now);
@@ -129,6 +137,76 @@ impl Core {
         let check = SessionCheck { session, user };
         cache.put(hash, check.clone(), now, generation);
         Ok(Some(check))
+    }
+
+    /// Re-read one cached session (refresh-ahead, off the request path):
+    /// put the fresh answer, or drop the entry when the session or its user
+    /// no longer passes. An error leaves the entry to expire with its TTL.
+    async fn refresh_cached_session(&self, hash: [u8; 32]) {
+        let cache = &self.inner.session_cache;
+        let generation = cache.generation();
+        let now = self.now();
+        match self.store().session_by_token_hash(&hash).await {
+            Ok(Some((session, user))) if now < session.ends_at() && !user.disabled => {
+                cache.put(hash, SessionCheck { session, user }, now, generation);
+            }
+            Ok(_) => cache.evict(&hash),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh a cached session"),
+        }
+    }
+
+    /// Load the sessions seen most recently (in the last hour; at most
+    /// `session.cache_warm_sessions`, and never more than the cache holds)
+    /// into the session cache,
+    /// with their users' identities: a starting server then answers its
+    /// active users without a database read each. Their read times are
+    /// spread over half the TTL so they are not all re-read at once.
+    /// Returns how many sessions were loaded.
+    pub async fn warm_session_cache(&self) -> Result<usize, Error> {
+        const WITHIN: i64 = 3600;
+        let within = WITHIN;
+        let max = self.session_policy().cache_warm;
+        let cache = &self.inner.session_cache;
+        if !cache.is_enabled() || max == 0 {
+            return Ok(0);
+        }
+        let max = max.min(cache.capacity());
+        let generation = cache.generation();
+        let now = self.now();
+        let rows = self
+            .store()
+            .recent_sessions(now.saturating_sub(within), max)
+            .await?;
+        let spread = (cache.ttl() / 2).max(1);
+        let mut users = Vec::new();
+        let mut loaded = 0;
+        for (hash, session, user) in rows {
+            if now >= session.ends_at() || user.disabled {
+                continue;
+            }
+            let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) else {
+                continue;
+            };
+            users.push(user.id);
+            let fetched = now - i64::from(u16::from_le_bytes([hash[0], hash[1]])) % spread;
+            cache.put(hash, SessionCheck { session, user }, fetched, generation);
+            loaded += 1;
+        }
+        let mut by_user: std::collections::HashMap<Uuid, Vec<super::Identity>> =
+            std::collections::HashMap::new();
+        for i in self
+            .store()
+            .identities_of_recent_sessions(now.saturating_sub(within), max)
+            .await?
+        {
+            by_user.entry(i.user_id).or_default().push(i);
+        }
+        users.sort_unstable();
+        users.dedup();
+        for user in users {
+            cache.put_identities(user, by_user.remove(&user).unwrap_or_default(), now);
+        }
+        Ok(loaded)
     }
 
     /// Sessions ended or users changed: forget cached answers here, and

@@ -103,6 +103,19 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_session(&self, session: &Session, token_hash: &[u8]) -> Result<()>;
     async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>>;
     async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()>;
+    /// Sessions seen at or after `since`, most recent first, with their
+    /// token hashes and users (the session cache's warm-up).
+    async fn recent_sessions(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Session, User)>>;
+    /// The identities of the users of [`Store::recent_sessions`]' sessions.
+    async fn identities_of_recent_sessions(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Identity>>;
     async fn delete_session(&self, id: Uuid) -> Result<bool>;
     async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>>;
     async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64>;

@@ -253,6 +253,28 @@ struct SessionUserRow {
     u_updated_at: i64,
 }
 
+fn session_user(r: SessionUserRow) -> Result<(Session, User)> {
+    let session = Session::try_from(r.session)?;
+    let user = User {
+        id: session.user_id,
+        email: r.u_email.map(Email::from_stored),
+        display_name: r.u_display_name,
+        locale: r.u_locale.map(Locale::from_stored),
+        disabled: r.u_disabled,
+        created_at: r.u_created_at,
+        updated_at: r.u_updated_at,
+    };
+    Ok((session, user))
+}
+
+/// The warm-up's rows: a session with its user and token hash.
+#[derive(sqlx::FromRow)]
+struct RecentSessionRow {
+    #[sqlx(flatten)]
+    row: SessionUserRow,
+    token_hash: Vec<u8>,
+}
+
 #[derive(sqlx::FromRow)]
 struct LoginFlowRow {
     state_hash: Vec<u8>,
@@ -403,10 +425,20 @@ struct AuditRow {
 const SQL_USER_BY_ID: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE id = $1";
 const SQL_USER_BY_EMAIL: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE email_norm = $1";
 const SQL_INSERT_USER: &str = "INSERT INTO users (id, email, email_norm, display_name, locale, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const SQL_SESSION_BY_HASH: &str = "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_timeout, s.expires_at, s.ip, s.user_agent, s.kind, \
-     u.email AS u_email, u.display_name AS u_display_name, u.locale AS u_locale, u.disabled AS u_disabled, \
-     u.created_at AS u_created_at, u.updated_at AS u_updated_at \
-     FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.token_hash = $1";
+/// The columns of a session joined with its user (`SessionUserRow`).
+macro_rules! session_user_select {
+    () => {
+        "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_timeout, s.expires_at, s.ip, s.user_agent, s.kind, \
+         u.email AS u_email, u.display_name AS u_display_name, u.locale AS u_locale, u.disabled AS u_disabled, \
+         u.created_at AS u_created_at, u.updated_at AS u_updated_at, s.token_hash \
+         FROM sessions s JOIN users u ON u.id = s.user_id "
+    };
+}
+const SQL_SESSION_BY_HASH: &str = concat!(session_user_select!(), "WHERE s.token_hash = $1");
+const SQL_RECENT_SESSIONS: &str = concat!(
+    session_user_select!(),
+    "WHERE s.last_seen_at >= $1 ORDER BY s.last_seen_at DESC LIMIT $2"
+);
 
 impl SqlStore {
     /// Open (creating an SQLite file if needed) the database a URL names.
@@ -801,18 +833,49 @@ impl Store for SqlStore {
                 .fetch_optional(p)
                 .await
                 .map_err(db_err))?;
-        let Some(r) = row else { return Ok(None) };
-        let session = Session::try_from(r.session)?;
-        let user = User {
-            id: session.user_id,
-            email: r.u_email.map(Email::from_stored),
-            display_name: r.u_display_name,
-            locale: r.u_locale.map(Locale::from_stored),
-            disabled: r.u_disabled,
-            created_at: r.u_created_at,
-            updated_at: r.u_updated_at,
-        };
-        Ok(Some((session, user)))
+        row.map(session_user).transpose()
+    }
+
+    async fn recent_sessions(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Session, User)>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<RecentSessionRow> =
+            with_pool!(self, |p| sqlx::query_as(SQL_RECENT_SESSIONS)
+                .bind(since)
+                .bind(limit)
+                .fetch_all(p)
+                .await
+                .map_err(db_err))?;
+        rows.into_iter()
+            .map(|r| {
+                let (session, user) = session_user(r.row)?;
+                Ok((r.token_hash, session, user))
+            })
+            .collect()
+    }
+
+    async fn identities_of_recent_sessions(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Identity>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<IdentityRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at \
+             FROM identities WHERE user_id IN (SELECT user_id FROM sessions WHERE last_seen_at >= $1 \
+             ORDER BY last_seen_at DESC LIMIT $2) ORDER BY created_at, id"
+        )
+        .bind(since)
+        .bind(limit)
+        .fetch_all(p)
+        .await
+        .map_err(db_err)
+        })?;
+        rows.into_iter().map(Identity::try_from).collect()
     }
 
     async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()> {

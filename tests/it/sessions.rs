@@ -2,7 +2,7 @@
 use authgate::core::secret::TokenFormat;
 use authgate::core::{ClientMeta, Error, NewUser, SessionPolicy, User, UserKey};
 
-use crate::support::{TestDb, manual_clock, on_both_databases};
+use crate::support::{TestDb, manual_clock, on_both_databases, session_cache_on};
 
 fn meta() -> ClientMeta {
     ClientMeta {
@@ -267,7 +267,134 @@ on_both_databases!(
     disabling_or_deleting_a_user_ends_their_sessions_at_once,
     users_are_validated_and_unique,
     the_session_cache_never_outlives_a_revocation_on_another_instance,
+    a_starting_instance_warms_its_cache_and_refreshes_entries_ahead_of_their_ttl,
 );
+
+/// Warm-up: a starting instance loads the sessions seen in the last hour
+/// (live, of enabled users) with their identities in one go. Refresh-ahead:
+/// an entry used past half its TTL is re-read in the background, so a change
+/// made behind authgate's back (here: raw SQL) shows within the TTL, and a
+/// session gone from the database is dropped, without a request waiting on
+/// the database.
+async fn a_starting_instance_warms_its_cache_and_refreshes_entries_ahead_of_their_ttl(db: &TestDb) {
+    let clock = manual_clock();
+    let writer = db.core(clock.clone());
+    let old_user = add(&writer, "old@example.com").await;
+    let (old, _) = writer
+        .sign_in(&old_user, "test", TokenFormat::UrlSafe32, &meta())
+        .await
+        .unwrap();
+    clock.advance(2 * 3600);
+    let active = add(&writer, "active@example.com").await;
+    let off = add(&writer, "off@example.com").await;
+    db.store
+        .insert_identity(&authgate::core::Identity {
+            id: uuid::Uuid::now_v7(),
+            user_id: active.id,
+            provider: "microsoft".into(),
+            issuer: "tenant".into(),
+            subject: "oid-active".into(),
+            email: None,
+            email_verified: false,
+            created_at: writer.now(),
+            last_used_at: writer.now(),
+        })
+        .await
+        .unwrap();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let (t, _) = writer
+            .sign_in(&active, "test", TokenFormat::UrlSafe32, &meta())
+            .await
+            .unwrap();
+        tokens.push(t);
+    }
+    let (off_token, _) = writer
+        .sign_in(&off, "test", TokenFormat::UrlSafe32, &meta())
+        .await
+        .unwrap();
+    db.exec(&format!(
+        "UPDATE users SET disabled = TRUE WHERE id = '{}'",
+        off.id
+    ))
+    .await;
+
+    let second = authgate::store::connect(&db.url, &Default::default())
+        .await
+        .unwrap();
+    let b = authgate::core::Core::new(second, clock.clone(), SessionPolicy::default());
+    let _listener = session_cache_on(&b, db).await;
+    assert_eq!(
+        b.warm_session_cache().await.unwrap(),
+        2,
+        "the two active sessions; not the one idle for two hours, not the disabled user's"
+    );
+    // Served from memory now: removed behind authgate's back, still answered
+    // (as any cache would, within its TTL) ...
+    db.exec("UPDATE users SET display_name = 'Renamed' WHERE email_norm = 'active@example.com'")
+        .await;
+    db.exec(&format!(
+        "DELETE FROM identities WHERE user_id = '{}'",
+        active.id
+    ))
+    .await;
+    db.exec(&format!(
+        "DELETE FROM sessions WHERE token_hash = (SELECT token_hash FROM sessions WHERE user_id = '{}' ORDER BY id LIMIT 1)",
+        active.id
+    ))
+    .await;
+    let mut answers = Vec::new();
+    for t in &tokens {
+        let check = b.check_session(t).await.unwrap().expect("warmed");
+        assert_eq!(check.user.display_name.as_deref(), Some("Pat"));
+        answers.push(check.session.id);
+    }
+    let ids = b.user_identities(active.id).await.unwrap();
+    assert_eq!(ids.len(), 1, "identities warmed too");
+    assert_eq!(ids[0].subject, "oid-active");
+    assert_eq!(b.check_session(&off_token).await.unwrap(), None);
+    assert_eq!(
+        b.check_session(&old).await.unwrap().map(|c| c.user.id),
+        Some(old_user.id)
+    );
+
+    // ... until half the TTL has passed: the next use starts a re-read and is
+    // still answered from memory; soon after, the change shows (before the
+    // TTL is up: the clock stands still).
+    clock.advance(SessionPolicy::default().cache_ttl / 2);
+    for t in &tokens {
+        assert!(b.check_session(t).await.unwrap().is_some());
+    }
+    let start = std::time::Instant::now();
+    let (gone, kept) = loop {
+        let answers: Vec<_> = check_all(&b, &tokens).await;
+        if answers.iter().filter(|a| a.is_none()).count() == 1
+            && answers
+                .iter()
+                .flatten()
+                .all(|c| c.user.display_name.as_deref() == Some("Renamed"))
+        {
+            break (answers.iter().position(Option::is_none).unwrap(), answers);
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "refresh-ahead never happened: {answers:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert!(kept[1 - gone].is_some());
+}
+
+async fn check_all(
+    core: &authgate::core::Core,
+    tokens: &[String],
+) -> Vec<Option<authgate::core::SessionCheck>> {
+    let mut out = Vec::new();
+    for t in tokens {
+        out.push(core.check_session(t).await.unwrap());
+    }
+    out
+}
 
 /// Two instances (two cores, as two servers would be) on one database, each
 /// caching session checks: a revocation or a disabled user on one is refused
@@ -283,23 +410,9 @@ async fn the_session_cache_never_outlives_a_revocation_on_another_instance(db: &
     let a = db.core(clock.clone());
     let b = authgate::core::Core::new(second, clock.clone(), policy);
     let mut listeners = Vec::new();
-    if db.url.starts_with("postgres") {
-        for core in [&a, &b] {
-            assert!(!core.session_cache_enabled(), "off until listening");
-            listeners.push(tokio::spawn(
-                authgate::cli::serve::listen_for_session_changes(core.clone(), db.url.clone()),
-            ));
-        }
-        let start = std::time::Instant::now();
-        while !(a.session_cache_enabled() && b.session_cache_enabled()) {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(10),
-                "never listening"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+    for core in [&a, &b] {
+        listeners.extend(session_cache_on(core, db).await);
     }
-    assert!(b.session_cache_enabled());
     let meta = ClientMeta::default();
     let user = a
         .add_user(

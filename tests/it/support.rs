@@ -78,6 +78,43 @@ impl TestDb {
     pub fn core(&self, clock: Arc<dyn Clock>) -> Core {
         Core::new(self.store.clone(), clock, SessionPolicy::default())
     }
+
+    /// Run SQL on the database behind authgate's back (a change made out of
+    /// band, which no instance is told about).
+    pub async fn exec(&self, sql: &str) {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        if self.url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+/// Turn `core`'s session cache on as `serve` does: on PostgreSQL by
+/// listening for session changes (the listener is returned; drop it with the
+/// test), on SQLite it is on from the start.
+pub async fn session_cache_on(core: &Core, db: &TestDb) -> Option<tokio::task::JoinHandle<()>> {
+    if !db.url.starts_with("postgres") {
+        assert!(core.session_cache_enabled());
+        return None;
+    }
+    assert!(!core.session_cache_enabled(), "off until listening");
+    let listener = tokio::spawn(authgate::cli::serve::listen_for_session_changes(
+        core.clone(),
+        db.url.clone(),
+    ));
+    let start = std::time::Instant::now();
+    while !core.session_cache_enabled() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never listening"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Some(listener)
 }
 
 impl Drop for TestDb {
