@@ -161,7 +161,7 @@ pub fn vault(cfg: &Config) -> anyhow::Result<Option<crate::core::Vault>> {
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let store = super::open_store(&cfg).await?;
-    let (_core, app, background) = assemble(&cfg, store, Arc::new(crate::core::SystemClock), None)?;
+    let (core, app, background) = assemble(&cfg, store, Arc::new(crate::core::SystemClock), None)?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
@@ -198,6 +198,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     )
     .await;
     background.abort();
+    if let Err(e) = core.flush_touches().await {
+        tracing::warn!(error = %e, "cannot write sessions' last-seen times at shutdown");
+    }
     result.context("server error")?;
     tracing::info!("authgate stopped");
     Ok(())

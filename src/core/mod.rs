@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod secret;
 mod session_cache;
 pub mod sessions;
+mod touches;
 pub mod users;
 pub mod vault;
 
@@ -48,6 +49,7 @@ struct Inner {
     vault: Option<vault::Vault>,
     session_cache: session_cache::SessionCache,
     outbox_notify: mail_login::OutboxNotify,
+    touches: touches::Touches,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -110,6 +112,7 @@ impl Core {
                 vault: None,
                 session_cache: session_cache::SessionCache::new(SessionPolicy::default().cache_ttl),
                 outbox_notify: Default::default(),
+                touches: Default::default(),
             },
         }
     }

@@ -110,7 +110,7 @@ impl Core {
                 tokio::spawn(async move { core.refresh_cached_session(hash).await });
             }
             if now - check.session.last_seen_at >= self.session_policy().touch_interval {
-                self.store().touch_session(check.session.id, now).await?;
+                self.touch_later(hash, check.session.id, now);
                 cache.touched(&hash, now);
                 let mut check = check;
                 check.session.last_seen_at = now;
@@ -119,9 +119,11 @@ impl Core {
             return Ok(Some(check));
         }
         let generation = cache.generation();
-        let Some((session, user)) = self.store().session_by_token_hash(&hash).await? else {
+        let touched = self.pending_touch(&hash);
+        let Some((mut session, user)) = self.store().session_by_token_hash(&hash).await? else {
             return Ok(None);
         };
+        session.last_seen_at = session.last_seen_at.max(touched.unwrap_or(i64::MIN));
         if now >= session.ends_at() {
             self.store().delete_session(session.id).await?;
             return Ok(None);
@@ -129,9 +131,8 @@ impl Core {
         if user.disabled {
             return Ok(None);
         }
-        let mut session = session;
         if now - session.last_seen_at >= self.session_policy().touch_interval {
-            self.store().touch_session(session.id, now).await?;
+            self.touch_later(hash, session.id, now);
             session.last_seen_at = now;
         }
         let check = SessionCheck { session, user };
@@ -146,8 +147,14 @@ impl Core {
         let cache = &self.inner.session_cache;
         let generation = cache.generation();
         let now = self.now();
+        let touched = self.pending_touch(&hash);
         match self.store().session_by_token_hash(&hash).await {
-            Ok(Some((session, user))) if now < session.ends_at() && !user.disabled => {
+            Ok(Some((mut session, user))) if !user.disabled => {
+                session.last_seen_at = session.last_seen_at.max(touched.unwrap_or(i64::MIN));
+                if now >= session.ends_at() {
+                    cache.evict(&hash);
+                    return;
+                }
                 cache.put(hash, SessionCheck { session, user }, now, generation);
             }
             Ok(_) => cache.evict(&hash),

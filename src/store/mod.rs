@@ -102,7 +102,8 @@ pub trait Store: Send + Sync + 'static {
     // Sessions
     async fn insert_session(&self, session: &Session, token_hash: &[u8]) -> Result<()>;
     async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>>;
-    async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()>;
+    /// Set the last-seen time of these sessions (one statement per 64).
+    async fn touch_sessions(&self, ids: &[Uuid], now: Timestamp) -> Result<()>;
     /// Sessions seen at or after `since`, most recent first, with their
     /// token hashes and users (the session cache's warm-up).
     async fn recent_sessions(

@@ -425,6 +425,9 @@ struct AuditRow {
 const SQL_USER_BY_ID: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE id = $1";
 const SQL_USER_BY_EMAIL: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE email_norm = $1";
 const SQL_INSERT_USER: &str = "INSERT INTO users (id, email, email_norm, display_name, locale, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+/// Sessions per touch statement.
+const TOUCH_CHUNK: usize = 64;
+
 /// The columns of a session joined with its user (`SessionUserRow`).
 macro_rules! session_user_select {
     () => {
@@ -878,16 +881,28 @@ impl Store for SqlStore {
         rows.into_iter().map(Identity::try_from).collect()
     }
 
-    async fn touch_session(&self, id: Uuid, now: Timestamp) -> Result<()> {
-        with_writer!(self, |p| sqlx::query(
-            "UPDATE sessions SET last_seen_at = $2 WHERE id = $1"
-        )
-        .bind(id.to_string())
-        .bind(now)
-        .execute(p)
-        .await
-        .map_err(db_err)
-        .map(|_| ()))
+    async fn touch_sessions(&self, ids: &[Uuid], now: Timestamp) -> Result<()> {
+        // One prepared statement for any number: chunks of TOUCH_CHUNK ids,
+        // the last chunk padded by repeating its last id.
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            let marks: Vec<String> = (2..TOUCH_CHUNK + 2).map(|i| format!("${i}")).collect();
+            format!(
+                "UPDATE sessions SET last_seen_at = CASE WHEN last_seen_at < $1 THEN $1 ELSE last_seen_at END \
+                 WHERE id IN ({})",
+                marks.join(", ")
+            )
+        });
+        for chunk in ids.chunks(TOUCH_CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
+            with_writer!(self, |p| {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(now);
+                for k in 0..TOUCH_CHUNK {
+                    q = q.bind(ids[k.min(ids.len() - 1)].clone());
+                }
+                q.execute(p).await.map(|_| ()).map_err(db_err)
+            })?;
+        }
+        Ok(())
     }
 
     async fn delete_session(&self, id: Uuid) -> Result<bool> {

@@ -320,7 +320,7 @@ async fn sessions_are_found_by_hash_listed_touched_and_deleted(db: &TestDb) {
             .is_empty()
     );
 
-    s.touch_session(live.id, T + 30).await.unwrap();
+    s.touch_sessions(&[live.id], T + 30).await.unwrap();
     assert_eq!(
         s.session_by_token_hash(&[1; 32])
             .await
