@@ -47,6 +47,8 @@ pub(crate) struct SessionCache {
     /// Bumped by every eviction: an entry read from the database before an
     /// eviction is not put (it may be the very session just ended).
     generation: AtomicU64,
+    /// Entries to re-read in the background, and whether a reader runs.
+    refreshes: Mutex<(Vec<[u8; 32]>, bool)>,
 }
 
 impl SessionCache {
@@ -58,6 +60,7 @@ impl SessionCache {
             ttl,
             enabled: AtomicBool::new(ttl > 0),
             generation: AtomicU64::new(0),
+            refreshes: Mutex::new((Vec::new(), false)),
         }
     }
 
@@ -90,6 +93,37 @@ impl SessionCache {
         let refresh = !e.refreshing && 2 * (now - e.fetched) >= self.ttl;
         e.refreshing |= refresh;
         Some((e.check.clone(), refresh))
+    }
+
+    /// Queue an entry for a background re-read; true when the caller must
+    /// start the reader.
+    pub fn queue_refresh(&self, hash: [u8; 32]) -> bool {
+        let Ok(mut q) = self.refreshes.lock() else {
+            return false;
+        };
+        q.0.push(hash);
+        !std::mem::replace(&mut q.1, true)
+    }
+
+    /// The queued re-reads; an empty answer ends the reader.
+    pub fn take_refreshes(&self) -> Vec<[u8; 32]> {
+        let Ok(mut q) = self.refreshes.lock() else {
+            return Vec::new();
+        };
+        let batch = std::mem::take(&mut q.0);
+        if batch.is_empty() {
+            q.1 = false;
+        }
+        batch
+    }
+
+    /// A re-read was given up: the next use may ask again.
+    pub fn refresh_failed(&self, hash: &[u8; 32]) {
+        if let Ok(mut shard) = self.shard(hash).lock()
+            && let Some(e) = shard.get_mut(hash)
+        {
+            e.refreshing = false;
+        }
     }
 
     /// The TTL in seconds.

@@ -105,9 +105,9 @@ impl Core {
             cache.sync_marker(self.store().sessions_marker());
         }
         if let Some((check, refresh)) = cache.get(&hash, now) {
-            if refresh {
+            if refresh && cache.queue_refresh(hash) {
                 let core = self.clone();
-                tokio::spawn(async move { core.refresh_cached_session(hash).await });
+                tokio::spawn(async move { core.refresh_cached_sessions().await });
             }
             if now - check.session.last_seen_at >= self.session_policy().touch_interval {
                 self.touch_later(hash, check.session.id, now);
@@ -140,25 +140,54 @@ impl Core {
         Ok(Some(check))
     }
 
-    /// Re-read one cached session (refresh-ahead, off the request path):
-    /// put the fresh answer, or drop the entry when the session or its user
-    /// no longer passes. An error leaves the entry to expire with its TTL.
-    async fn refresh_cached_session(&self, hash: [u8; 32]) {
+    /// Re-read the cached sessions queued for it (refresh-ahead, off the
+    /// request path, 64 per query): put the fresh answers, drop entries whose
+    /// session or user no longer passes. An entry whose answer cannot be put
+    /// (a read error; an eviction raced the read) is asked for again on its
+    /// next use, and expires with its TTL regardless.
+    async fn refresh_cached_sessions(&self) {
         let cache = &self.inner.session_cache;
-        let generation = cache.generation();
-        let now = self.now();
-        let touched = self.pending_touch(&hash);
-        match self.store().session_by_token_hash(&hash).await {
-            Ok(Some((mut session, user))) if !user.disabled => {
-                session.last_seen_at = session.last_seen_at.max(touched.unwrap_or(i64::MIN));
-                if now >= session.ends_at() {
-                    cache.evict(&hash);
-                    return;
-                }
-                cache.put(hash, SessionCheck { session, user }, now, generation);
+        loop {
+            let queued = cache.take_refreshes();
+            if queued.is_empty() {
+                return;
             }
-            Ok(_) => cache.evict(&hash),
-            Err(e) => tracing::warn!(error = %e, "cannot refresh a cached session"),
+            for chunk in queued.chunks(64) {
+                let generation = cache.generation();
+                let now = self.now();
+                let touched: Vec<_> = chunk.iter().map(|h| self.pending_touch(h)).collect();
+                let rows = match self.store().sessions_by_token_hashes(chunk).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot refresh cached sessions");
+                        chunk.iter().for_each(|h| cache.refresh_failed(h));
+                        continue;
+                    }
+                };
+                let mut found = std::collections::HashMap::with_capacity(rows.len());
+                for (hash, session, user) in rows {
+                    if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                        found.insert(hash, (session, user));
+                    }
+                }
+                let mut gone = Vec::new();
+                for (hash, touched) in chunk.iter().zip(touched) {
+                    match found.remove(hash) {
+                        Some((mut session, user)) if !user.disabled => {
+                            session.last_seen_at =
+                                session.last_seen_at.max(touched.unwrap_or(i64::MIN));
+                            if now < session.ends_at() {
+                                cache.put(*hash, SessionCheck { session, user }, now, generation);
+                            } else {
+                                gone.push(hash);
+                            }
+                        }
+                        _ => gone.push(hash),
+                    }
+                }
+                // After the puts: an eviction refuses puts of reads made before it.
+                gone.into_iter().for_each(|h| cache.evict(h));
+            }
         }
     }
 

@@ -104,6 +104,12 @@ pub trait Store: Send + Sync + 'static {
     async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>>;
     /// Set the last-seen time of these sessions (one statement per 64).
     async fn touch_sessions(&self, ids: &[Uuid], now: Timestamp) -> Result<()>;
+    /// The sessions (with users) of these token hashes that exist, with
+    /// their hashes; one statement per 64.
+    async fn sessions_by_token_hashes(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<(Vec<u8>, Session, User)>>;
     /// Sessions seen at or after `since`, most recent first, with their
     /// token hashes and users (the session cache's warm-up).
     async fn recent_sessions(

@@ -267,7 +267,7 @@ fn session_user(r: SessionUserRow) -> Result<(Session, User)> {
     Ok((session, user))
 }
 
-/// The warm-up's rows: a session with its user and token hash.
+/// A session with its user and token hash (warm-up, batched re-reads).
 #[derive(sqlx::FromRow)]
 struct RecentSessionRow {
     #[sqlx(flatten)]
@@ -425,8 +425,17 @@ struct AuditRow {
 const SQL_USER_BY_ID: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE id = $1";
 const SQL_USER_BY_EMAIL: &str = "SELECT id, email, display_name, locale, disabled, created_at, updated_at FROM users WHERE email_norm = $1";
 const SQL_INSERT_USER: &str = "INSERT INTO users (id, email, email_norm, display_name, locale, disabled, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-/// Sessions per touch statement.
-const TOUCH_CHUNK: usize = 64;
+/// Sessions per statement in batched reads and writes (the last chunk is
+/// padded by repeating an item, so one prepared statement serves all).
+const CHUNK: usize = 64;
+
+/// `$first, …` for one chunk.
+fn chunk_marks(first: usize) -> String {
+    (first..first + CHUNK)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The columns of a session joined with its user (`SessionUserRow`).
 macro_rules! session_user_select {
@@ -839,6 +848,34 @@ impl Store for SqlStore {
         row.map(session_user).transpose()
     }
 
+    async fn sessions_by_token_hashes(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<(Vec<u8>, Session, User)>> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "{}WHERE s.token_hash IN ({})",
+                session_user_select!(),
+                chunk_marks(1)
+            )
+        });
+        let mut out = Vec::with_capacity(hashes.len());
+        for chunk in hashes.chunks(CHUNK) {
+            let rows: Vec<RecentSessionRow> = with_pool!(self, |p| {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()));
+                for k in 0..CHUNK {
+                    q = q.bind(chunk[k.min(chunk.len() - 1)].to_vec());
+                }
+                q.fetch_all(p).await.map_err(db_err)
+            })?;
+            for r in rows {
+                let (session, user) = session_user(r.row)?;
+                out.push((r.token_hash, session, user));
+            }
+        }
+        Ok(out)
+    }
+
     async fn recent_sessions(
         &self,
         since: Timestamp,
@@ -882,21 +919,18 @@ impl Store for SqlStore {
     }
 
     async fn touch_sessions(&self, ids: &[Uuid], now: Timestamp) -> Result<()> {
-        // One prepared statement for any number: chunks of TOUCH_CHUNK ids,
-        // the last chunk padded by repeating its last id.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            let marks: Vec<String> = (2..TOUCH_CHUNK + 2).map(|i| format!("${i}")).collect();
             format!(
                 "UPDATE sessions SET last_seen_at = CASE WHEN last_seen_at < $1 THEN $1 ELSE last_seen_at END \
                  WHERE id IN ({})",
-                marks.join(", ")
+                chunk_marks(2)
             )
         });
-        for chunk in ids.chunks(TOUCH_CHUNK) {
+        for chunk in ids.chunks(CHUNK) {
             let ids: Vec<String> = chunk.iter().map(Uuid::to_string).collect();
             with_writer!(self, |p| {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(SQL.as_str())).bind(now);
-                for k in 0..TOUCH_CHUNK {
+                for k in 0..CHUNK {
                     q = q.bind(ids[k.min(ids.len() - 1)].clone());
                 }
                 q.execute(p).await.map(|_| ()).map_err(db_err)
