@@ -105,12 +105,13 @@ impl SessionCache {
         !std::mem::replace(&mut q.1, true)
     }
 
-    /// The queued re-reads; an empty answer ends the reader.
-    pub fn take_refreshes(&self) -> Vec<[u8; 32]> {
+    /// Up to `max` queued re-reads; an empty answer ends the reader.
+    pub fn take_refreshes(&self, max: usize) -> Vec<[u8; 32]> {
         let Ok(mut q) = self.refreshes.lock() else {
             return Vec::new();
         };
-        let batch = std::mem::take(&mut q.0);
+        let n = q.0.len().min(max);
+        let batch: Vec<_> = q.0.drain(..n).collect();
         if batch.is_empty() {
             q.1 = false;
         }

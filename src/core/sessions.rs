@@ -7,6 +7,10 @@ use uuid::Uuid;
 use super::secret::{self, MAX_TOKEN_LEN, TokenFormat};
 use super::{ClientMeta, Core, Error, Session, User};
 
+/// How long background re-reads and last-seen writes wait for company, so
+/// that one statement serves many sessions.
+pub(crate) const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Lifetimes from `[session]` in the config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionPolicy {
@@ -148,11 +152,16 @@ impl Core {
     async fn refresh_cached_sessions(&self) {
         let cache = &self.inner.session_cache;
         loop {
-            let queued = cache.take_refreshes();
+            // Let a batch gather (uses that fall due together come spread
+            // over a few milliseconds); the answers in hand are still valid.
+            // One query per window: the database thread's bursts stay short.
+            tokio::time::sleep(BATCH_WINDOW).await;
+            let queued = cache.take_refreshes(64);
             if queued.is_empty() {
                 return;
             }
-            for chunk in queued.chunks(64) {
+            {
+                let chunk = &queued[..];
                 let generation = cache.generation();
                 let now = self.now();
                 let touched: Vec<_> = chunk.iter().map(|h| self.pending_touch(h)).collect();

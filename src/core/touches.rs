@@ -90,6 +90,7 @@ impl Core {
                 let touches = &core.inner.touches;
                 let _writing = touches.writer.lock().await;
                 loop {
+                    tokio::time::sleep(super::sessions::BATCH_WINDOW).await;
                     let batch = touches.snapshot();
                     if let Err(e) = core.write_touches(&batch).await {
                         tracing::warn!(error = %e, "cannot write sessions' last-seen times");
