@@ -6,7 +6,7 @@
 #   bench/mail_code.sh                       # SQLite
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench bench/mail_code.sh
 #
-# Server on CPU 0, load generator on CPU 1 (taskset).
+# Server on CPU 0; load generator and SMTP server (the peers) on CPU 1 (taskset).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -24,7 +24,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SMTP_PORT=$(port); APP_PORT=$(port)
 touch "$work/mails.txt"
-python3 bench/smtp_sink.py "$SMTP_PORT" "$work/mails.txt" & pids+=($!)
+taskset -c 1 python3 bench/smtp_sink.py "$SMTP_PORT" "$work/mails.txt" & pids+=($!)
 
 cat > "$work/authgate.toml" <<TOML
 [server]
