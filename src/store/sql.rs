@@ -99,23 +99,83 @@ macro_rules! audit_insert {
 /// evaluates to the counts.
 macro_rules! count_hits {
     ($tx:ident, $hits:expr) => {{
-        let mut counts = Vec::with_capacity($hits.len());
-        for h in $hits {
-            let n: i64 = sqlx::query_scalar(
-                "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
-                 ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
-                 RETURNING count",
-            )
-            .bind(&h.key)
-            .bind(h.window_start)
-            .bind(h.expires_at)
-            .fetch_one(&mut *$tx)
-            .await
-            .map_err(db_err)?;
-            counts.push(n);
+        let hits: &[RateHit] = $hits;
+        let distinct = hits.iter().enumerate().all(|(i, h)| {
+            hits[..i]
+                .iter()
+                .all(|o| o.key != h.key || o.window_start != h.window_start)
+        });
+        let mut counts = Vec::with_capacity(hits.len());
+        if distinct && !hits.is_empty() {
+            // One statement for every window (one round trip to the
+            // database, not one per window); rows come back in any order.
+            let rows: Vec<(String, i64, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(count_hits_sql(hits.len())))
+                    .bind_hits(hits)
+                    .fetch_all(&mut *$tx)
+                    .await
+                    .map_err(db_err)?;
+            for h in hits {
+                let n = rows
+                    .iter()
+                    .find(|(k, w, _)| *k == h.key && *w == h.window_start)
+                    .map(|r| r.2)
+                    .ok_or_else(|| StoreError::Database("rate limit count missing".into()))?;
+                counts.push(n);
+            }
+        } else {
+            for h in hits {
+                let n: i64 = sqlx::query_scalar(
+                    "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES ($1, $2, $3, 1) \
+                     ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
+                     RETURNING count",
+                )
+                .bind(&h.key)
+                .bind(h.window_start)
+                .bind(h.expires_at)
+                .fetch_one(&mut *$tx)
+                .await
+                .map_err(db_err)?;
+                counts.push(n);
+            }
         }
         counts
     }};
+}
+
+/// The rate-limit upsert for `n` distinct windows at once.
+fn count_hits_sql(n: usize) -> String {
+    let values: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${}, ${}, 1)", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    format!(
+        "INSERT INTO rate_limits (key, window_start, expires_at, count) VALUES {} \
+         ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
+         RETURNING key, window_start, count",
+        values.join(", ")
+    )
+}
+
+/// Binding a list of rate-limit windows, in `count_hits_sql`'s order.
+trait BindHits: Sized {
+    fn bind_hits(self, hits: &[RateHit]) -> Self;
+}
+
+impl<'q, DB, O> BindHits for sqlx::query::QueryAs<'q, DB, O, <DB as sqlx::Database>::Arguments>
+where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    fn bind_hits(mut self, hits: &[RateHit]) -> Self {
+        for h in hits {
+            self = self
+                .bind(h.key.clone())
+                .bind(h.window_start)
+                .bind(h.expires_at);
+        }
+        self
+    }
 }
 
 const SQL_INSERT_IDENTITY: &str = "INSERT INTO identities (id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at) \
