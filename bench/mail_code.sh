@@ -62,4 +62,4 @@ echo "accepted $accepted, distinct recipients delivered by SMTP $delivered (mail
 echo "== sign-in-by-mail-code: $LOGINS prepared logins, $CONNS connections"
 python3 bench/prepare_logins.py "$base" "$LOGINS" "$work/mails.txt" "$work/pairs.txt"
 PAIRS="$work/pairs.txt" THREADS=2 taskset -c 1 wrk -t2 -c"$CONNS" -d"$((DURATION / 2))s" --latency -s bench/sign_in.lua "$base" | grep -E "Requests/sec|status|p50_ms"
-echo "(status 410 would mean the prepared logins ran out: raise LOGINS)"
+echo "(a thread stops when its prepared logins are used up; many 410s would mean they ran out)"

@@ -1182,11 +1182,6 @@ impl Store for SqlStore {
     ) -> Result<Vec<i64>> {
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
-            let counts = count_hits!(tx, hits);
-            if counts.iter().zip(max).any(|(c, m)| c > m) {
-                tx.commit().await.map_err(db_err)?;
-                return Ok(counts);
-            }
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
                 .bind(&m.mail_norm)
                 .execute(&mut *tx)
@@ -1228,6 +1223,19 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
+            // The counts last: on PostgreSQL their rows (the global window
+            // above all, which every request updates) stay locked from
+            // here to the commit, so they are held for one statement, not
+            // five.
+            let counts = count_hits!(tx, hits);
+            if counts.iter().zip(max).any(|(c, m)| c > m) {
+                // Over a limit: nothing of the login is kept, the hit is.
+                tx.rollback().await.map_err(db_err)?;
+                let mut tx = p.begin().await.map_err(db_err)?;
+                count_hits!(tx, hits);
+                tx.commit().await.map_err(db_err)?;
+                return Ok(counts);
+            }
             tx.commit().await.map_err(db_err)?;
             Ok(counts)
         })

@@ -515,6 +515,17 @@ async fn rate_limit_counters_are_atomic(db: &TestDb) {
         .await
         .unwrap();
     assert_eq!(counts, vec![1, 21, 2]);
+    // Distinct windows (one statement): each count back in its place.
+    let later = RateHit {
+        window_start: T + 60,
+        expires_at: T + 120,
+        ..many("x")
+    };
+    let counts = s
+        .rate_limit_hits(&[many("global"), many("x"), later, many("y")])
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![22, 3, 1, 1]);
     assert!(s.rate_limit_hits(&[]).await.unwrap().is_empty());
 }
 
@@ -679,6 +690,18 @@ async fn a_mail_login_is_stored_only_within_its_rate_limits(db: &TestDb) {
             .is_some(),
         "the older login stays"
     );
+    // The refused hit was kept: the next request counts on from it.
+    let counts = s
+        .insert_mail_login(
+            &hits,
+            &[1, 5],
+            &mail_login(&[3; 32], "l@example.com"),
+            &outbox("l@example.com"),
+            &sent_event(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![3, 3]);
     assert_eq!(
         s.claim_outbox(T, T + 60, 10).await.unwrap().len(),
         1,
