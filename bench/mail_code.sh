@@ -5,6 +5,7 @@
 #
 #   bench/mail_code.sh                       # SQLite
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench bench/mail_code.sh
+#   (the database, named bench*, is emptied first)
 #
 # Server on CPU 0; load generator and SMTP server (the peers) on CPU 1 (taskset).
 set -euo pipefail
@@ -31,6 +32,7 @@ cat > "$work/authgate.toml" <<TOML
 listen = "127.0.0.1:$APP_PORT"
 [database]
 url = "${BENCH_DATABASE_URL:-sqlite://$work/authgate.db}"
+max_connections = ${BENCH_DB_CONNS:-16}
 [mail]
 transport = "smtp"
 smtp_url = "smtp://127.0.0.1:$SMTP_PORT"
@@ -41,6 +43,7 @@ global = [{ max = 100000000, window_secs = 60 }]
 [log]
 level = "warn"
 TOML
+[ -n "${BENCH_DATABASE_URL:-}" ] && bench/reset_pg.sh "$BENCH_DATABASE_URL"
 until nc -z 127.0.0.1 "$SMTP_PORT" 2>/dev/null || python3 -c "import socket; socket.create_connection(('127.0.0.1',$SMTP_PORT))" 2>/dev/null; do sleep 0.1; done
 AUTHGATE_CONFIG="$work/authgate.toml" taskset -c 0 target/release/authgate serve > /dev/null & pids+=($!)
 until curl -sf "http://127.0.0.1:$APP_PORT/health/ready" >/dev/null; do sleep 0.05; done

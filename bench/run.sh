@@ -8,6 +8,9 @@
 # surface with a real SMTP server (bench/mail_code.sh). Every load phase runs
 # DURATION seconds (default 10) on CONNS connections (default 64); server on
 # CPU 0, wrk on CPU 1.
+#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench bench/run.sh
+# runs it all on PostgreSQL instead (the database, named bench*, is emptied
+# for each size).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
@@ -42,18 +45,24 @@ load() {
 results=()
 for size in $SIZES; do
   dir="$work/$size"; mkdir -p "$dir"
+  if [ -n "${BENCH_DATABASE_URL:-}" ]; then
+    url=$BENCH_DATABASE_URL; target=$url
+    bench/reset_pg.sh "$url"
+  else
+    url="sqlite://$dir/authgate.db"; target="$dir/authgate.db"
+  fi
   p=$(port)
   cat > "$dir/authgate.toml" <<TOML
 [server]
 listen = "127.0.0.1:$p"
 [database]
-url = "sqlite://$dir/authgate.db"
+url = "$url"
 [log]
 level = "warn"
 TOML
   AUTHGATE_CONFIG="$dir/authgate.toml" $bin migrate > /dev/null
   echo "== seeding $size sessions" >&2
-  python3 bench/seed_sessions.py "$dir/authgate.db" "$size" "$dir/tokens.txt"
+  python3 bench/seed_sessions.py "$target" "$size" "$dir/tokens.txt"
   t0=$(now_ms)
   AUTHGATE_CONFIG="$dir/authgate.toml" taskset -c 0 $bin serve > /dev/null 2>&1 & pid=$!
   until curl -sf "http://127.0.0.1:$p/health/ready" > /dev/null; do sleep 0.005; done

@@ -196,6 +196,13 @@ impl SessionCache {
         (now - fetched < self.ttl).then(|| list.clone())
     }
 
+    /// Whether this user's identities are cached (fresh or not).
+    pub fn has_identities(&self, user: Uuid) -> bool {
+        self.identities
+            .lock()
+            .is_ok_and(|map| map.contains_key(&user))
+    }
+
     pub fn put_identities(&self, user: Uuid, list: Vec<Identity>, now: Timestamp) {
         if !self.enabled.load(Ordering::Acquire) {
             return;

@@ -180,12 +180,14 @@ impl Core {
                     }
                 }
                 let mut gone = Vec::new();
+                let mut users = Vec::new();
                 for (hash, touched) in chunk.iter().zip(touched) {
                     match found.remove(hash) {
                         Some((mut session, user)) if !user.disabled => {
                             session.last_seen_at =
                                 session.last_seen_at.max(touched.unwrap_or(i64::MIN));
                             if now < session.ends_at() {
+                                users.push(user.id);
                                 cache.put(*hash, SessionCheck { session, user }, now, generation);
                             } else {
                                 gone.push(hash);
@@ -196,7 +198,25 @@ impl Core {
                 }
                 // After the puts: an eviction refuses puts of reads made before it.
                 gone.into_iter().for_each(|h| cache.evict(h));
+                self.refresh_cached_identities(users, now).await;
             }
+        }
+    }
+
+    /// Re-read the cached identities of these users (those of sessions just
+    /// re-read), so they are not read on the request path when they expire:
+    /// one query for the batch.
+    async fn refresh_cached_identities(&self, mut users: Vec<Uuid>, now: super::Timestamp) {
+        let cache = &self.inner.session_cache;
+        users.sort_unstable();
+        users.dedup();
+        users.retain(|u| cache.has_identities(*u));
+        if users.is_empty() {
+            return;
+        }
+        match self.store().identities_of_users(&users).await {
+            Ok(list) => put_identities_by_user(cache, &users, list, now),
+            Err(e) => tracing::warn!(error = %e, "cannot refresh cached identities"),
         }
     }
 
@@ -237,20 +257,13 @@ impl Core {
             cache.put(hash, SessionCheck { session, user }, fetched, generation);
             loaded += 1;
         }
-        let mut by_user: std::collections::HashMap<Uuid, Vec<super::Identity>> =
-            std::collections::HashMap::new();
-        for i in self
+        let identities = self
             .store()
             .identities_of_recent_sessions(now.saturating_sub(within), max)
-            .await?
-        {
-            by_user.entry(i.user_id).or_default().push(i);
-        }
+            .await?;
         users.sort_unstable();
         users.dedup();
-        for user in users {
-            cache.put_identities(user, by_user.remove(&user).unwrap_or_default(), now);
-        }
+        put_identities_by_user(cache, &users, identities, now);
         Ok(loaded)
     }
 
@@ -387,4 +400,22 @@ fn truncate(mut s: String, max: usize) -> String {
 
 fn hex(bytes: &[u8; 32]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Cache each of `users`' identities from `list` (a user with none in it
+/// has none), read at `now`.
+fn put_identities_by_user(
+    cache: &super::session_cache::SessionCache,
+    users: &[Uuid],
+    list: Vec<super::Identity>,
+    now: super::Timestamp,
+) {
+    let mut by_user: std::collections::HashMap<Uuid, Vec<super::Identity>> =
+        std::collections::HashMap::new();
+    for i in list {
+        by_user.entry(i.user_id).or_default().push(i);
+    }
+    for user in users {
+        cache.put_identities(*user, by_user.remove(user).unwrap_or_default(), now);
+    }
 }

@@ -117,6 +117,9 @@ pub trait Store: Send + Sync + 'static {
         since: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Session, User)>>;
+    /// The identities of these users (the session cache's re-reads), in
+    /// creation order per user.
+    async fn identities_of_users(&self, users: &[Uuid]) -> Result<Vec<Identity>>;
     /// The identities of the users of [`Store::recent_sessions`]' sessions.
     async fn identities_of_recent_sessions(
         &self,
@@ -153,10 +156,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<Confirmation>>;
 
     // Mail logins
-    /// In one transaction: count one hit in each rate-limit window; then,
-    /// only if every count is within its `max`, end every older login of the
+    /// Count one hit in each rate-limit window; then, only if every count is
+    /// within its `max`, in one transaction: end every older login of the
     /// same address, insert the new one, queue its mail and record the audit
-    /// event. Returns the counts (the caller tells which limit was hit).
+    /// event (nothing of it when over a limit; the hit is counted either
+    /// way). Returns the counts (the caller tells which limit was hit).
     async fn insert_mail_login(
         &self,
         hits: &[RateHit],

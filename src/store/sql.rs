@@ -100,13 +100,8 @@ macro_rules! audit_insert {
 macro_rules! count_hits {
     ($tx:ident, $hits:expr) => {{
         let hits: &[RateHit] = $hits;
-        let distinct = hits.iter().enumerate().all(|(i, h)| {
-            hits[..i]
-                .iter()
-                .all(|o| o.key != h.key || o.window_start != h.window_start)
-        });
         let mut counts = Vec::with_capacity(hits.len());
-        if distinct && !hits.is_empty() {
+        if distinct_windows(hits) && !hits.is_empty() {
             // One statement for every window (one round trip to the
             // database, not one per window); rows come back in any order.
             let rows: Vec<(String, i64, i64)> =
@@ -115,14 +110,7 @@ macro_rules! count_hits {
                     .fetch_all(&mut *$tx)
                     .await
                     .map_err(db_err)?;
-            for h in hits {
-                let n = rows
-                    .iter()
-                    .find(|(k, w, _)| *k == h.key && *w == h.window_start)
-                    .map(|r| r.2)
-                    .ok_or_else(|| StoreError::Database("rate limit count missing".into()))?;
-                counts.push(n);
-            }
+            counts = counts_in_order(hits, &rows)?;
         } else {
             for h in hits {
                 let n: i64 = sqlx::query_scalar(
@@ -154,6 +142,48 @@ fn count_hits_sql(n: usize) -> String {
          RETURNING key, window_start, count",
         values.join(", ")
     )
+}
+
+/// PostgreSQL: the same upsert as one statement (its own transaction) that
+/// commits without waiting for the WAL flush (`set_config(..., true)` holds
+/// for this statement's transaction only). Every request updates the global
+/// window's row, and PostgreSQL keeps it locked until the commit: not
+/// waiting for the flush there hands it to the next request at once. A crash
+/// can lose the last fraction of a second of counts, never those of an
+/// acknowledged request: its own later commit flushes the WAL up to them.
+fn count_hits_sql_postgres(n: usize) -> String {
+    let values: Vec<String> = (0..n)
+        .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
+        .collect();
+    format!(
+        "INSERT INTO rate_limits (key, window_start, expires_at, count) \
+         SELECT v.k, v.w, v.e, 1 FROM (VALUES {}) AS v (k, w, e) \
+         WHERE set_config('synchronous_commit', 'off', true) IS NOT NULL \
+         ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 \
+         RETURNING key, window_start, count",
+        values.join(", ")
+    )
+}
+
+/// Whether no two hits name the same window (one upsert can count them all).
+fn distinct_windows(hits: &[RateHit]) -> bool {
+    hits.iter().enumerate().all(|(i, h)| {
+        hits[..i]
+            .iter()
+            .all(|o| o.key != h.key || o.window_start != h.window_start)
+    })
+}
+
+/// The counts of an upsert's rows (any order), in `hits`' order.
+fn counts_in_order(hits: &[RateHit], rows: &[(String, i64, i64)]) -> Result<Vec<i64>> {
+    hits.iter()
+        .map(|h| {
+            rows.iter()
+                .find(|(k, w, _)| *k == h.key && *w == h.window_start)
+                .map(|r| r.2)
+                .ok_or_else(|| StoreError::Database("rate limit count missing".into()))
+        })
+        .collect()
 }
 
 /// Binding a list of rate-limit windows, in `count_hits_sql`'s order.
@@ -853,6 +883,30 @@ impl Store for SqlStore {
         rows.into_iter().map(Identity::try_from).collect()
     }
 
+    async fn identities_of_users(&self, users: &[Uuid]) -> Result<Vec<Identity>> {
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at \
+                 FROM identities WHERE user_id IN ({}) ORDER BY created_at, id",
+                chunk_marks(1)
+            )
+        });
+        let mut out = Vec::new();
+        for chunk in users.chunks(CHUNK) {
+            let rows: Vec<IdentityRow> = with_pool!(self, |p| {
+                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()));
+                for k in 0..CHUNK {
+                    q = q.bind(chunk[k.min(chunk.len() - 1)].to_string());
+                }
+                q.fetch_all(p).await.map_err(db_err)
+            })?;
+            for r in rows {
+                out.push(Identity::try_from(r)?);
+            }
+        }
+        Ok(out)
+    }
+
     async fn touch_identity(
         &self,
         id: Uuid,
@@ -1180,6 +1234,55 @@ impl Store for SqlStore {
         mail: &OutboxMail,
         audit: &AuditEvent,
     ) -> Result<Vec<i64>> {
+        // PostgreSQL: the counts first, in their own statement (see
+        // `count_hits_sql_postgres`: it does not wait for the WAL flush, so
+        // the global window's row is locked for microseconds, not for a
+        // flush), then the login in one more, only when no limit was passed. SQLite (one writer
+        // at a time, no row locks): one transaction, the counts in it.
+        if let Pool::Postgres(p) = &self.pool {
+            let counts = self.rate_limit_hits(hits).await?;
+            if counts.iter().zip(max).any(|(c, m)| c > m) {
+                return Ok(counts);
+            }
+            // One statement, so one round trip and one (durable) commit:
+            // the older logins ended, the login, its mail and the event.
+            sqlx::query(
+                "WITH ended AS (DELETE FROM mail_logins WHERE mail_norm = $3), \
+                 login AS (INSERT INTO mail_logins (token_hash, mail, mail_norm, locale, code_hash, attempts_left, device_session_id, created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)), \
+                 queued AS (INSERT INTO mail_outbox (id, recipient, subject, body_text, body_html, attempts, next_attempt_at, expires_at, created_at) \
+                   VALUES ($10, $11, $12, $13, $14, $15, $16, $17, $18)) \
+                 INSERT INTO audit_events (at, kind, user_id, ip, user_agent, detail) VALUES ($19, $20, $21, $22, $23, $24)",
+            )
+            .bind(&m.token_hash)
+            .bind(&m.mail)
+            .bind(&m.mail_norm)
+            .bind(&m.locale)
+            .bind(&m.code_hash)
+            .bind(m.attempts_left)
+            .bind(m.device_session_id.map(|u| u.to_string()))
+            .bind(m.created_at)
+            .bind(m.expires_at)
+            .bind(mail.id.to_string())
+            .bind(&mail.to)
+            .bind(&mail.subject)
+            .bind(&mail.text)
+            .bind(mail.html.as_deref())
+            .bind(mail.attempts)
+            .bind(mail.next_attempt_at)
+            .bind(mail.expires_at)
+            .bind(mail.created_at)
+            .bind(audit.at)
+            .bind(&audit.kind)
+            .bind(audit.user_id.map(|u| u.to_string()))
+            .bind(audit.ip.as_deref())
+            .bind(audit.user_agent.as_deref())
+            .bind(audit.detail.as_deref())
+            .execute(p)
+            .await
+            .map_err(db_err)?;
+            return Ok(counts);
+        }
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
@@ -1223,10 +1326,7 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
-            // The counts last: on PostgreSQL their rows (the global window
-            // above all, which every request updates) stay locked from
-            // here to the commit, so they are held for one statement, not
-            // five.
+            // The counts last, so a refused request's login is rolled back.
             let counts = count_hits!(tx, hits);
             if counts.iter().zip(max).any(|(c, m)| c > m) {
                 // Over a limit: nothing of the login is kept, the hit is.
@@ -1452,6 +1552,18 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ rate limits
 
     async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>> {
+        if let Pool::Postgres(p) = &self.pool
+            && distinct_windows(hits)
+            && !hits.is_empty()
+        {
+            let rows: Vec<(String, i64, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(count_hits_sql_postgres(hits.len())))
+                    .bind_hits(hits)
+                    .fetch_all(p)
+                    .await
+                    .map_err(db_err)?;
+            return counts_in_order(hits, &rows);
+        }
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(db_err)?;
             let counts = count_hits!(tx, hits);

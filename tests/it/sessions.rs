@@ -308,7 +308,7 @@ on_both_databases!(
 /// an entry used past half its TTL is re-read in the background, so a change
 /// made behind authgate's back (here: raw SQL) shows within the TTL, and a
 /// session gone from the database is dropped, without a request waiting on
-/// the database.
+/// the database; the identities of their users are re-read with them.
 async fn a_starting_instance_warms_its_cache_and_refreshes_entries_ahead_of_their_ttl(db: &TestDb) {
     let clock = manual_clock();
     let writer = db.core(clock.clone());
@@ -406,6 +406,9 @@ async fn a_starting_instance_warms_its_cache_and_refreshes_entries_ahead_of_thei
                 .iter()
                 .flatten()
                 .all(|c| c.user.display_name.as_deref() == Some("Renamed"))
+            // The user's identities are re-read with their sessions (still
+            // fresh by the stopped clock: only the re-read shows the delete).
+            && b.user_identities(active.id).await.unwrap().is_empty()
         {
             break (answers.iter().position(Option::is_none).unwrap(), answers);
         }
