@@ -527,6 +527,22 @@ fn chunk_marks(first: usize) -> String {
         .join(", ")
 }
 
+/// Run a query whose `IN (...)` list holds `CHUNK` marks (`chunk_marks`)
+/// for one chunk of up to `CHUNK` items, each bound as `$bind`; a short
+/// chunk repeats its last item. Evaluates to the rows.
+macro_rules! fetch_chunk {
+    ($self:ident, $sql:expr, $chunk:expr, |$x:ident| $bind:expr) => {
+        with_pool!($self, |p| {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe($sql));
+            for k in 0..CHUNK {
+                let $x = &$chunk[k.min($chunk.len() - 1)];
+                q = q.bind($bind);
+            }
+            q.fetch_all(p).await.map_err(db_err)
+        })
+    };
+}
+
 /// The columns of a session joined with its user (`SessionUserRow`).
 macro_rules! session_user_select {
     () => {
@@ -893,13 +909,8 @@ impl Store for SqlStore {
         });
         let mut out = Vec::new();
         for chunk in users.chunks(CHUNK) {
-            let rows: Vec<IdentityRow> = with_pool!(self, |p| {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()));
-                for k in 0..CHUNK {
-                    q = q.bind(chunk[k.min(chunk.len() - 1)].to_string());
-                }
-                q.fetch_all(p).await.map_err(db_err)
-            })?;
+            let rows: Vec<IdentityRow> =
+                fetch_chunk!(self, SQL.as_str(), chunk, |u| u.to_string())?;
             for r in rows {
                 out.push(Identity::try_from(r)?);
             }
@@ -975,13 +986,8 @@ impl Store for SqlStore {
         });
         let mut out = Vec::with_capacity(hashes.len());
         for chunk in hashes.chunks(CHUNK) {
-            let rows: Vec<RecentSessionRow> = with_pool!(self, |p| {
-                let mut q = sqlx::query_as(sqlx::AssertSqlSafe(SQL.as_str()));
-                for k in 0..CHUNK {
-                    q = q.bind(chunk[k.min(chunk.len() - 1)].to_vec());
-                }
-                q.fetch_all(p).await.map_err(db_err)
-            })?;
+            let rows: Vec<RecentSessionRow> =
+                fetch_chunk!(self, SQL.as_str(), chunk, |h| h.to_vec())?;
             for r in rows {
                 let (session, user) = session_user(r.row)?;
                 out.push((r.token_hash, session, user));
