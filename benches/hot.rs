@@ -128,6 +128,7 @@ fn id_token_validation(c: &mut Criterion) {
     let expect = Expectations {
         issuer: &rule,
         client_id: "client-1",
+        trusted_audiences: &[],
         nonce: Some("n-1"),
         algorithms: &algorithms,
         now,

@@ -62,6 +62,14 @@ pub struct ServerConfig {
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is
     /// believed. Empty: the client is the TCP peer.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Seconds a client has to send a request's head; an idle keep-alive
+    /// connection is closed after as long.
+    pub header_timeout_secs: u64,
+    /// Open connections at most (more are closed at once).
+    pub max_connections: usize,
+    /// Open connections from one client address at most (trusted proxies
+    /// excepted).
+    pub max_connections_per_client: usize,
 }
 
 impl Default for ServerConfig {
@@ -75,6 +83,9 @@ impl Default for ServerConfig {
             request_timeout_secs: 15,
             shutdown_grace_secs: 20,
             trusted_proxies: Vec::new(),
+            header_timeout_secs: 10,
+            max_connections: 8192,
+            max_connections_per_client: 256,
         }
     }
 }
@@ -267,14 +278,32 @@ impl MailLoginConfig {
             code_ttl: self.code_ttl_secs,
             attempts: self.attempts,
             auth_token_ttl: self.auth_token_ttl_secs,
-            allow_list: self.allow_list.clone(),
-            deny_list: self.deny_list.clone(),
+            allow_list: self
+                .allow_list
+                .iter()
+                .map(|e| ascii_list_entry(e))
+                .collect(),
+            deny_list: self.deny_list.iter().map(|e| ascii_list_entry(e)).collect(),
             per_address: self.per_address.clone(),
             per_ip: self.per_ip.clone(),
             global: self.global.clone(),
             signup: self.signup,
             product_name: self.product_name.clone(),
         }
+    }
+}
+
+/// An allow- or deny-list entry with its domain in IDNA's ASCII form, so
+/// that `bücher.test` and `xn--bcher-kva.test` match the same addresses.
+fn ascii_list_entry(entry: &str) -> String {
+    let (local, domain) = match entry.rsplit_once('@') {
+        Some((l, d)) => (Some(l), d),
+        None => (None, entry),
+    };
+    let domain = crate::core::model::ascii_domain(domain).unwrap_or_else(|| domain.to_lowercase());
+    match local {
+        Some(l) => format!("{l}@{domain}"),
+        None => domain,
     }
 }
 
@@ -353,6 +382,10 @@ pub struct ProviderConfig {
     /// when the provider vouches for the address (default true; see the
     /// README for what "vouches" means per provider).
     pub trust_email: Option<bool>,
+    /// Audiences besides `client_id` an ID token may name (OpenID Connect
+    /// Core 3.1.3.7: others are refused). Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_audiences: Option<Vec<String>>,
     /// Seconds for each HTTP call to the provider (default 10).
     pub timeout_secs: Option<u64>,
     /// Clock leeway for `exp`/`iat`/`nbf`, seconds (default 60).
@@ -411,8 +444,10 @@ pub struct BrowserConfig {
     /// The session cookie's name.
     pub cookie_name: String,
     /// Prefix the name with `__Host-` (Secure, Path=/, no Domain: the
-    /// browser refuses it from anyone but this host). Needs https.
-    pub cookie_host_prefix: bool,
+    /// browser refuses it from anyone but this host). Needs https. Unset:
+    /// on whenever `server.public_url` is https.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_host_prefix: Option<bool>,
     /// Create a user at first sign-in (the original did).
     pub signup: bool,
     /// Where a signed-in browser lands, on the front end.
@@ -426,7 +461,7 @@ impl Default for BrowserConfig {
         BrowserConfig {
             provider: None,
             cookie_name: "connect.sid".into(),
-            cookie_host_prefix: false,
+            cookie_host_prefix: None,
             signup: true,
             success_path: "/dashboard".into(),
             error_path: "/login".into(),
@@ -439,9 +474,14 @@ impl BrowserConfig {
         self.provider.as_deref().unwrap_or("microsoft")
     }
 
+    /// Whether the cookie is `__Host-` prefixed (by default on https).
+    pub fn host_prefix(&self, https: bool) -> bool {
+        self.cookie_host_prefix.unwrap_or(https)
+    }
+
     /// The cookie's full name.
-    pub fn cookie(&self) -> String {
-        if self.cookie_host_prefix {
+    pub fn cookie(&self, https: bool) -> String {
+        if self.host_prefix(https) {
             format!("__Host-{}", self.cookie_name)
         } else {
             self.cookie_name.clone()
@@ -469,7 +509,8 @@ pub struct OauthConfig {
     /// Create an account for a person seen for the first time.
     pub signup: bool,
     /// Where a returning person is sent: `{frontend}`, `{confirmation}`,
-    /// `{validation}`, `{state}`, `{provider}`, `{language}` are filled in.
+    /// `{validation}`, `{provider}`, `{language}` are filled in. (`{state}`
+    /// is refused: whoever called `/oauth/init` knows it.)
     pub login_redirect: String,
     /// Where a new person is sent (same placeholders).
     pub signup_redirect: String,
@@ -484,7 +525,7 @@ impl Default for OauthConfig {
             languages: ["en", "de", "es", "fr", "nl"].map(String::from).to_vec(),
             signup: true,
             login_redirect: "{frontend}/login/callback/{confirmation}/{validation}".into(),
-            signup_redirect: "{frontend}/confirm/signup/{state}/".into(),
+            signup_redirect: "{frontend}/confirm/signup/{confirmation}/".into(),
             confirmation_ttl_secs: 300,
         }
     }
@@ -649,7 +690,7 @@ impl Config {
             }
         }
         for o in &s.allowed_redirect_origins {
-            if parse_origin(o).is_none() {
+            if parse_origin(&o.replace(LANGUAGE_PLACEHOLDER, "en")).is_none() {
                 errors.push(err(
                     "server.allowed_redirect_origins",
                     format!("{o:?} is not an origin like https://app.example.com"),
@@ -661,6 +702,21 @@ impl Config {
         }
         if s.request_timeout_secs == 0 {
             errors.push(err("server.request_timeout_secs", "must be at least 1"));
+        }
+        if !(1..=300).contains(&s.header_timeout_secs) {
+            errors.push(err(
+                "server.header_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        if s.max_connections < 16 {
+            errors.push(err("server.max_connections", "must be at least 16"));
+        }
+        if s.max_connections_per_client == 0 || s.max_connections_per_client > s.max_connections {
+            errors.push(err(
+                "server.max_connections_per_client",
+                "must be between 1 and server.max_connections",
+            ));
         }
         let d = &self.database;
         if !(d.url.starts_with("sqlite:")
@@ -766,6 +822,28 @@ impl Config {
         ] {
             if limits.iter().any(|l| l.max < 1 || l.window_secs < 1) {
                 errors.push(err(key, "every limit needs max >= 1 and window_secs >= 1"));
+            }
+        }
+        // One client must not be able to spend the whole shared budget: in
+        // every global window, the client's own limits must stop it first.
+        for g in &ml.global {
+            let own_max = ml
+                .per_ip
+                .iter()
+                .map(|l| {
+                    let w = l.window_secs.max(1);
+                    l.max.saturating_mul((g.window_secs + w - 1) / w)
+                })
+                .min();
+            if own_max.is_none_or(|m| m >= g.max) {
+                errors.push(err(
+                    "mail_login.per_ip",
+                    format!(
+                        "must stop one client before it reaches the global limit of {} per {} s",
+                        g.max, g.window_secs
+                    ),
+                ));
+                break;
             }
         }
         if ml.dns_timeout_secs == 0 {
@@ -930,44 +1008,39 @@ impl Config {
             .frontend_url
             .clone()
             .unwrap_or_else(|| self.server.public_url());
-        let origins: Vec<String> = std::iter::once(frontend.origin().ascii_serialization())
-            .chain(
-                self.server
-                    .allowed_redirect_origins
-                    .iter()
-                    .map(|o| o.trim_end_matches('/').to_string()),
-            )
-            .collect();
-        for (key, template, needs) in [
-            ("oauth.login_redirect", &o.login_redirect, "{confirmation}"),
-            ("oauth.signup_redirect", &o.signup_redirect, ""),
+        for (key, template) in [
+            ("oauth.login_redirect", &o.login_redirect),
+            ("oauth.signup_redirect", &o.signup_redirect),
         ] {
-            let sample = OauthConfig::fill(
-                template,
-                &[
-                    ("frontend", frontend.as_str().trim_end_matches('/')),
-                    ("confirmation", "c"),
-                    ("validation", "v"),
-                    ("state", "s"),
-                    ("provider", "p"),
-                    ("language", "l"),
-                ],
-            );
-            let on_allowed_origin = Url::parse(&sample)
-                .is_ok_and(|u| origins.contains(&u.origin().ascii_serialization()));
-            if !on_allowed_origin {
+            // Every language a flow may carry must land on an allowed origin.
+            let off_origin = o.languages.iter().any(|language| {
+                let origins = self.server.allowed_origins(std::slice::from_ref(language));
+                let sample = OauthConfig::fill(
+                    template,
+                    &[
+                        ("frontend", frontend.as_str().trim_end_matches('/')),
+                        ("confirmation", "c"),
+                        ("validation", "v"),
+                        ("provider", "p"),
+                        ("language", language),
+                    ],
+                );
+                !Url::parse(&sample)
+                    .is_ok_and(|u| origins.contains(&u.origin().ascii_serialization()))
+            });
+            if off_origin {
                 errors.push(err(
                     key,
-                    "must be a URL on the front end's origin or server.allowed_redirect_origins",
+                    "must be a URL on the front end's origin or server.allowed_redirect_origins (for every language)",
                 ));
             }
-            if !template.contains(needs)
-                || !(template.contains("{confirmation}") || template.contains("{state}"))
-            {
+            if template.contains("{state}") {
                 errors.push(err(
                     key,
-                    "must carry {confirmation} (or, for sign-up, {state})",
+                    "must not carry {state}: whoever called /oauth/init knows it; use {confirmation}",
                 ));
+            } else if !template.contains("{confirmation}") {
+                errors.push(err(key, "must carry {confirmation}"));
             }
         }
         let b = &self.browser;
@@ -986,7 +1059,7 @@ impl Config {
                 "must be a non-empty cookie name (letters, digits, ._-)",
             ));
         }
-        if b.cookie_host_prefix && self.server.public_url().scheme() != "https" {
+        if b.cookie_host_prefix == Some(true) && self.server.public_url().scheme() != "https" {
             errors.push(err(
                 "browser.cookie_host_prefix",
                 "needs an https server.public_url (__Host- cookies are Secure)",
@@ -1055,6 +1128,43 @@ fn mail_from_address(from: &str) -> &str {
 }
 
 /// `scheme://host[:port]` with nothing after it.
+/// In `server.allowed_redirect_origins`, stands for each of `oauth.languages`
+/// (per-language front ends such as `https://{language}.example.com`).
+pub const LANGUAGE_PLACEHOLDER: &str = "{language}";
+
+impl ServerConfig {
+    /// The origins a post-sign-in redirect (and a credentialed CORS call) may
+    /// come from: the front end's and `allowed_redirect_origins`, each
+    /// `{language}` entry once per language.
+    pub fn allowed_origins(&self, languages: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .frontend_url
+            .iter()
+            .map(|u| u.origin().ascii_serialization())
+            .collect();
+        if self.frontend_url.is_none() {
+            out.push(self.public_url().origin().ascii_serialization());
+        }
+        for o in &self.allowed_redirect_origins {
+            let variants: Vec<String> = if o.contains(LANGUAGE_PLACEHOLDER) {
+                languages
+                    .iter()
+                    .map(|l| o.replace(LANGUAGE_PLACEHOLDER, l))
+                    .collect()
+            } else {
+                vec![o.clone()]
+            };
+            out.extend(
+                variants
+                    .iter()
+                    .filter_map(|v| parse_origin(v))
+                    .map(|u| u.origin().ascii_serialization()),
+            );
+        }
+        out
+    }
+}
+
 pub fn parse_origin(s: &str) -> Option<Url> {
     let u = Url::parse(s).ok()?;
     let bare = matches!(u.scheme(), "http" | "https")
@@ -1168,6 +1278,31 @@ mod tests {
             Config::from_toml_str("[server]\nallowed_redirect_origins = [\"https://a.example\"]\n")
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn oauth_redirects_never_carry_the_state_and_may_name_the_language() {
+        let e = Config::from_toml_str(
+            "[oauth]\nsignup_redirect = \"{frontend}/confirm/signup/{state}/\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "oauth.signup_redirect");
+        assert!(e.0[0].message.contains("{state}"), "{}", e.0[0].message);
+        // Per-language front ends: each configured language's origin allowed.
+        let toml = "[server]\nfrontend_url = \"https://freesewing.org\"\n\
+                    allowed_redirect_origins = [\"https://{language}.freesewing.org\"]\n\
+                    [oauth]\nlogin_redirect = \"https://{language}.freesewing.org/login/callback/{confirmation}/{validation}\"\n";
+        let cfg = Config::from_toml_str(toml).unwrap();
+        let origins = cfg.server.allowed_origins(&cfg.oauth.languages);
+        assert!(origins.contains(&"https://nl.freesewing.org".to_string()));
+        assert!(origins.contains(&"https://freesewing.org".to_string()));
+        assert!(!origins.iter().any(|o| o.contains('{')));
+        // Without the origin allowed, the template is refused.
+        let e = Config::from_toml_str(
+            "[oauth]\nlogin_redirect = \"https://{language}.freesewing.org/login/callback/{confirmation}/{validation}\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.0[0].key, "oauth.login_redirect");
     }
 
     #[test]

@@ -260,7 +260,21 @@ fn init_logging(cfg: &Config, server: bool) {
     } else {
         "warn"
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Libraries that log what they send and receive at debug or trace (the
+    // SMTP conversation with a code in it, HTTP bodies and headers with
+    // tokens) are held at info whatever the level: no secret in any log.
+    for quiet in [
+        "lettre=info",
+        "hyper=info",
+        "h2=info",
+        "reqwest=info",
+        "rustls=info",
+    ] {
+        if let Ok(d) = quiet.parse() {
+            filter = filter.add_directive(d);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -179,6 +179,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "vault.keys is empty: provider tokens are not kept, so /auth/test-token answers 401 (`authgate vault key` makes a key)"
         );
     }
+    // Many systems start a process with 1,024 open files; the hard limit
+    // is usually far higher. Keep a reserve for the database, SMTP and
+    // provider connections below whatever is in force.
+    let open_files = http::raise_open_files_limit();
+    let mut limits = http::ConnectionLimits::new(&cfg.server);
+    if let Some(n) = open_files {
+        let room = usize::try_from(n.saturating_sub(64 + cfg.database.max_connections as u64))
+            .unwrap_or(usize::MAX)
+            .max(16);
+        if room < limits.max_connections {
+            tracing::warn!(
+                open_files = n,
+                max_connections = room,
+                "server.max_connections lowered to fit the open-files limit"
+            );
+            limits.max_connections = room;
+            limits.max_per_client = limits.max_per_client.min(room);
+        }
+    }
     let background = tokio::spawn(background);
     let shutdown = http::shutdown_signal();
     tracing::info!(
@@ -187,14 +206,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         database = %crate::config::mask_url_password(&cfg.database.url),
         providers = ?cfg.providers.keys().collect::<Vec<_>>(),
         vault_keys = cfg.vault.keys.len(),
+        open_files = open_files.unwrap_or(0),
         startup_ms = started.elapsed().as_millis() as u64,
         "authgate ready"
     );
-    let result = http::serve(
+    let result = http::serve_with(
         listener,
         app,
         shutdown,
         Duration::from_secs(cfg.server.shutdown_grace_secs),
+        limits,
     )
     .await;
     background.abort();

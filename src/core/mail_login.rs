@@ -193,15 +193,21 @@ impl Core {
         &self.inner.mail_login
     }
 
-    async fn deny_listed(&self, mail: &Email) -> Result<bool, Error> {
+    /// The address's own domain is on the deny-list (no look-up).
+    fn domain_denied(&self, mail: &Email) -> bool {
+        let policy = self.mail_login_policy();
+        let domain = mail.domain().to_ascii_lowercase();
+        policy.deny_list.iter().any(|e| domain_matches(&domain, e))
+    }
+
+    /// One of the domain's mail servers is on the deny-list (an MX look-up,
+    /// answered from the resolver's cache within the record's TTL).
+    async fn mx_denied(&self, mail: &Email) -> Result<bool, Error> {
         let policy = self.mail_login_policy();
         if policy.deny_list.is_empty() {
             return Ok(false);
         }
         let domain = mail.domain().to_ascii_lowercase();
-        if policy.deny_list.iter().any(|e| domain_matches(&domain, e)) {
-            return Ok(true);
-        }
         let Some(mx) = &self.inner.mx else {
             return Ok(false);
         };
@@ -219,8 +225,13 @@ impl Core {
         }
     }
 
-    /// Start a sign-in by e-mail code. Checks run in the original's order:
-    /// allow-list, deny-list, device token, rate limits.
+    /// Start a sign-in by e-mail code. Checks run cheapest first: the
+    /// allow-list, the deny-list by the address's domain, the limits of this
+    /// address and this client (counted even when refused: they are the
+    /// client's own), the deny-list by MX look-up (so a refused client
+    /// cannot make authgate query DNS), the device token, and last the
+    /// global limit, which a refused request never spends: one client can
+    /// only use its own budget, never lock everyone else out.
     pub async fn send_mail_code(
         &self,
         mail: Email,
@@ -232,13 +243,9 @@ impl Core {
         if !policy.allows(&mail) {
             return Ok(SendCodeOutcome::NotAllowListed);
         }
-        if self.deny_listed(&mail).await? {
+        if self.domain_denied(&mail) {
             return Ok(SendCodeOutcome::DenyListed);
         }
-        let device = match device_token {
-            None => None,
-            Some(t) => Some(self.check_session(t).await?.ok_or(Error::Unauthorized)?),
-        };
         let norm = mail.normalized();
         let address_key = format!("mail:{norm}");
         let ip = client.ip.as_deref().and_then(ip_key);
@@ -247,17 +254,46 @@ impl Core {
         if let Some(ip) = &ip {
             keys.push((ip.as_str(), policy.per_ip.as_slice()));
         }
-        keys.push(("global:mail", policy.global.as_slice()));
         let now = self.now();
-        let windows = Windows::new(now, &keys);
+        let own = Windows::new(now, &keys);
+        let counts = self.store().rate_limit_hits(&own.hits).await?;
+        if let Err(e) = own.verdict(&counts) {
+            self.audit(
+                "mail_code.rate_limited",
+                None,
+                client,
+                Some(json!({ "domain": mail.domain(), "limit": "client" })),
+            )
+            .await;
+            return Err(e);
+        }
+        if self.mx_denied(&mail).await? {
+            return Ok(SendCodeOutcome::DenyListed);
+        }
+        let device = match device_token {
+            None => None,
+            Some(t) => Some(self.check_session(t).await?.ok_or(Error::Unauthorized)?),
+        };
+        let windows = Windows::new(now, &[("global:mail", policy.global.as_slice())]);
         let token = secret::new_token(TokenFormat::Alnum32)?;
         let code = new_code(policy.code_format)?;
-        let device_name = device.as_ref().map(|d| {
-            d.session
-                .user_agent
-                .clone()
-                .unwrap_or_else(|| "an unnamed device".to_string())
-        });
+        // A device's name (its user agent, which its owner chose) goes only
+        // into mails to its own user's address: nobody else may put words
+        // of their choosing into a mail to a third party.
+        let device_name = device
+            .as_ref()
+            .filter(|d| {
+                d.user
+                    .email
+                    .as_ref()
+                    .is_some_and(|e| e.normalized() == mail.normalized())
+            })
+            .map(|d| {
+                d.session
+                    .user_agent
+                    .clone()
+                    .unwrap_or_else(|| "an unnamed device".to_string())
+            });
         let message = crate::mail::templates::login_code(
             locale.as_str(),
             &policy.product_name,
@@ -296,9 +332,9 @@ impl Core {
             user_agent: client.user_agent.clone(),
             detail: Some(json!({ "domain": mail.domain() }).to_string()),
         };
-        // Rate-limit counts, login, mail and audit event in one transaction:
-        // one commit per request, and a code that was answered for is
-        // always in the outbox.
+        // The global count, login, mail and audit event together (a code
+        // that was answered for is always in the outbox); over the global
+        // limit nothing is kept, the hit included.
         let counts = self
             .store()
             .insert_mail_login(&windows.hits, &windows.maxima, &login, &outbox, &audit)
@@ -308,7 +344,7 @@ impl Core {
                 "mail_code.rate_limited",
                 None,
                 client,
-                Some(json!({ "domain": mail.domain() })),
+                Some(json!({ "domain": mail.domain(), "limit": "global" })),
             )
             .await;
             return Err(e);
@@ -327,16 +363,18 @@ impl Core {
         code: &str,
         client: &ClientMeta,
     ) -> Result<CodeCheck, Error> {
-        if login_token.is_empty() || login_token.len() > secret::MAX_TOKEN_LEN || code.len() > 1024
-        {
+        if login_token.is_empty() || login_token.len() > secret::MAX_TOKEN_LEN {
             return Ok(CodeCheck::Gone);
         }
+        // A code longer than any code is a wrong guess like any other (one
+        // attempt spent, 403), not a reason to call the login gone.
+        let plausible = code.len() <= 1024;
         let now = self.now();
         let hash = secret::hash_token(login_token);
         let Some(login) = self.store().spend_mail_login_attempt(&hash, now).await? else {
             return Ok(CodeCheck::Gone);
         };
-        if !secret::ct_eq(&login.code_hash, &code_hash(login_token, code)) {
+        if !plausible || !secret::ct_eq(&login.code_hash, &code_hash(login_token, code)) {
             self.audit(
                 "mail_code.wrong",
                 None,

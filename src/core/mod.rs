@@ -26,12 +26,12 @@ pub use error::Error;
 pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
 pub use model::*;
 pub use providers::{
-    FlowStart, IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet, Providers,
-    ResolvedUser, StartedFlow,
+    AuthResponse, FlowStart, IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet,
+    Providers, ResolvedUser, StartedFlow,
 };
 pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};
-pub use users::{ImportReport, NewUser, UserKey};
+pub use users::{Consent, ImportReport, NewUser, UserKey};
 pub use vault::{AccessToken, RekeyReport, Vault};
 
 #[derive(Clone)]

@@ -42,7 +42,13 @@ impl Email {
                 "the domain must be a full host name such as example.com",
             ));
         }
-        Ok(Email(s.to_string()))
+        // One form of the domain everywhere an address is a key or is sent:
+        // IDNA's ASCII form, lower case (`bücher.test`, `BÜCHER.test` and
+        // `xn--bcher-kva.test` are one mailbox's domain).
+        let ascii =
+            ascii_domain(domain).ok_or_else(|| bad("the domain is not a valid host name"))?;
+        let local = &s[..s.len() - domain.len() - 1];
+        Ok(Email(format!("{local}@{ascii}")))
     }
 
     /// Wrap a value that was validated before it was stored.
@@ -62,6 +68,13 @@ impl Email {
     pub fn domain(&self) -> &str {
         self.0.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
     }
+}
+
+/// A domain in IDNA's ASCII form, lower case (`None` when it is not a
+/// valid host name).
+pub fn ascii_domain(domain: &str) -> Option<String> {
+    let d = idna::domain_to_ascii(domain.trim_end_matches('.')).ok()?;
+    (!d.is_empty()).then_some(d)
 }
 
 impl fmt::Display for Email {
@@ -302,6 +315,26 @@ mod tests {
         assert_eq!(
             Email::parse("Ab@Example.COM").unwrap().normalized(),
             "ab@example.com"
+        );
+    }
+
+    #[test]
+    fn one_mailbox_one_domain_form() {
+        let forms = [
+            "a@bücher.test",
+            "a@xn--bcher-kva.test",
+            "a@BÜCHER.test",
+            "a@Xn--Bcher-Kva.TEST",
+        ];
+        let keys: Vec<String> = forms
+            .iter()
+            .map(|f| Email::parse(f).unwrap().normalized())
+            .collect();
+        assert!(keys.iter().all(|k| k == "a@xn--bcher-kva.test"), "{keys:?}");
+        // What is sent is the ASCII form too; the local part keeps its case.
+        assert_eq!(
+            Email::parse("Ann@Bücher.test").unwrap().as_str(),
+            "Ann@xn--bcher-kva.test"
         );
     }
 

@@ -55,13 +55,36 @@ pub struct AuthorizeRequest<'a> {
 #[derive(Debug, Clone)]
 pub struct ExchangeRequest<'a> {
     pub code: &'a str,
-    /// The `iss` of the authorization response (RFC 9207), when the
-    /// provider sent one: it must be this provider's.
-    pub response_issuer: Option<&'a str>,
+    /// Who saw the authorization response, and its `iss` (RFC 9207).
+    pub response: AuthResponse<'a>,
     pub redirect_uri: &'a str,
     pub pkce_verifier: Option<&'a str>,
     pub nonce: Option<&'a str>,
     pub now: i64,
+}
+
+/// A refresh of an identity's tokens. An ID token in the answer is
+/// validated like one from a sign-in (OpenID Connect Core 12.2) and must
+/// name the same `subject` (Microsoft: the object id).
+#[derive(Debug, Clone)]
+pub struct RefreshRequest<'a> {
+    pub refresh_token: &'a str,
+    /// The scopes granted before, asked for again.
+    pub scope: Option<&'a str>,
+    pub subject: &'a str,
+    pub now: i64,
+}
+
+/// How the authorization response reached authgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthResponse<'a> {
+    /// At authgate's own callback, with the `iss` parameter when it had
+    /// one: it must be this provider's, and a provider that announces the
+    /// parameter must send it (RFC 9207).
+    Received { iss: Option<&'a str> },
+    /// A client received it and relayed only the code (the code-exchange
+    /// API): authgate never saw the parameters.
+    Relayed,
 }
 
 /// The person a provider vouched for.
@@ -117,11 +140,7 @@ pub trait IdentityProvider: Send + Sync + 'static {
     async fn exchange(&self, req: &ExchangeRequest<'_>) -> Result<ProviderProfile, ProviderError>;
     /// Trade a refresh token for fresh tokens, asking for `scope` (the
     /// scopes granted before) when given.
-    async fn refresh(
-        &self,
-        refresh_token: &str,
-        scope: Option<&str>,
-    ) -> Result<ProviderTokenSet, ProviderError>;
+    async fn refresh(&self, req: &RefreshRequest<'_>) -> Result<ProviderTokenSet, ProviderError>;
     /// The provider's own profile document for an access token (Microsoft
     /// Graph `/me`, GitHub `/user`, OpenID userinfo), as it came.
     async fn api_profile(&self, access_token: &str) -> Result<serde_json::Value, ProviderError>;
@@ -265,15 +284,15 @@ impl Core {
 
     /// Redeem a provider code. With a flow, its PKCE verifier, nonce and
     /// redirect URI are used; without one (a client that ran the authorize
-    /// step itself) the caller's redirect URI. `response_issuer` is the
-    /// authorization response's `iss` parameter, when it had one.
+    /// step itself) the caller's redirect URI. `response` says how the
+    /// authorization response arrived (with its `iss` parameter).
     pub async fn redeem_code(
         &self,
         provider: &str,
         code: &str,
         redirect_uri: &str,
         flow: Option<&LoginFlow>,
-        response_issuer: Option<&str>,
+        response: AuthResponse<'_>,
         meta: &ClientMeta,
     ) -> Result<ProviderProfile, Error> {
         let p = self.provider_or_unknown(provider)?;
@@ -283,7 +302,7 @@ impl Core {
         let result = p
             .exchange(&ExchangeRequest {
                 code,
-                response_issuer,
+                response,
                 redirect_uri,
                 pkce_verifier: flow.map(|f| f.pkce_verifier.as_str()),
                 nonce: flow.map(|f| f.nonce.as_str()),

@@ -166,3 +166,53 @@ impl Core {
         Ok(report)
     }
 }
+
+/// What a person agreed to, by name (`profile`, `measurements`, ...). At
+/// most 16 choices, names of at most 32 characters.
+pub type Consent = std::collections::BTreeMap<String, bool>;
+
+impl Core {
+    /// Record a user's consent choices (replacing earlier ones), audited.
+    pub async fn record_consent(
+        &self,
+        user: &User,
+        consent: &Consent,
+        meta: &ClientMeta,
+    ) -> Result<(), Error> {
+        if consent.len() > 16
+            || consent.keys().any(|k| {
+                k.is_empty()
+                    || k.len() > 32
+                    || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            })
+        {
+            return Err(Error::invalid(
+                "consent",
+                "at most 16 choices with short names",
+            ));
+        }
+        let text =
+            serde_json::to_string(consent).map_err(|e| Error::invalid("consent", e.to_string()))?;
+        self.store()
+            .put_user_consent(user.id, &text, self.now())
+            .await?;
+        self.audit(
+            "user.consent",
+            Some(user.id),
+            meta,
+            Some(json!({ "consent": consent })),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The consent choices recorded for a user (empty when none).
+    pub async fn consent(&self, user_id: Uuid) -> Result<Consent, Error> {
+        Ok(self
+            .store()
+            .user_consent(user_id)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default())
+    }
+}

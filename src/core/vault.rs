@@ -243,7 +243,15 @@ impl Core {
                 .await;
             return Err(Error::Unauthorized);
         };
-        let fresh = match p.refresh(&refresh, row.scope.as_deref()).await {
+        let fresh = match p
+            .refresh(&super::providers::RefreshRequest {
+                refresh_token: &refresh,
+                scope: row.scope.as_deref(),
+                subject: &identity.subject,
+                now,
+            })
+            .await
+        {
             Ok(t) => t,
             Err(e) => {
                 tracing::info!(provider, error = %e, "provider token refresh failed");
@@ -320,6 +328,42 @@ impl Core {
             }
         }
         Ok(report)
+    }
+}
+
+impl Core {
+    /// The provider's profile document read with a kept access token
+    /// (Graph `/me`, GitHub `/user`, userinfo). It must describe the
+    /// identity the token was kept for: a profile of anyone else (a token
+    /// swapped by a misbehaving provider) is `Unauthorized`, and the caller
+    /// ends the session.
+    pub async fn provider_profile(
+        &self,
+        provider: &str,
+        access: &AccessToken,
+    ) -> Result<serde_json::Value, Error> {
+        let p = self
+            .provider(provider)
+            .ok_or_else(|| Error::invalid("provider", format!("{provider:?} is not configured")))?;
+        let profile = p
+            .api_profile(&access.token)
+            .await
+            .map_err(Error::Provider)?;
+        let named = ["id", "sub"].iter().find_map(|k| match profile.get(*k) {
+            Some(serde_json::Value::String(s)) => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        });
+        if named.is_some_and(|n| !n.eq_ignore_ascii_case(&access.identity.subject)) {
+            tracing::warn!(
+                provider,
+                "the provider's profile describes another person than the kept token's identity"
+            );
+            self.audit_refresh(&access.identity, provider, "another_person")
+                .await;
+            return Err(Error::Unauthorized);
+        }
+        Ok(profile)
     }
 }
 

@@ -21,8 +21,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Client, cookie_value, set_cookie};
-use crate::config::{Config, parse_origin};
+use super::extract::{Client, cookie_value, cookie_values, set_cookie};
+use crate::config::Config;
 use crate::core::secret::{self, TokenFormat};
 use crate::core::{Error, FlowStart, ProviderError, SessionCheck, Timestamp, clock::rfc3339};
 
@@ -65,17 +65,11 @@ impl Settings {
             frontend_origin.clone(),
             public.origin().ascii_serialization(),
         ];
-        trusted_origins.extend(
-            cfg.server
-                .allowed_redirect_origins
-                .iter()
-                .filter_map(|o| parse_origin(o))
-                .map(|o| o.origin().ascii_serialization()),
-        );
+        trusted_origins.extend(cfg.server.allowed_origins(&cfg.oauth.languages));
         Settings {
             provider: b.provider_name().to_string(),
-            cookie: b.cookie(),
-            cookie_secure: public.scheme() == "https" || b.cookie_host_prefix,
+            cookie: b.cookie(public.scheme() == "https"),
+            cookie_secure: public.scheme() == "https" || b.cookie_host_prefix == Some(true),
             cookie_max_age: cfg.session.absolute_timeout_secs,
             signup: b.signup,
             frontend: frontend.as_str().trim_end_matches('/').to_string(),
@@ -261,7 +255,9 @@ async fn callback(
     };
     if let Some(e) = params.error.as_deref().filter(|e| !e.is_empty()) {
         let e: String = e.chars().take(128).collect();
-        tracing::info!(error = %e, "the provider returned an error to the callback");
+        // Debug formatting escapes CR/LF: a forged `error` cannot write a
+        // line of its own into the log.
+        tracing::info!(error = ?e, "the provider returned an error to the callback");
         return s.error_redirect(&e, secure);
     }
     let (flow_state, flow) = match flow {
@@ -289,7 +285,9 @@ async fn callback(
             &code,
             &s.redirect_uri,
             Some(&flow),
-            params.iss.as_deref(),
+            crate::core::AuthResponse::Received {
+                iss: params.iss.as_deref(),
+            },
             &client,
         )
         .await
@@ -317,10 +315,10 @@ async fn callback(
         return s.error_redirect("server_error", secure);
     }
     // A session this browser had before is over: one browser, one session.
-    if let Some(old) = cookie_value(&headers, &s.cookie)
-        && let Err(e) = core.revoke_session_token(&old, &client).await
-    {
-        tracing::warn!(error = %e, "browser callback: cannot end the previous session");
+    for old in cookie_values(&headers, &s.cookie) {
+        if let Err(e) = core.revoke_session_token(&old, &client).await {
+            tracing::warn!(error = %e, "browser callback: cannot end the previous session");
+        }
     }
     let token = match core
         .sign_in(
@@ -354,9 +352,13 @@ async fn session(
     headers: &HeaderMap,
 ) -> Result<(String, SessionCheck), Response> {
     let s = &state.http.browser;
-    let Some(token) = cookie_value(headers, &s.cookie) else {
+    // Two cookies of this name (one tossed in by a sibling site) are
+    // ambiguous: neither is believed.
+    let mut tokens = cookie_values(headers, &s.cookie);
+    if tokens.len() != 1 {
         return Err(unauthorized());
-    };
+    }
+    let token = tokens.remove(0);
     match state.core.check_session(&token).await {
         Ok(Some(check)) => Ok((token, check)),
         Ok(None) => Err(unauthorized()),
@@ -409,11 +411,12 @@ async fn logout(
     if !same_origin(&state, &headers) {
         return error(StatusCode::FORBIDDEN, "Forbidden");
     }
-    if let Some(token) = cookie_value(&headers, &s.cookie)
-        && let Err(e) = state.core.revoke_session_token(&token, &client).await
-    {
-        tracing::error!(error = %e, "logout failed");
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "Logout failed");
+    // Every session cookie the browser sent ends (a tossed duplicate too).
+    for token in cookie_values(&headers, &s.cookie) {
+        if let Err(e) = state.core.revoke_session_token(&token, &client).await {
+            tracing::error!(error = %e, "logout failed");
+            return error(StatusCode::INTERNAL_SERVER_ERROR, "Logout failed");
+        }
     }
     let mut r = Json(LogoutResponse { success: true }).into_response();
     if let Some(c) = s.session_cookie("", 0) {
@@ -516,32 +519,35 @@ async fn test_token(
     let s = &state.http.browser;
     let core = &state.core;
     let user = check.user;
+    // The provider no longer honours this sign-in, or answers for someone
+    // else: neither do we.
+    let expired = || async {
+        if let Err(e) = core.revoke_session_token(&token, &client).await {
+            tracing::warn!(error = %e, "cannot end a session whose refresh failed");
+        }
+        let mut r = error(StatusCode::UNAUTHORIZED, "Session expired");
+        if let Some(c) = s.session_cookie("", 0) {
+            r.headers_mut().insert(SET_COOKIE, c);
+        }
+        r
+    };
     let access = match core.provider_access_token(user.id, &s.provider).await {
         Ok(Some(a)) => a,
         Ok(None) => return error(StatusCode::UNAUTHORIZED, "User access token not found"),
-        Err(Error::Unauthorized) => {
-            // The provider no longer honours this sign-in: neither do we.
-            if let Err(e) = core.revoke_session_token(&token, &client).await {
-                tracing::warn!(error = %e, "cannot end a session whose refresh failed");
-            }
-            let mut r = error(StatusCode::UNAUTHORIZED, "Session expired");
-            if let Some(c) = s.session_cookie("", 0) {
-                r.headers_mut().insert(SET_COOKIE, c);
-            }
-            return r;
-        }
+        Err(Error::Unauthorized) => return expired().await,
         Err(e) => return test_failed(&e.to_string()),
     };
-    let profile = match core.provider(&s.provider) {
-        Some(p) => p.api_profile(&access.token).await,
-        None => return error(StatusCode::NOT_FOUND, "Not Found"),
-    };
-    let profile = match profile {
+    if core.provider(&s.provider).is_none() {
+        return error(StatusCode::NOT_FOUND, "Not Found");
+    }
+    let profile = match core.provider_profile(&s.provider, &access).await {
         Ok(p) => p,
-        Err(e) => {
+        Err(Error::Unauthorized) => return expired().await,
+        Err(Error::Provider(e)) => {
             tracing::info!(error = %e, "test-token: the provider refused the token");
             return test_failed(&e.to_string());
         }
+        Err(e) => return test_failed(&e.to_string()),
     };
     let now = core.now();
     let claims = unverified_claims(&access.token);

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Client, JsonBody};
+use super::extract::{AnyTypeJsonBody, Client};
 use crate::config::Config;
 use crate::core::secret::TokenFormat;
 use crate::core::{Error, FlowStart, ProviderError};
@@ -234,7 +234,7 @@ async fn revoke(
     Client(client): Client,
     req: Request,
 ) -> Result<StatusCode, ApiV1Error> {
-    let JsonBody(body) = JsonBody::<RevokeRequest>::from_request(req, &state)
+    let AnyTypeJsonBody(body) = AnyTypeJsonBody::<RevokeRequest>::from_request(req, &state)
         .await
         .map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
     state
@@ -295,7 +295,7 @@ async fn oauth2_exchange(
         return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
     }
     let cookie_state = flow_cookie(req.headers());
-    let JsonBody(body) = JsonBody::<ExchangeRequest>::from_request(req, &state)
+    let AnyTypeJsonBody(body) = AnyTypeJsonBody::<ExchangeRequest>::from_request(req, &state)
         .await
         .map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
     if body.code.trim().is_empty() || body.code.len() > MAX_CODE_LEN {
@@ -330,7 +330,7 @@ async fn oauth2_exchange(
             &body.code,
             &uri,
             flow.as_ref(),
-            None,
+            crate::core::AuthResponse::Relayed,
             &client,
         )
         .await?;

@@ -47,6 +47,56 @@ where
     }
 }
 
+/// A JSON object body sent with whatever content type a legacy client
+/// gives it: `application/json`, `text/plain` (a browser's `fetch` with a
+/// string body and no headers) or none. Everything else about it is as
+/// strict as [`JsonBody`]: it must parse, be an object, and fit the type.
+pub struct AnyTypeJsonBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for AnyTypeJsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bad =
+            |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+        let ctype = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let accepted = match ctype.as_deref() {
+            None | Some("") => true,
+            Some(t) => t == "application/json" || t == "text/plain" || t.ends_with("+json"),
+        };
+        if !accepted {
+            return Err(bad("the request body must be JSON".into()));
+        }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|r| match r.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => bad("the request body is too large".into()),
+                _ => bad("the request body could not be read".into()),
+            })?;
+        match serde_json::from_slice::<serde_json::Value>(&bytes) {
+            Ok(v) if v.is_object() => serde_json::from_value(v)
+                .map(AnyTypeJsonBody)
+                .map_err(|e| bad(format!("Failed to deserialize the JSON body: {e}"))),
+            Ok(_) => Err(bad("the request body must be a JSON object".into())),
+            Err(e) => Err(bad(format!("the request body is not JSON: {e}"))),
+        }
+    }
+}
+
 /// Who is calling: the client address (the TCP peer, or from
 /// `X-Forwarded-For` when the peer is a trusted proxy) and user agent.
 pub struct Client(pub ClientMeta);
@@ -96,6 +146,19 @@ fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
         }
     }
     client
+}
+
+/// Every non-empty value of a request cookie, in the order sent.
+pub fn cookie_values(headers: &axum::http::HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .filter(|(n, v)| *n == name && !v.is_empty())
+        .map(|(_, v)| v.to_string())
+        .collect()
 }
 
 /// The value of a request cookie (`None` when absent or empty).

@@ -20,6 +20,19 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(send_mail_login_code))
         .routes(routes!(sign_in_by_mail_code))
         .routes(routes!(sign_in_by_mail_auth_token))
+        // A trailing slash is accepted too, as on the code-exchange API.
+        .route(
+            "/auth/send-mail-login-code-v2/",
+            axum::routing::post(send_mail_login_code),
+        )
+        .route(
+            "/auth/sign-in-by-mail-code/",
+            axum::routing::post(sign_in_by_mail_code),
+        )
+        .route(
+            "/auth/sign-in-by-mail-auth-token/",
+            axum::routing::post(sign_in_by_mail_auth_token),
+        )
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -66,7 +79,10 @@ async fn send_mail_login_code(
     Client(client): Client,
     JsonBody(req): JsonBody<SendCodeRequest>,
 ) -> Result<Json<SendCodeResponse>, ApiError> {
-    let mail = Email::parse(&req.mail).map_err(bad)?;
+    // Surrounding white space (a phone keyboard's trailing space) is not
+    // part of the address, as in the original; the trimmed address is the
+    // one checked and the one the mail goes to.
+    let mail = Email::parse(req.mail.trim()).map_err(bad)?;
     let locale = Locale::parse(&req.locale).map_err(bad)?;
     let outcome = state
         .core

@@ -125,19 +125,12 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The complete application with its layers.
 /// Browsers may call authgate from the front end's origin and the other
 /// configured origins, with credentials (cookies); from nowhere else.
-fn cors(server: &ServerConfig) -> tower_http::cors::CorsLayer {
+fn cors(server: &ServerConfig, languages: &[String]) -> tower_http::cors::CorsLayer {
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let origins: Vec<HeaderValue> = server
-        .frontend_url
+        .allowed_origins(languages)
         .iter()
-        .map(|u| u.origin().ascii_serialization())
-        .chain(
-            server
-                .allowed_redirect_origins
-                .iter()
-                .map(|o| o.trim_end_matches('/').to_string()),
-        )
-        .filter_map(|o| HeaderValue::from_str(&o).ok())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
@@ -152,6 +145,7 @@ fn cors(server: &ServerConfig) -> tower_http::cors::CorsLayer {
 }
 
 pub fn app(state: AppState, server: &ServerConfig) -> Router {
+    let state_languages = state.http.oauth.languages.clone();
     let (router, doc) = api(&state.http.surfaces).split_for_parts();
     let doc = Arc::new(doc);
     router
@@ -163,9 +157,18 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(server.request_timeout_secs),
         ))
-        // Bodies are limited where they are read (extractors), so an
-        // oversized body is the surface's own 400, not a bare 413.
+        // Bodies are limited where they are read (extractors), after
+        // decompression, so an oversized body (or a compression bomb) is the
+        // surface's own 400, not a bare 413 and never a memory spike.
         .layer(DefaultBodyLimit::max(server.body_limit_bytes))
+        // Clients such as TimeLimit's app gzip every body. An encoding not
+        // understood is passed on as it is and fails to parse: a 400.
+        .layer(
+            tower_http::decompression::RequestDecompressionLayer::new()
+                .gzip(true)
+                .deflate(true)
+                .pass_through_unaccepted(true),
+        )
         .layer(CatchPanicLayer::custom(error::panic_response))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
@@ -178,7 +181,13 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
                 tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(cors(server))
+        .layer(cors(server, &state_languages))
+        // Answers (callbacks above all) may carry codes in their URL: never
+        // pass it on to another site.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
@@ -186,31 +195,187 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
         .with_state(state)
 }
 
+/// How connections are bounded (see `server.*` in the README).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// The request head must arrive within this; an idle keep-alive
+    /// connection is closed after it too.
+    pub header_timeout: Duration,
+    /// Open connections in all; more are closed at once.
+    pub max_connections: usize,
+    /// Open connections from one address (trusted proxies excepted).
+    pub max_per_client: usize,
+    /// Addresses the per-client bound does not apply to (reverse proxies).
+    pub exempt: Vec<ipnet::IpNet>,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            max_connections: 8192,
+            max_per_client: 256,
+            exempt: Vec::new(),
+        }
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(server: &ServerConfig) -> Self {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(server.header_timeout_secs),
+            max_connections: server.max_connections,
+            max_per_client: server.max_connections_per_client,
+            exempt: server.trusted_proxies.clone(),
+        }
+    }
+}
+
+/// Open connections, in all and per client address.
+#[derive(Default)]
+struct Connections {
+    per_client: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    total: std::sync::atomic::AtomicUsize,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    conns: Arc<Connections>,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Connections {
+    fn admit(
+        self: &Arc<Self>,
+        ip: std::net::IpAddr,
+        limits: &ConnectionLimits,
+    ) -> Option<Admitted> {
+        use std::sync::atomic::Ordering;
+        if self.total.fetch_add(1, Ordering::AcqRel) >= limits.max_connections {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let counted = if limits.exempt.iter().any(|n| n.contains(&ip)) {
+            None
+        } else {
+            let mut map = self
+                .per_client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = map.entry(ip).or_insert(0);
+            if *n >= limits.max_per_client {
+                drop(map);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                return None;
+            }
+            *n += 1;
+            Some(ip)
+        };
+        Some(Admitted {
+            conns: self.clone(),
+            ip: counted,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        self.conns.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut map = self
+                .conns
+                .per_client
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
 /// Serve until `shutdown` resolves; then stop accepting and let requests in
-/// flight finish (bounded by `grace`).
+/// flight finish (bounded by `grace`). Default connection limits.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(());
-    });
-    let server = tokio::spawn(async move { server.await });
-    tokio::pin!(server);
-    tokio::select! {
-        r = &mut server => return r.map_err(std::io::Error::other)?,
-        _ = rx => {}
+    serve_with(listener, app, shutdown, grace, ConnectionLimits::default()).await
+}
+
+/// [`serve`] with these connection limits: a connection that sends no
+/// complete request head within `header_timeout` (a new one, or an idle
+/// keep-alive one) is closed, and connections over the limits are closed
+/// as soon as they are accepted, so idle or trickling clients cannot use
+/// up the process's file descriptors.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: ConnectionLimits,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    // HTTP/1.1 only: it is what browsers, apps and reverse proxies speak to
+    // authgate, and unlike protocol sniffing it starts the header timer the
+    // moment a connection is accepted.
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let conns = Arc::new(Connections::default());
+    let mut refused_logged = std::time::Instant::now() - Duration::from_secs(60);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment
+                    // rather than spin, and go on serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(admitted) = conns.admit(peer.ip(), &limits) else {
+            if refused_logged.elapsed() > Duration::from_secs(10) {
+                refused_logged = std::time::Instant::now();
+                tracing::warn!(client = %peer.ip(), "connection refused: too many open connections (in all or from this client)");
+            }
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(
+            move |mut req: axum::http::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            },
+        );
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let _ = conn.await;
+        });
     }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(r) => r.map_err(std::io::Error::other)?,
+    drop(listener);
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
+        Ok(()) => Ok(()),
         Err(_) => {
             tracing::warn!(
                 grace_secs = grace.as_secs(),
@@ -218,6 +383,27 @@ pub async fn serve(
             );
             Ok(())
         }
+    }
+}
+
+/// Raise the soft limit of open files to the hard limit (many systems start
+/// processes at 1,024): returns the limit now in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot raise the open-files limit");
+                rlimit::getrlimit(rlimit::Resource::NOFILE)
+                    .ok()
+                    .map(|(soft, _)| soft)
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        None
     }
 }
 

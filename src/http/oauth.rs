@@ -21,7 +21,7 @@ use super::AppState;
 use super::extract::{Client, JsonBody};
 use crate::config::{Config, OauthConfig};
 use crate::core::secret::{self, TokenFormat};
-use crate::core::{Error, FlowStart, Locale, User, clock::rfc3339};
+use crate::core::{Consent, Error, FlowStart, Locale, User, clock::rfc3339};
 
 const SURFACE: &str = "oauth";
 /// Binds a flow to the browser that went to the provider: set by
@@ -86,6 +86,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(authorize))
         .routes(routes!(callback))
         .routes(routes!(login))
+        .routes(routes!(create_account))
 }
 
 /// A bare status with its reason phrase, like Express's `sendStatus`.
@@ -263,7 +264,7 @@ async fn callback(
         return status(StatusCode::UNAUTHORIZED);
     }
     if let Some(error) = params.error {
-        tracing::info!(provider, error = %error.chars().take(64).collect::<String>(), "provider returned an error to the callback");
+        tracing::info!(provider = ?provider, error = ?error.chars().take(64).collect::<String>(), "provider returned an error to the callback");
         return status(StatusCode::UNAUTHORIZED);
     }
     let Some(code) = params
@@ -279,7 +280,9 @@ async fn callback(
             &code,
             &redirect_uri,
             Some(&flow),
-            params.iss.as_deref(),
+            crate::core::AuthResponse::Received {
+                iss: params.iss.as_deref(),
+            },
             &client,
         )
         .await
@@ -300,15 +303,15 @@ async fn callback(
     } else {
         &settings.login_redirect
     };
-    // A sign-up's confirmation is the flow's state (the original's
-    // `/confirm/signup/<state>/`); a returning person's a fresh id.
-    let token = resolved.created.then(|| flow_state.clone());
+    // Always a fresh secret made here, known only to the browser this
+    // redirect goes to: never the flow's state, which whoever called
+    // `/oauth/init` knows (it would hand them the new account).
     let issued = core
         .issue_confirmation(
             &resolved.user,
             resolved.created,
             SURFACE,
-            token,
+            None,
             template.contains("{validation}"),
             settings.confirmation_ttl_secs,
         )
@@ -323,7 +326,6 @@ async fn callback(
             ("frontend", &settings.frontend),
             ("confirmation", &confirmation),
             ("validation", validation.as_deref().unwrap_or_default()),
-            ("state", &flow_state),
             ("provider", &provider),
             ("language", flow.language.as_deref().unwrap_or_default()),
         ],
@@ -391,9 +393,13 @@ async fn login(State(state): State<AppState>, Client(client): Client, req: Reque
         Ok((token, _)) => token,
         Err(e) => return fail(e),
     };
+    let consent = match core.consent(user.id).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
     let now = core.now();
     Json(LoginResponse {
-        account: account(&user, now),
+        account: account(&user, &consent, now),
         people: json!({}),
         token,
         signup,
@@ -401,8 +407,110 @@ async fn login(State(state): State<AppState>, Client(client): Client, req: Reque
     .into_response()
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAccountRequest {
+    /// The confirmation from `/confirm/signup/<confirmation>/`.
+    id: String,
+    /// The person's choices; `profile` must be true (no consent, no account).
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    consent: Option<ConsentChoices>,
+}
+
+/// The front end's consent choices (`model` is its older name for
+/// `measurements`).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConsentChoices {
+    #[serde(default)]
+    profile: bool,
+    #[serde(default)]
+    model: Option<bool>,
+    #[serde(default)]
+    measurements: Option<bool>,
+    #[serde(default, rename = "openData")]
+    open_data: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreateAccountResponse {
+    #[schema(value_type = Object)]
+    account: Value,
+    #[schema(value_type = Object)]
+    people: Value,
+    #[schema(value_type = Object)]
+    patterns: Value,
+    token: String,
+}
+
+/// Finish a sign-up the way the original's `POST /account` did: trade the
+/// sign-up confirmation (once) with the person's consent for the account
+/// and a session. The consent is recorded on the user.
+#[utoipa::path(post, path = "/account", tag = "oauth",
+    request_body = CreateAccountRequest,
+    responses(
+        (status = 200, description = "Account created and signed in", body = CreateAccountResponse),
+        (status = 400, description = "Malformed body, or `consentRequired` (no consent to the profile)"),
+        (status = 401, description = "Unknown, used or expired confirmation"),
+        (status = 403, description = "The user is disabled")))]
+async fn create_account(
+    State(state): State<AppState>,
+    Client(client): Client,
+    req: Request,
+) -> Response {
+    let Ok(JsonBody(body)) = JsonBody::<CreateAccountRequest>::from_request(req, &state).await
+    else {
+        return status(StatusCode::BAD_REQUEST);
+    };
+    if body.id.is_empty() {
+        return status(StatusCode::BAD_REQUEST);
+    }
+    let choices = body.consent.unwrap_or_default();
+    if !choices.profile {
+        // The original's answer, word for word.
+        return (StatusCode::BAD_REQUEST, "consentRequired").into_response();
+    }
+    let core = &state.core;
+    let (user, _) = match core
+        .redeem_confirmation(&body.id, None, SURFACE, &client)
+        .await
+    {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    let consent: Consent = [
+        ("profile".to_string(), true),
+        (
+            "measurements".to_string(),
+            choices.measurements.or(choices.model).unwrap_or(false),
+        ),
+        ("openData".to_string(), choices.open_data),
+    ]
+    .into_iter()
+    .collect();
+    if let Err(e) = core.record_consent(&user, &consent, &client).await {
+        return fail(e);
+    }
+    let token = match core
+        .sign_in(&user, SURFACE, TokenFormat::UrlSafe32, &client)
+        .await
+    {
+        Ok((token, _)) => token,
+        Err(e) => return fail(e),
+    };
+    Json(CreateAccountResponse {
+        account: account(&user, &consent, core.now()),
+        people: json!({}),
+        patterns: json!({}),
+        token,
+    })
+    .into_response()
+}
+
 /// The account as the original's `user.account()` shaped it.
-fn account(user: &User, now: i64) -> Value {
+fn account(user: &User, consent: &Consent, now: i64) -> Value {
+    let choice = |k: &str| consent.get(k).copied().unwrap_or(false);
     let email = user.email.as_ref().map(|e| e.as_str().to_string());
     let username = user
         .display_name
@@ -424,7 +532,11 @@ fn account(user: &User, now: i64) -> Value {
             "language": user.locale.as_ref().map(|l| l.as_str()).unwrap_or("en"),
             "units": "metric"
         },
-        "consent": {"profile": false, "measurements": false, "openData": false},
+        "consent": {
+            "profile": choice("profile"),
+            "measurements": choice("measurements"),
+            "openData": choice("openData")
+        },
         "time": {"created": rfc3339(user.created_at), "login": rfc3339(now)},
         "patron": 0,
         "bio": "",

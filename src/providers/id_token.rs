@@ -120,6 +120,8 @@ impl TenantRule {
 pub struct Expectations<'a> {
     pub issuer: &'a IssuerRule,
     pub client_id: &'a str,
+    /// Audiences besides the client an ID token may name.
+    pub trusted_audiences: &'a [String],
     /// The flow's nonce; `None` only for codes whose authorize step
     /// authgate did not start.
     pub nonce: Option<&'a str>,
@@ -256,7 +258,18 @@ fn check_claims(
         return Err(invalid("not yet valid"));
     }
     let audiences = match claims.get("aud") {
-        Some(Value::Array(a)) => a.len(),
+        Some(Value::Array(a)) => {
+            // Every audience is this client or one trusted by config.
+            let trusted = |v: &Value| {
+                v.as_str().is_some_and(|a| {
+                    a == expect.client_id || expect.trusted_audiences.iter().any(|t| t == a)
+                })
+            };
+            if !a.iter().all(trusted) {
+                return Err(invalid("names an audience that is not trusted"));
+            }
+            a.len()
+        }
         _ => 1,
     };
     match str_claim(claims, "azp") {
@@ -316,6 +329,7 @@ mod tests {
         Expectations {
             issuer: rule,
             client_id: "client",
+            trusted_audiences: &[],
             nonce,
             algorithms: &DEFAULT_ALGORITHMS,
             now: 1_000_000,
@@ -347,7 +361,24 @@ mod tests {
         assert!(with("iat", json!(990_000)).contains("too long ago"));
         assert!(with("nbf", json!(1_000_500)).contains("not yet"));
         assert!(with("azp", json!("other")).contains("authorized party"));
-        assert!(with("aud", json!(["client", "other"])).contains("several audiences"));
+        assert!(with("aud", json!(["client", "other"])).contains("not trusted"));
+        // An extra audience with a matching azp: still refused unless trusted.
+        let mut c = claims(base());
+        c.insert("aud".into(), json!(["client", "other"]));
+        c.insert("azp".into(), json!("client"));
+        let err = check_claims(&c, &expect(&rule, Some("n"))).unwrap_err();
+        assert!(err.to_string().contains("not trusted"), "{err}");
+        let trusted = ["other".to_string()];
+        let mut e = expect(&rule, Some("n"));
+        e.trusted_audiences = &trusted;
+        assert!(check_claims(&c, &e).is_ok());
+        c.remove("azp");
+        assert!(
+            check_claims(&c, &e)
+                .unwrap_err()
+                .to_string()
+                .contains("several audiences")
+        );
         assert!(with("nonce", json!("m")).contains("nonce"));
         assert!(with("iss", json!("https://evil")).contains("issuer"));
         let mut c = claims(base());

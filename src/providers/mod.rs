@@ -13,7 +13,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::config::{Config, ProviderConfig, ProviderKind};
-use crate::core::providers::{AuthorizeRequest, ExchangeRequest};
+use crate::core::providers::{AuthResponse, AuthorizeRequest, ExchangeRequest, RefreshRequest};
 use crate::core::{IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet, Providers};
 
 pub mod http;
@@ -54,6 +54,9 @@ struct Endpoints {
     /// OpenID providers: the signing keys.
     jwks: Option<JwksCache>,
     userinfo: Option<Url>,
+    /// Discovery announces `authorization_response_iss_parameter_supported`:
+    /// a response without `iss` is refused.
+    iss_parameter: bool,
 }
 
 enum Flavor {
@@ -82,6 +85,7 @@ pub struct Provider {
     leeway: i64,
     refetch_interval: Duration,
     trust_email: bool,
+    trusted_audiences: Vec<String>,
     /// Explicit endpoint overrides (all three known: no discovery).
     overrides: (Option<Url>, Option<Url>, Option<Url>, Option<Url>),
     endpoints: OnceCell<Endpoints>,
@@ -189,6 +193,7 @@ impl Provider {
             leeway: p.leeway_secs.unwrap_or(60),
             refetch_interval: Duration::from_secs(p.jwks_refetch_interval_secs.unwrap_or(60)),
             trust_email: p.trust_email.unwrap_or(true),
+            trusted_audiences: p.trusted_audiences.clone().unwrap_or_default(),
             overrides,
             endpoints: OnceCell::new(),
         })
@@ -202,6 +207,7 @@ impl Provider {
     /// (whose `issuer` must be the configured one: no mix-up).
     async fn resolve(&self) -> Result<Endpoints, ProviderError> {
         let (mut auth, mut token, mut jwks, mut userinfo) = self.overrides.clone();
+        let mut iss_parameter = false;
         if let Flavor::Oidc {
             discovery: Some(discovery),
         } = &self.flavor
@@ -213,6 +219,8 @@ impl Provider {
                 token_endpoint: Url,
                 jwks_uri: Url,
                 userinfo_endpoint: Option<Url>,
+                #[serde(default)]
+                authorization_response_iss_parameter_supported: bool,
             }
             let doc: Discovery = self.http.get_json("discovery", discovery, None).await?;
             let expected = match &self.issuer {
@@ -230,6 +238,7 @@ impl Provider {
             if userinfo.is_none() {
                 userinfo = doc.userinfo_endpoint;
             }
+            iss_parameter = doc.authorization_response_iss_parameter_supported;
         }
         let (Some(auth), Some(token)) = (auth, token) else {
             return Err(ProviderError::Invalid(
@@ -250,6 +259,7 @@ impl Provider {
                 .filter(|_| oidc)
                 .map(|u| JwksCache::new(u, self.refetch_interval)),
             userinfo,
+            iss_parameter,
         })
     }
 
@@ -270,6 +280,7 @@ impl Provider {
             &Expectations {
                 issuer: rule,
                 client_id: &self.client_id,
+                trusted_audiences: &self.trusted_audiences,
                 nonce: req.nonce,
                 algorithms: &self.algorithms,
                 now: req.now,
@@ -322,12 +333,20 @@ impl IdentityProvider for Provider {
         let endpoints = self.endpoints().await?;
         // RFC 9207: an authorization response that names its issuer must
         // name this provider (mix-up defence), before the code is spent.
-        if let (Some(iss), Some(rule)) = (req.response_issuer, &self.issuer)
-            && !rule.names(iss)
-        {
-            return Err(ProviderError::Invalid(
-                "the authorization response comes from another issuer".into(),
-            ));
+        if let AuthResponse::Received { iss } = req.response {
+            match (iss, &self.issuer) {
+                (Some(iss), Some(rule)) if !rule.names(iss) => {
+                    return Err(ProviderError::Invalid(
+                        "the authorization response comes from another issuer".into(),
+                    ));
+                }
+                (None, _) if endpoints.iss_parameter => {
+                    return Err(ProviderError::Invalid(
+                        "the authorization response has no iss parameter, which the provider announces (RFC 9207)".into(),
+                    ));
+                }
+                _ => {}
+            }
         }
         let redeemed = endpoints.oauth.redeem(&self.http, req).await?;
         let access = redeemed.tokens.access_token.clone();
@@ -457,16 +476,42 @@ impl IdentityProvider for Provider {
         Ok(profile)
     }
 
-    async fn refresh(
-        &self,
-        refresh_token: &str,
-        scope: Option<&str>,
-    ) -> Result<ProviderTokenSet, ProviderError> {
+    async fn refresh(&self, req: &RefreshRequest<'_>) -> Result<ProviderTokenSet, ProviderError> {
         let endpoints = self.endpoints().await?;
-        endpoints
+        let refreshed = endpoints
             .oauth
-            .refresh(&self.http, refresh_token, scope)
-            .await
+            .refresh(&self.http, req.refresh_token, req.scope)
+            .await?;
+        if let Some(id_token) = refreshed.id_token.as_deref()
+            && self.issuer.is_some()
+        {
+            // Validated as at sign-in (no nonce: a refresh has none), and it
+            // must be the same person (OpenID Connect Core 12.2).
+            let claims = self
+                .id_token_claims(
+                    endpoints,
+                    Some(id_token),
+                    &ExchangeRequest {
+                        code: "",
+                        response: AuthResponse::Relayed,
+                        redirect_uri: "",
+                        pkce_verifier: None,
+                        nonce: None,
+                        now: req.now,
+                    },
+                )
+                .await?;
+            let subject = match &self.flavor {
+                Flavor::Microsoft { .. } => str_claim(&claims, "oid"),
+                _ => str_claim(&claims, "sub"),
+            };
+            if subject != Some(req.subject) {
+                return Err(ProviderError::Invalid(
+                    "the refreshed ID token names another person".into(),
+                ));
+            }
+        }
+        Ok(refreshed.tokens)
     }
 
     async fn api_profile(&self, access_token: &str) -> Result<Value, ProviderError> {

@@ -140,14 +140,14 @@ impl OAuth {
 
     /// The refresh-token grant, asking for the scopes granted before (a
     /// subset of the grant is always allowed; Microsoft wants `scope`).
-    /// Keeps no ID token (its claims were checked at sign-in; a refresh
-    /// does not change who the person is).
+    /// Returns the ID token too, when the answer has one: the caller
+    /// validates it (a refresh must not change who the person is).
     pub async fn refresh(
         &self,
         http: &Http,
         refresh_token: &str,
         scope: Option<&str>,
-    ) -> Result<ProviderTokenSet, ProviderError> {
+    ) -> Result<Redeemed, ProviderError> {
         let token = oauth2::RefreshToken::new(refresh_token.to_string());
         let resp = self
             .client
@@ -161,7 +161,10 @@ impl OAuth {
             .request_async(http.client())
             .await
             .map_err(token_error)?;
-        Ok(token_set(&resp))
+        Ok(Redeemed {
+            tokens: token_set(&resp),
+            id_token: resp.extra_fields().id_token.clone(),
+        })
     }
 }
 

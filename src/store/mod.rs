@@ -148,6 +148,10 @@ pub trait Store: Send + Sync + 'static {
 
     // Confirmations (single use: taking deletes)
     async fn insert_confirmation(&self, c: &Confirmation) -> Result<()>;
+    /// Record a user's consent choices (a JSON object), replacing earlier ones.
+    async fn put_user_consent(&self, user_id: Uuid, consent: &str, now: Timestamp) -> Result<()>;
+    /// The consent choices recorded for a user.
+    async fn user_consent(&self, user_id: Uuid) -> Result<Option<String>>;
     /// Atomically remove and return an unexpired confirmation.
     async fn take_confirmation(
         &self,
@@ -159,8 +163,8 @@ pub trait Store: Send + Sync + 'static {
     /// Count one hit in each rate-limit window; then, only if every count is
     /// within its `max`, in one transaction: end every older login of the
     /// same address, insert the new one, queue its mail and record the audit
-    /// event (nothing of it when over a limit; the hit is counted either
-    /// way). Returns the counts (the caller tells which limit was hit).
+    /// event. Over a limit nothing is kept, the hits included. Returns the
+    /// counts (the caller tells which limit was hit).
     async fn insert_mail_login(
         &self,
         hits: &[RateHit],

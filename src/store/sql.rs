@@ -1210,6 +1210,32 @@ impl Store for SqlStore {
         })
     }
 
+    async fn put_user_consent(&self, user_id: Uuid, consent: &str, now: Timestamp) -> Result<()> {
+        with_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO user_consents (user_id, consent, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET consent = excluded.consent, updated_at = excluded.updated_at",
+            )
+            .bind(user_id.to_string())
+            .bind(consent)
+            .bind(now)
+            .execute(p)
+            .await
+            .map_err(db_err)
+            .map(|_| ())
+        })
+    }
+
+    async fn user_consent(&self, user_id: Uuid) -> Result<Option<String>> {
+        with_pool!(self, |p| sqlx::query_scalar(
+            "SELECT consent FROM user_consents WHERE user_id = $1"
+        )
+        .bind(user_id.to_string())
+        .fetch_optional(p)
+        .await
+        .map_err(db_err))
+    }
+
     async fn take_confirmation(
         &self,
         token_hash: &[u8],
@@ -1248,6 +1274,20 @@ impl Store for SqlStore {
         if let Pool::Postgres(p) = &self.pool {
             let counts = self.rate_limit_hits(hits).await?;
             if counts.iter().zip(max).any(|(c, m)| c > m) {
+                // Refused: give the hits back, so a flood of refused
+                // requests never spends the window (nor pushes its end).
+                for h in hits {
+                    sqlx::query(
+                        "UPDATE rate_limits SET count = count - 1 \
+                         WHERE key = $1 AND window_start = $2 AND count > 0 \
+                         AND set_config('synchronous_commit', 'off', true) IS NOT NULL",
+                    )
+                    .bind(&h.key)
+                    .bind(h.window_start)
+                    .execute(p)
+                    .await
+                    .map_err(db_err)?;
+                }
                 return Ok(counts);
             }
             // One statement, so one round trip and one (durable) commit:
@@ -1335,11 +1375,8 @@ impl Store for SqlStore {
             // The counts last, so a refused request's login is rolled back.
             let counts = count_hits!(tx, hits);
             if counts.iter().zip(max).any(|(c, m)| c > m) {
-                // Over a limit: nothing of the login is kept, the hit is.
+                // Over a limit: nothing is kept, the hit included.
                 tx.rollback().await.map_err(db_err)?;
-                let mut tx = p.begin().await.map_err(db_err)?;
-                count_hits!(tx, hits);
-                tx.commit().await.map_err(db_err)?;
                 return Ok(counts);
             }
             tx.commit().await.map_err(db_err)?;

@@ -3,6 +3,7 @@
 //! `oidc-provider` as the Microsoft tenant and Microsoft Graph faked over
 //! HTTP; the token vault.
 use authgate::config::Config;
+use authgate::core::secret::TokenFormat;
 use authgate::core::{ClientMeta, Core, ProviderTokenSet, UserKey, Vault};
 use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
@@ -22,6 +23,7 @@ on_both_databases!(
     callback_failures_go_to_the_error_page,
     without_a_vault_key_no_token_is_kept_and_sessions_expire,
     cookie_options_and_cross_site_posts,
+    a_tossed_duplicate_session_cookie_is_refused,
     rotating_the_vault_key,
 );
 
@@ -277,9 +279,11 @@ async fn expired_tokens_are_refreshed_and_a_failed_refresh_ends_the_session(db: 
 
     // Past the access token's lifetime: the next use refreshes it at the
     // provider (a real refresh-token grant) and keeps the new one.
+    // (The stored expiry is moved, not the clock: the refresh answer's ID
+    // token is validated against the clock, and the provider's is real.)
     let lifetime = before.expires_at.unwrap() - app.core.now();
     assert!(lifetime > 0);
-    app.clock.advance(lifetime + 1);
+    db.exec("UPDATE provider_tokens SET expires_at = 1").await;
     let (status, tt) = get(&app, "/auth/test-token", &sid).await;
     assert_eq!(status, 200, "{tt}");
     assert_eq!(tt["user"]["tokenIsExpired"], false);
@@ -451,7 +455,7 @@ async fn cookie_options_and_cross_site_posts(db: &TestDb) {
         c.server.public_url = Some("https://auth.example.com".parse().unwrap());
         c.server.frontend_url = Some("https://app.example.com".parse().unwrap());
         c.browser.cookie_name = "sid".into();
-        c.browser.cookie_host_prefix = true;
+        c.browser.cookie_host_prefix = Some(true);
     })
     .await;
     let r = client().get(app.url("/auth/login")).send().await.unwrap();
@@ -533,7 +537,7 @@ async fn cookie_options_and_cross_site_posts(db: &TestDb) {
     assert_eq!(r.status(), 200);
 
     let mut cfg = Config::default();
-    cfg.browser.cookie_host_prefix = true;
+    cfg.browser.cookie_host_prefix = Some(true);
     cfg.browser.cookie_name = "bad name".into();
     cfg.browser.success_path = "//evil.example".into();
     cfg.vault.keys = vec!["not-a-key".into()];
@@ -546,6 +550,64 @@ async fn cookie_options_and_cross_site_posts(db: &TestDb) {
     ] {
         assert!(errors.contains(key), "{key} not in {errors}");
     }
+}
+
+/// Cookie tossing: with two session cookies of the same name (a sibling
+/// site set one), neither is believed, and logout ends both. On https the
+/// `__Host-` prefix is the default.
+async fn a_tossed_duplicate_session_cookie_is_refused(db: &TestDb) {
+    let app = App::start(db, |c| {
+        c.server.frontend_url = Some(FRONTEND.parse().unwrap());
+    })
+    .await;
+    let mut tokens = Vec::new();
+    for mail in ["alice@example.com", "mallory@example.com"] {
+        let user = app
+            .core
+            .add_user(
+                authgate::core::NewUser::parse(mail, None, None).unwrap(),
+                &ClientMeta::default(),
+            )
+            .await
+            .unwrap();
+        let (t, _) = app
+            .core
+            .sign_in(
+                &user,
+                "browser",
+                TokenFormat::UrlSafe32,
+                &ClientMeta::default(),
+            )
+            .await
+            .unwrap();
+        tokens.push(t);
+    }
+    let (alice, mallory) = (&tokens[0], &tokens[1]);
+    let both = format!("connect.sid={mallory}; connect.sid={alice}");
+    let r = client()
+        .get(app.url("/auth/me"))
+        .header("cookie", &both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "ambiguous: neither session answers");
+    assert_eq!(get(&app, "/auth/me", alice).await.0, 200);
+    let r = client()
+        .post(app.url("/auth/logout"))
+        .header("origin", FRONTEND)
+        .header("cookie", &both)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(app.core.check_session(alice).await.unwrap().is_none());
+    assert!(app.core.check_session(mallory).await.unwrap().is_none());
+    // https: the cookie is __Host- prefixed without being asked.
+    let mut cfg = Config::default();
+    cfg.server.public_url = Some("https://auth.example.com".parse().unwrap());
+    assert_eq!(cfg.browser.cookie(true), "__Host-connect.sid");
+    assert!(cfg.validate().is_ok());
+    assert_eq!(cfg.browser.cookie(false), "connect.sid");
 }
 
 async fn rotating_the_vault_key(db: &TestDb) {

@@ -463,3 +463,82 @@ fn vault_key_makes_usable_keys_and_rekey_needs_one() {
     );
     assert!(out.contains("re-encrypted 0 token sets"), "{out}");
 }
+
+/// At `log.level = "trace"` no code reaches the log (the SMTP library
+/// logged each mail it wrote), and a forged `error` in a callback cannot
+/// write a line of its own (it is logged escaped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_code_and_no_forged_line_in_a_trace_log() {
+    let Some(python) = support::Smtpd::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let smtpd = support::Smtpd::start(&python, smtp_port, dir.path()).await;
+    let port = free_port();
+    let child = authgate(dir.path())
+        .env("AUTHGATE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHGATE_LOG__LEVEL", "trace")
+        .env("AUTHGATE_MAIL__TRANSPORT", "smtp")
+        .env(
+            "AUTHGATE_MAIL__SMTP_URL",
+            format!("smtp://127.0.0.1:{smtp_port}"),
+        )
+        .env("AUTHGATE_PROVIDERS__MICROSOFT__CLIENT_ID", "client")
+        .env("AUTHGATE_PROVIDERS__MICROSOFT__CLIENT_SECRET", "secret")
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_for_status(&format!("{base}/health/ready"), 200).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/auth/send-mail-login-code-v2"))
+        .json(&serde_json::json!({"mail": "traced@example.com", "locale": "en"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let login_token = r.json::<serde_json::Value>().await.unwrap()["mailLoginToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mail = support::Smtpd::wait_for_mail(
+        &smtpd.maildir,
+        "traced@example.com",
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let code = support::code_in(&mail);
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!(
+            "{base}/auth/callback?state=s&error=x%0aFORGED%20line%20at%20INFO"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = stderr(&out);
+    assert!(log.contains("authgate ready"), "{log}");
+    assert!(log.len() > 1000, "a trace log has lines: {}", log.len());
+    assert!(!log.contains(&code), "the code is in the log");
+    assert!(!log.contains(&login_token), "the login token is in the log");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a forged line: {log}"
+    );
+    assert!(log.contains("FORGED"), "the error is logged, escaped");
+}

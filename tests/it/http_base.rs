@@ -24,6 +24,7 @@ async fn health_live_and_ready() {
     let r = c.get(srv.url("/health/ready")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-request-id"));
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["status"],
         "ready"
@@ -193,4 +194,118 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
         .unwrap()
         .unwrap();
     assert!(reqwest::get(url).await.is_err(), "no longer accepting");
+}
+
+/// Connect from another loopback address (a client of its own).
+async fn connect_from(ip: [u8; 4], to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(std::net::SocketAddr::from((ip, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the server closed the connection within `within` (it sent EOF
+/// or reset it).
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 512];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The attack found that idle connections used up the file descriptors and
+/// trickled headers stayed open for 40 s. Now: connections over the
+/// per-client bound are closed at once, idle and slow ones after the header
+/// timeout, and everyone else is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_slow_connections_cannot_exhaust_the_server() {
+    use tokio::io::AsyncWriteExt;
+    let db = TestDb::sqlite().await;
+    let core = db.core(Arc::new(SystemClock));
+    let cfg = authgate::config::Config::default();
+    let app = authgate::http::app(authgate::http::AppState::new(core, &cfg), &cfg.server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let limits = authgate::http::ConnectionLimits {
+        header_timeout: std::time::Duration::from_secs(1),
+        max_connections: 10_000,
+        max_per_client: 50,
+        exempt: Vec::new(),
+    };
+    let server = tokio::spawn(authgate::http::serve_with(
+        listener,
+        app,
+        async {
+            let _ = stopped.await;
+        },
+        std::time::Duration::from_secs(2),
+        limits,
+    ));
+    // One client opens four times its bound and sends nothing.
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(connect_from([127, 0, 0, 2], addr).await);
+    }
+    // Everyone else is still served.
+    let health = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        reqwest::get(format!("http://{addr}/health/live")),
+    )
+    .await
+    .expect("health answered during the attack")
+    .unwrap();
+    assert_eq!(health.status(), 200);
+    // 150 were closed at once; the 50 admitted ones after the header timeout.
+    let mut at_once = 0;
+    for s in idle.iter_mut() {
+        if closed_within(s, std::time::Duration::from_millis(200)).await {
+            at_once += 1;
+        }
+    }
+    assert!(at_once >= 150, "closed at once: {at_once}");
+    for s in idle.iter_mut() {
+        assert!(closed_within(s, std::time::Duration::from_secs(5)).await);
+    }
+    // Its place is free again: a new connection from it is served.
+    let mut again = connect_from([127, 0, 0, 2], addr).await;
+    again
+        .write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    use tokio::io::AsyncReadExt;
+    again.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A head trickled a header line at a time is cut off at the timeout,
+    // long before the trickle would end.
+    let mut slow = connect_from([127, 0, 0, 3], addr).await;
+    slow.write_all(b"GET /health/live HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    for i in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if slow
+            .write_all(format!("X-Trickle-{i}: y\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            cut = true;
+            break;
+        }
+        if closed_within(&mut slow, std::time::Duration::from_millis(1)).await {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "the trickling client was never cut off");
+    assert!(started.elapsed() < std::time::Duration::from_secs(9));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

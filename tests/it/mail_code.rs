@@ -229,6 +229,7 @@ async fn per_ip_and_global_limits(db: &TestDb) {
         "per IP"
     );
     let other = App::start(db, |c| {
+        c.mail_login.per_ip = vec![authgate::core::Limit::new(1, 3600)];
         c.mail_login.global = vec![authgate::core::Limit::new(2, 60)]
     })
     .await;
@@ -240,6 +241,74 @@ async fn per_ip_and_global_limits(db: &TestDb) {
             .0,
         429,
         "global"
+    );
+}
+
+/// A code request from another client address (authgate trusts the
+/// loopback proxy's `X-Forwarded-For` in these tests): status, Retry-After.
+async fn send_from(app: &App, ip: &str, mail: &str) -> (u16, Option<i64>) {
+    let r = reqwest::Client::new()
+        .post(app.url(SEND))
+        .header("x-forwarded-for", ip)
+        .json(&json!({"mail": mail, "locale": "en"}))
+        .send()
+        .await
+        .unwrap();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().unwrap());
+    (r.status().as_u16(), retry)
+}
+
+/// The lock-out the attack found: one client's refused requests spent the
+/// global window, so everyone else got 429. Now a refused request spends
+/// nothing shared, and a request over the global limit is not counted in it.
+async fn one_client_cannot_lock_everyone_out(db: &TestDb) {
+    let app = App::start(db, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.mail_login.per_ip = vec![authgate::core::Limit::new(2, 3600)];
+        c.mail_login.global = vec![authgate::core::Limit::new(5, 60)];
+    })
+    .await;
+    let mut refused = 0;
+    for i in 0..60 {
+        match send_from(&app, "198.51.100.1", &format!("flood{i}@example.com")).await {
+            (200, _) => {}
+            (429, Some(retry)) => {
+                assert!(retry <= 3600);
+                refused += 1;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(refused, 58, "the flooding client got its own two");
+    // Everyone else still gets in: three more fit the global five.
+    for n in 2..5 {
+        let (status, _) = send_from(
+            &app,
+            &format!("203.0.113.{n}"),
+            &format!("u{n}@example.com"),
+        )
+        .await;
+        assert_eq!(status, 200, "client {n}");
+    }
+    // The sixth in the minute is over the global limit, and so are the
+    // next ones, but none of them moves the window's end.
+    for n in 10..30 {
+        let (status, retry) = send_from(
+            &app,
+            &format!("203.0.113.{n}"),
+            &format!("v{n}@example.com"),
+        )
+        .await;
+        assert_eq!(status, 429);
+        assert!(retry.unwrap() <= 60, "{retry:?}");
+    }
+    app.clock.advance(61);
+    assert_eq!(
+        send_from(&app, "203.0.113.99", "later@example.com").await.0,
+        200
     );
 }
 
@@ -516,6 +585,7 @@ on_both_databases!(
     full_round_trip,
     checks_run_in_the_original_order,
     per_ip_and_global_limits,
+    one_client_cannot_lock_everyone_out,
     attempts_are_counted_atomically,
     only_the_newest_code_is_valid_and_codes_expire,
     bad_inputs_are_400_never_500,
@@ -525,6 +595,7 @@ on_both_databases!(
     mail_survives_an_smtp_outage,
     deny_list_matches_mx_hosts_from_real_dns,
     unreachable_dns_fails_closed,
+    refused_requests_make_no_dns_queries,
 );
 
 // ------------------------------------------------------------ real SMTP
@@ -653,6 +724,57 @@ async fn deny_list_matches_mx_hosts_from_real_dns(db: &TestDb) {
     let (s, b) = send("a@outside.example").await;
     assert_eq!(s, 503, "{b}");
     assert!(b.get("mailLoginToken").is_none());
+}
+
+/// The DNS amplifier the attack found: requests refused by the client's
+/// own limit made MX queries all the same. Now the limit comes first, and
+/// answers are cached for their TTL.
+async fn refused_requests_make_no_dns_queries(db: &TestDb) {
+    let Some(program) = Dnsmasq::program() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("dnsmasq.log");
+    let mx: Vec<(String, String)> = (0..40)
+        .map(|i| (format!("d{i}.test"), format!("mx.d{i}.test")))
+        .collect();
+    let mx: Vec<(&str, &str)> = mx.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let dns = Dnsmasq::start_logging(&program, &mx, Some(&log)).await;
+    let app = App::start(db, |c| {
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.mail_login.deny_list = vec!["badmail.test".into()];
+        c.mail_login.dns_server = Some(dns.addr);
+        c.mail_login.per_ip = vec![authgate::core::Limit::new(3, 3600)];
+    })
+    .await;
+    let mx_queries = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("query[MX]"))
+            .count()
+    };
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        statuses.push(
+            send_from(&app, "198.51.100.7", &format!("a@d{i}.test"))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 3);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 37);
+    // dnsmasq writes its log asynchronously: give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(mx_queries(), 3, "one query per request let through");
+    // The same domain again, from other clients: answered from the cache.
+    for n in 1..6 {
+        let (status, _) =
+            send_from(&app, &format!("203.0.113.{n}"), &format!("b{n}@d0.test")).await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(mx_queries(), 3, "cached within the record's TTL");
 }
 
 async fn unreachable_dns_fails_closed(db: &TestDb) {

@@ -16,5 +16,6 @@ mod http_base;
 mod mail_code;
 mod oauth;
 mod providers;
+mod real_clients;
 mod sessions;
 mod storage;

@@ -133,7 +133,7 @@ async fn login(app: &App, body: Value) -> (u16, Value) {
 }
 
 /// Where the front end was sent: (confirmation, validation) for a returning
-/// person, (state, none) for a new one.
+/// person, (confirmation, none) for a new one.
 fn parse_frontend(to: &str) -> (bool, String, Option<String>) {
     if let Some(rest) = to.strip_prefix(&format!("{FRONTEND}/login/callback/")) {
         let (c, v) = rest.split_once('/').unwrap();
@@ -170,12 +170,11 @@ async fn through_peer(
     .await;
     assert_eq!(status, 302);
     let (signup, confirmation, validation) = parse_frontend(&to.unwrap());
-    if signup {
-        assert_eq!(
-            confirmation, state,
-            "a sign-up's confirmation is the state, as the original"
-        );
-    }
+    assert_ne!(
+        confirmation, state,
+        "a confirmation is a fresh secret, never the state whoever called init knows"
+    );
+    assert_eq!(confirmation.len(), 43);
     (signup, confirmation, validation)
 }
 
@@ -240,6 +239,156 @@ async fn google_new_then_returning_person(db: &TestDb) {
     assert_eq!(again["signup"], false);
     assert_eq!(again["account"]["handle"], first["account"]["handle"]);
     assert_ne!(again["token"], first["token"]);
+}
+
+async fn post(app: &App, path: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(app.url(path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// The takeover the attack found: the attacker calls init, the victim
+/// signs up with that state, and the attacker trades the state for the
+/// victim's account. Now the state buys nothing, before or after.
+async fn the_state_of_a_sign_up_does_not_buy_the_account(db: &TestDb) {
+    let Some(node) = OidcPeer::node() else { return };
+    let peer = OidcPeer::google(
+        &node,
+        json!({"victim": {"email": "victim@gmail.example", "email_verified": true, "name": "Vic"}}),
+    )
+    .await;
+    let app = App::start(db, |c| with_google(c, &peer.issuer)).await;
+    // The attacker starts the flow and hands the victim the link.
+    let state = init_ok(&app, "google", "en").await;
+    // Polling before the victim finishes: nothing.
+    for path in ["/oauth/login", "/account"] {
+        let body = if path == "/account" {
+            json!({"id": state, "consent": {"profile": true}})
+        } else {
+            json!({"confirmation": state})
+        };
+        assert_eq!(post(&app, path, body).await.0, 401, "{path} before");
+    }
+    // The victim signs up in their browser.
+    let (to, cookie) = authorize(&app, &state).await;
+    let back = authorize_at_peer(to.as_str(), "victim").await;
+    let (status, to) = callback(
+        &app,
+        &format!("{}?{}", back.path(), back.query().unwrap()),
+        Some(&cookie),
+    )
+    .await;
+    assert_eq!(status, 302);
+    let to = to.unwrap();
+    assert!(!to.contains(&state), "the state is not in {to}");
+    let (signup, confirmation, _) = parse_frontend(&to);
+    assert!(signup);
+    // The attacker, who knows the state, gets nothing after either.
+    assert_eq!(
+        post(&app, "/oauth/login", json!({"confirmation": state}))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        post(
+            &app,
+            "/account",
+            json!({"id": state, "consent": {"profile": true}})
+        )
+        .await
+        .0,
+        401
+    );
+    // The victim's front end finishes the sign-up as freesewing.org does:
+    // `POST /account {id, consent}` from `/confirm/signup/<id>/`.
+    let (status, v) = post(
+        &app,
+        "/account",
+        json!({"id": confirmation, "consent": {"profile": true, "model": true, "openData": false}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["account"]["email"], "victim@gmail.example");
+    assert_eq!(
+        v["account"]["consent"],
+        json!({"profile": true, "measurements": true, "openData": false})
+    );
+    assert_eq!(
+        (v["people"].clone(), v["patterns"].clone()),
+        (json!({}), json!({}))
+    );
+    let token = v["token"].as_str().unwrap();
+    assert!(app.core.check_session(token).await.unwrap().is_some());
+    // Single use.
+    let (status, _) = post(
+        &app,
+        "/account",
+        json!({"id": confirmation, "consent": {"profile": true}}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // The consent stays on the user: the next sign-in shows it.
+    let (signup, c, val) = through_peer(&app, "google", "en", "victim").await;
+    assert!(!signup);
+    let again = login_ok(&app, &c, val.as_deref()).await;
+    assert_eq!(again["account"]["consent"]["measurements"], true);
+}
+
+/// `POST /account` as the original answered it: no consent to the profile
+/// is `400 consentRequired` (and the confirmation is not spent by it).
+async fn create_account_needs_consent_and_a_confirmation(db: &TestDb) {
+    let Some(node) = OidcPeer::node() else { return };
+    let peer = OidcPeer::google(
+        &node,
+        json!({"nia": {"email": "nia@gmail.example", "email_verified": true}}),
+    )
+    .await;
+    let app = App::start(db, |c| with_google(c, &peer.issuer)).await;
+    let (signup, confirmation, _) = through_peer(&app, "google", "en", "nia").await;
+    assert!(signup);
+    for consent in [json!(null), json!({"profile": false, "model": true})] {
+        let mut body = json!({"id": confirmation});
+        if !consent.is_null() {
+            body["consent"] = consent;
+        }
+        let (status, v) = post(&app, "/account", body).await;
+        assert_eq!((status, v), (400, json!("consentRequired")));
+    }
+    for body in [
+        json!({}),
+        json!({"id": ""}),
+        json!({"id": 5, "consent": {"profile": true}}),
+        json!({"id": "x", "consent": {"profile": "yes"}}),
+        json!({"id": "x", "consent": {"profile": true}, "extra": 1}),
+    ] {
+        let (status, v) = post(&app, "/account", body.clone()).await;
+        assert_eq!((status, v), (400, json!("Bad Request")), "{body}");
+    }
+    let (status, _) = post(
+        &app,
+        "/account",
+        json!({"id": "never-issued", "consent": {"profile": true}}),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, v) = post(
+        &app,
+        "/account",
+        json!({"id": confirmation, "consent": {"profile": true}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["account"]["consent"]["openData"], false);
 }
 
 async fn microsoft_new_then_returning_person(db: &TestDb) {
@@ -476,6 +625,37 @@ async fn an_openid_response_from_another_issuer_is_refused(db: &TestDb) {
     let query = back.query().unwrap().replace("iss=http", "iss=https");
     let (status, _) = callback(&app, &format!("{}?{query}", back.path()), Some(&cookie)).await;
     assert_eq!(status, 401);
+    // The provider announces the `iss` parameter in its discovery: a
+    // response without it is refused too (RFC 9207), not waved through.
+    let discovery: Value =
+        reqwest::get(format!("{}/.well-known/openid-configuration", peer.issuer))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(
+        discovery["authorization_response_iss_parameter_supported"],
+        true
+    );
+    let state = init_ok(&app, "google", "en").await;
+    let (to, cookie) = authorize(&app, &state).await;
+    let back = authorize_at_peer(to.as_str(), "g1").await;
+    let query: String = back
+        .query_pairs()
+        .filter(|(k, _)| k != "iss")
+        .map(|(k, v)| format!("{k}={}", urlencode(&v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let (status, _) = callback(&app, &format!("{}?{query}", back.path()), Some(&cookie)).await;
+    assert_eq!(status, 401, "no iss");
+    // With it, the same provider's response completes.
+    let (signup, _, _) = through_peer(&app, "google", "en", "g1").await;
+    assert!(signup);
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 async fn confirmations_expire_and_disabled_users_are_refused(db: &TestDb) {
@@ -584,6 +764,8 @@ async fn bad_bodies_are_400_never_500(db: &TestDb) {
 
 on_both_databases!(
     google_new_then_returning_person,
+    the_state_of_a_sign_up_does_not_buy_the_account,
+    create_account_needs_consent_and_a_confirmation,
     microsoft_new_then_returning_person,
     github_uses_only_a_verified_primary_address,
     states_are_single_use_and_bound_to_provider_and_browser,

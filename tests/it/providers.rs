@@ -590,8 +590,18 @@ async fn forged_id_tokens_are_refused(db: &TestDb) {
             "authorized party",
             Box::new(|f, n| {
                 let mut c = f.claims(TENANT, "oid-victim", n);
-                c["aud"] = json!([PEER_CLIENT_ID, "another-client"]);
                 c["azp"] = json!("another-client");
+                sign(&c, "idp-1", "idp-1")
+            }),
+        ),
+        (
+            // OpenID Connect Core 3.1.3.7: an extra audience that is not
+            // trusted is refused, even with a matching authorized party.
+            "not trusted",
+            Box::new(|f, n| {
+                let mut c = f.claims(TENANT, "oid-victim", n);
+                c["aud"] = json!([PEER_CLIENT_ID, "another-client"]);
+                c["azp"] = json!(PEER_CLIENT_ID);
                 sign(&c, "idp-1", "idp-1")
             }),
         ),

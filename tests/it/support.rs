@@ -451,8 +451,17 @@ impl Dnsmasq {
     }
 
     pub async fn start(program: &str, mx: &[(&str, &str)]) -> Dnsmasq {
+        Self::start_logging(program, mx, None).await
+    }
+
+    /// As [`Self::start`], logging every query it receives to `log`.
+    pub async fn start_logging(program: &str, mx: &[(&str, &str)], log: Option<&Path>) -> Dnsmasq {
         let port = free_port();
         let mut cmd = Command::new(program);
+        if let Some(log) = log {
+            cmd.arg("--log-queries")
+                .arg(format!("--log-facility={}", log.display()));
+        }
         cmd.args([
             "--keep-in-foreground",
             "--no-resolv",
@@ -463,6 +472,8 @@ impl Dnsmasq {
             "--user=root",
             "--group=root",
             "--local=/test/",
+            // Its own records' TTL (default 0: never cached).
+            "--local-ttl=300",
         ])
         .arg(format!("--port={port}"));
         for (domain, host) in mx {

@@ -1,0 +1,314 @@
+//! The four applications' own client code, replayed request by request as
+//! it makes them (headers, encodings, content types, URL spellings), read
+//! from their public repositories.
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use crate::support::{App, Smtpd, TestDb, code_in, free_port, on_both_databases};
+
+/// gzip, as OkHttp's gzip request body in TimeLimit's `HttpServerApi.kt`.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(body).unwrap();
+    enc.finish().unwrap()
+}
+
+/// A raw HTTP/1.1 POST with a chunked body (as OkHttp sends a body of
+/// unknown length) and these extra headers; returns status and body.
+pub async fn raw_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nUser-Agent: okhttp/4.12.0\r\nAccept-Encoding: gzip\r\n"
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    // The whole request in one write (it fits the socket's buffer): the
+    // server may answer and close before reading all of it.
+    let mut req = head.into_bytes();
+    let (a, b) = body.split_at(body.len() / 2);
+    for chunk in [a, b] {
+        if !chunk.is_empty() {
+            req.extend(format!("{:x}\r\n", chunk.len()).as_bytes());
+            req.extend(chunk);
+            req.extend(b"\r\n");
+        }
+    }
+    req.extend(b"0\r\n\r\n");
+    let _ = s.write_all(&req).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    if raw.len() < 12 {
+        // Cut off (the server refused the body and closed first).
+        return (0, String::new());
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status: u16 = text[9..12].parse().unwrap();
+    let (_, rest) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
+    // The answer may itself be chunked: keep the JSON between the sizes.
+    let body = match (rest.find('{'), rest.rfind('}')) {
+        (Some(i), Some(j)) if j >= i => rest[i..=j].to_string(),
+        _ => rest.to_string(),
+    };
+    (status, body)
+}
+
+const TIMELIMIT_HEADERS: [(&str, &str); 4] = [
+    ("Content-Type", "application/json; charset=utf-8"),
+    ("Content-Encoding", "gzip"),
+    ("X-Client-Package", "io.timelimit.android.aosp.direct"),
+    ("X-Client-Version", "7.0.0"),
+];
+
+/// TimeLimit's app: every POST gzipped and chunked, the address as typed
+/// (a phone keyboard's trailing space included), through to a
+/// `mailAuthToken` with the code a real SMTP server received.
+async fn timelimit_app_signs_in_with_gzipped_bodies(db: &TestDb) {
+    let Some(python) = Smtpd::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let smtpd = Smtpd::start(&python, port, dir.path()).await;
+    let app = App::start(db, |c| {
+        c.mail.transport = authgate::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+    })
+    .await;
+    let addr = app.server.addr;
+    let send = gzip(br#"{"mail":"parent@timelimit.example ","locale":"de"}"#);
+    let (status, body) = raw_post(
+        addr,
+        "/auth/send-mail-login-code-v2",
+        &TIMELIMIT_HEADERS,
+        &send,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<Value>(&body).unwrap()["mailLoginToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The mail went to the trimmed address, exactly.
+    let mail = Smtpd::wait_for_mail(
+        &smtpd.maildir,
+        "parent@timelimit.example",
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    let code = code_in(&mail);
+    let finish = gzip(
+        json!({"mailLoginToken": token, "receivedCode": code})
+            .to_string()
+            .as_bytes(),
+    );
+    let (status, body) = raw_post(
+        addr,
+        "/auth/sign-in-by-mail-code",
+        &TIMELIMIT_HEADERS,
+        &finish,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let auth = serde_json::from_str::<Value>(&body).unwrap()["mailAuthToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(auth.len(), 32);
+}
+
+/// A compression bomb is refused without being held in memory, and a body
+/// that says gzip but is not is a 400 in the surface's own shape.
+async fn compressed_bodies_are_bounded_and_checked(db: &TestDb) {
+    let app = App::start(db, |_| {}).await;
+    let addr = app.server.addr;
+    // 16 MB of spaces inside a JSON string: 16 KB compressed (small
+    // enough to be written whole before the answer comes).
+    let mut bomb = b"{\"mail\":\"a@example.com\",\"locale\":\"en\",\"x\":\"".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 16 * 1024 * 1024));
+    bomb.extend(b"\"}");
+    let bomb = gzip(&bomb);
+    assert!(bomb.len() < 200 * 1024);
+    let (status, body) = raw_post(
+        addr,
+        "/auth/send-mail-login-code-v2",
+        &TIMELIMIT_HEADERS,
+        &bomb,
+    )
+    .await;
+    // Refused (the surface's 400, or the connection cut before the answer
+    // could be read), never accepted.
+    assert!(
+        (status == 400 && body.contains("too large")) || status == 0,
+        "{status} {body}"
+    );
+    let (status, body) = raw_post(
+        addr,
+        "/auth/send-mail-login-code-v2",
+        &TIMELIMIT_HEADERS,
+        br#"{"mail":"a@example.com","locale":"en"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "invalid_request");
+    // Still serving.
+    let (status, _) = raw_post(
+        addr,
+        "/auth/send-mail-login-code-v2",
+        &[("Content-Type", "application/json")],
+        br#"{"mail":"a@example.com","locale":"en"}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+}
+
+/// MCT CO2's front end posts with `fetch` and a string body and no headers:
+/// the body arrives as `text/plain;charset=UTF-8`. The exchange and the
+/// revoke accept it; a body that is not JSON is still the API's 400.
+async fn mct_co2_text_plain_bodies(db: &TestDb) {
+    let app = App::start(db, |_| {}).await;
+    let user = app
+        .core
+        .add_user(
+            authgate::core::NewUser::parse("co2@school.example", None, None).unwrap(),
+            &authgate::core::ClientMeta::default(),
+        )
+        .await
+        .unwrap();
+    let (session, _) = app
+        .core
+        .sign_in(
+            &user,
+            "code_exchange",
+            authgate::core::secret::TokenFormat::Base64x16,
+            &authgate::core::ClientMeta::default(),
+        )
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let revoke = |body: String, ctype: Option<&'static str>| {
+        let mut r = client
+            .delete(app.url("/api/v1/auth/revoke"))
+            .header("origin", "https://co2.example")
+            .body(body);
+        if let Some(t) = ctype {
+            r = r.header("content-type", t);
+        }
+        r.send()
+    };
+    let r = revoke("not json".into(), Some("text/plain;charset=UTF-8"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], 400);
+    let r = revoke(
+        json!({"sessionId": session}).to_string(),
+        Some("application/xml"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400, "a type that is not JSON or text");
+    assert!(app.core.check_session(&session).await.unwrap().is_some());
+    let r = revoke(
+        json!({"sessionId": session}).to_string(),
+        Some("text/plain;charset=UTF-8"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(
+        app.core.check_session(&session).await.unwrap().is_none(),
+        "sign-out ended the session"
+    );
+}
+
+/// The seed paths of the e-mail code API take a trailing slash too; a code
+/// longer than any code is a wrong guess (403), not a gone login (410).
+async fn mail_code_trailing_slash_and_overlong_codes(db: &TestDb) {
+    let app = App::start(db, |_| {}).await;
+    let (status, body) = app
+        .post(
+            "/auth/send-mail-login-code-v2/",
+            json!({"mail": "slash@example.com", "locale": "en"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let token = body["mailLoginToken"].as_str().unwrap().to_string();
+    let code = code_in(&app.console_mail("slash@example.com").await);
+    let (status, _) = app
+        .post(
+            "/auth/sign-in-by-mail-code/",
+            json!({"mailLoginToken": token, "receivedCode": "x".repeat(5000)}),
+        )
+        .await;
+    assert_eq!(status, 403, "one attempt spent");
+    let (status, body) = app
+        .post(
+            "/auth/sign-in-by-mail-code/",
+            json!({"mailLoginToken": token, "receivedCode": code}),
+        )
+        .await;
+    assert_eq!(status, 200, "the login lived on: {body}");
+}
+
+/// `a@bücher.test`, `a@BÜCHER.test` and `a@xn--bcher-kva.test` are one
+/// mailbox: one rate-limit bucket, one user, one address sent to.
+async fn one_mailbox_whatever_the_domain_spelling(db: &TestDb) {
+    let app = App::start(db, |_| {}).await;
+    for mail in ["a@bücher.test", "a@BÜCHER.test"] {
+        let (status, body) = app
+            .post(
+                "/auth/send-mail-login-code-v2",
+                json!({"mail": mail, "locale": "en"}),
+            )
+            .await;
+        assert_eq!(status, 200, "{mail}: {body}");
+    }
+    app.mail_after("a@xn--bcher-kva.test", 1).await;
+    assert_eq!(
+        app.mails_to("a@xn--bcher-kva.test"),
+        2,
+        "sent to the one ASCII form"
+    );
+    let (status, _) = app
+        .post(
+            "/auth/send-mail-login-code-v2",
+            json!({"mail": "a@xn--bcher-kva.test", "locale": "en"}),
+        )
+        .await;
+    assert_eq!(status, 429, "the same address's bucket");
+    let u = app
+        .core
+        .add_user(
+            authgate::core::NewUser::parse("b@bücher.test", None, None).unwrap(),
+            &authgate::core::ClientMeta::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(u.email.unwrap().as_str(), "b@xn--bcher-kva.test");
+    let again = app
+        .core
+        .add_user(
+            authgate::core::NewUser::parse("B@XN--BCHER-KVA.test", None, None).unwrap(),
+            &authgate::core::ClientMeta::default(),
+        )
+        .await;
+    assert!(again.is_err(), "one user per mailbox");
+}
+
+on_both_databases!(
+    one_mailbox_whatever_the_domain_spelling,
+    timelimit_app_signs_in_with_gzipped_bodies,
+    compressed_bodies_are_bounded_and_checked,
+    mct_co2_text_plain_bodies,
+    mail_code_trailing_slash_and_overlong_codes,
+);
