@@ -417,7 +417,9 @@ pub struct CodeExchangeConfig {
     pub provider: Option<String>,
     /// Redirect URIs a client may name (`uri`, `?redirect=`); the first is
     /// the default. Empty: the front end's URL (`server.frontend_url`).
-    pub redirect_uris: Vec<Url>,
+    /// Compared as spelled, except that an origin-only URI matches with or
+    /// without its trailing `/` (`https://app.example` = `https://app.example/`).
+    pub redirect_uris: Vec<String>,
     /// Refuse codes whose authorize step authgate did not start (no `state`
     /// in the body and no flow cookie). Off by default for the original's
     /// clients, which post only `{code}`.
@@ -1091,10 +1093,12 @@ impl Config {
             ));
         }
         for u in &ce.redirect_uris {
-            if !matches!(u.scheme(), "http" | "https")
-                || u.host().is_none()
-                || u.fragment().is_some()
-            {
+            let ok = Url::parse(u).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host().is_some()
+                    && u.fragment().is_none()
+            });
+            if !ok {
                 errors.push(err(
                     "code_exchange.redirect_uris",
                     format!("{u} must be an absolute http(s) URL without a fragment"),

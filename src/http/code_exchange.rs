@@ -52,7 +52,7 @@ impl Settings {
                     .to_string(),
             ]
         } else {
-            ce.redirect_uris.iter().map(|u| u.to_string()).collect()
+            ce.redirect_uris.clone()
         };
         Settings {
             provider: ce.provider_name().to_string(),
@@ -62,7 +62,8 @@ impl Settings {
         }
     }
 
-    /// The redirect URI a client named, if allowed; the default if none.
+    /// The redirect URI a client named, if allowed, in the client's own
+    /// spelling (the one the provider must see again); the default if none.
     fn redirect_uri(&self, asked: Option<&str>) -> Result<String, ApiV1Error> {
         match asked {
             None => self
@@ -73,11 +74,26 @@ impl Settings {
             Some(uri) => self
                 .redirect_uris
                 .iter()
-                .find(|allowed| allowed.as_str() == uri)
-                .cloned()
+                .any(|allowed| same_redirect_uri(allowed, uri))
+                .then(|| uri.to_string())
                 .ok_or_else(|| ApiV1Error::new(StatusCode::BAD_REQUEST)),
         }
     }
+}
+
+/// Redirect URIs compare as spelled, except that an origin-only URI
+/// (`https://app.example`, as `location.origin` gives it) equals itself
+/// with a trailing `/`.
+fn same_redirect_uri(a: &str, b: &str) -> bool {
+    if a == b {
+        return true;
+    }
+    let origin_only = |s: &str| {
+        url::Url::parse(s)
+            .is_ok_and(|u| u.path() == "/" && u.query().is_none() && u.fragment().is_none())
+            && s.matches('/').count() <= 3
+    };
+    origin_only(a) && origin_only(b) && a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
 /// Paths of this API start with this.
@@ -317,7 +333,10 @@ async fn oauth2_exchange(
         None => None,
     };
     if let (Some(f), Some(asked)) = (&flow, &body.uri)
-        && f.redirect_uri.as_deref() != Some(asked.as_str())
+        && !f
+            .redirect_uri
+            .as_deref()
+            .is_some_and(|started| same_redirect_uri(started, asked))
     {
         return Err(ApiV1Error::not_acceptable(json!({
             "error": "invalid_request",
@@ -396,4 +415,37 @@ async fn oauth2_start(
         response.headers_mut().insert(SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_compare_as_spelled_origins_with_or_without_slash() {
+        let s = Settings {
+            redirect_uris: vec![
+                "https://co2.example/".into(),
+                "https://app.example/cb".into(),
+            ],
+            ..Settings::default()
+        };
+        // MCT CO2 sends `location.origin`: no slash. It is the spelling kept.
+        assert_eq!(
+            s.redirect_uri(Some("https://co2.example")).unwrap(),
+            "https://co2.example"
+        );
+        assert_eq!(
+            s.redirect_uri(Some("https://co2.example/")).unwrap(),
+            "https://co2.example/"
+        );
+        assert!(s.redirect_uri(Some("https://co2.example/x")).is_err());
+        assert!(s.redirect_uri(Some("https://co2.example//")).is_err());
+        assert!(
+            s.redirect_uri(Some("https://app.example/cb/")).is_err(),
+            "paths are exact"
+        );
+        assert!(s.redirect_uri(Some("https://app.example")).is_err());
+        assert_eq!(s.redirect_uri(None).unwrap(), "https://co2.example/");
+    }
 }
