@@ -225,6 +225,24 @@ impl Core {
         }
     }
 
+    /// Record that a code request was refused by a limit; returns `e`.
+    async fn rate_limited(
+        &self,
+        e: Error,
+        mail: &Email,
+        limit: &str,
+        client: &ClientMeta,
+    ) -> Error {
+        self.audit(
+            "mail_code.rate_limited",
+            None,
+            client,
+            Some(json!({ "domain": mail.domain(), "limit": limit })),
+        )
+        .await;
+        e
+    }
+
     /// Start a sign-in by e-mail code. Checks run cheapest first: the
     /// allow-list, the deny-list by the address's domain, the limits of this
     /// address and this client (counted even when refused: they are the
@@ -258,14 +276,7 @@ impl Core {
         let own = Windows::new(now, &keys);
         let counts = self.store().rate_limit_hits(&own.hits).await?;
         if let Err(e) = own.verdict(&counts) {
-            self.audit(
-                "mail_code.rate_limited",
-                None,
-                client,
-                Some(json!({ "domain": mail.domain(), "limit": "client" })),
-            )
-            .await;
-            return Err(e);
+            return Err(self.rate_limited(e, &mail, "client", client).await);
         }
         if self.mx_denied(&mail).await? {
             return Ok(SendCodeOutcome::DenyListed);
@@ -340,14 +351,7 @@ impl Core {
             .insert_mail_login(&windows.hits, &windows.maxima, &login, &outbox, &audit)
             .await?;
         if let Err(e) = windows.verdict(&counts) {
-            self.audit(
-                "mail_code.rate_limited",
-                None,
-                client,
-                Some(json!({ "domain": mail.domain(), "limit": "global" })),
-            )
-            .await;
-            return Err(e);
+            return Err(self.rate_limited(e, &mail, "global", client).await);
         }
         self.inner.outbox_notify.notify_one();
         Ok(SendCodeOutcome::Sent {

@@ -537,12 +537,11 @@ async fn test_token(
         Err(Error::Unauthorized) => return expired().await,
         Err(e) => return test_failed(&e.to_string()),
     };
-    if core.provider(&s.provider).is_none() {
-        return error(StatusCode::NOT_FOUND, "Not Found");
-    }
     let profile = match core.provider_profile(&s.provider, &access).await {
         Ok(p) => p,
         Err(Error::Unauthorized) => return expired().await,
+        // The provider is not configured (any more).
+        Err(Error::Invalid { .. }) => return error(StatusCode::NOT_FOUND, "Not Found"),
         Err(Error::Provider(e)) => {
             tracing::info!(error = %e, "test-token: the provider refused the token");
             return test_failed(&e.to_string());

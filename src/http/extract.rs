@@ -25,24 +25,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bad =
-            |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
         match axum::Json::<serde_json::Value>::from_request(req, state).await {
-            Ok(axum::Json(v)) if v.is_object() => serde_json::from_value(v)
-                .map(JsonBody)
-                .map_err(|e| bad(format!("Failed to deserialize the JSON body: {e}"))),
-            Ok(_) => Err(bad("the request body must be a JSON object".into())),
-            Err(rejection) => {
-                let message = match rejection.status() {
-                    StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
-                    _ => rejection.body_text(),
-                };
-                Err(ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    message,
-                ))
-            }
+            Ok(axum::Json(v)) => object(v).map(JsonBody),
+            Err(rejection) => Err(bad(match rejection.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "the request body is too large".to_string(),
+                _ => rejection.body_text(),
+            })),
         }
     }
 }
@@ -61,8 +49,6 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bad =
-            |message: String| ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
         let ctype = req
             .headers()
             .get(axum::http::header::CONTENT_TYPE)
@@ -88,13 +74,24 @@ where
                 _ => bad("the request body could not be read".into()),
             })?;
         match serde_json::from_slice::<serde_json::Value>(&bytes) {
-            Ok(v) if v.is_object() => serde_json::from_value(v)
-                .map(AnyTypeJsonBody)
-                .map_err(|e| bad(format!("Failed to deserialize the JSON body: {e}"))),
-            Ok(_) => Err(bad("the request body must be a JSON object".into())),
+            Ok(v) => object(v).map(AnyTypeJsonBody),
             Err(e) => Err(bad(format!("the request body is not JSON: {e}"))),
         }
     }
+}
+
+/// A malformed body: 400 in the base error shape.
+fn bad(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+}
+
+/// A parsed body as `T`: it must be a JSON object (serde would read an
+/// array into a struct field by field) of `T`'s shape.
+fn object<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, ApiError> {
+    if !v.is_object() {
+        return Err(bad("the request body must be a JSON object".into()));
+    }
+    serde_json::from_value(v).map_err(|e| bad(format!("Failed to deserialize the JSON body: {e}")))
 }
 
 /// Who is calling: the client address (the TCP peer, or from

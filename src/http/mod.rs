@@ -211,12 +211,7 @@ pub struct ConnectionLimits {
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits {
-            header_timeout: Duration::from_secs(10),
-            max_connections: 8192,
-            max_per_client: 256,
-            exempt: Vec::new(),
-        }
+        ConnectionLimits::new(&ServerConfig::default())
     }
 }
 

@@ -386,20 +386,16 @@ async fn login(State(state): State<AppState>, Client(client): Client, req: Reque
         Ok(v) => v,
         Err(e) => return fail(e),
     };
-    let token = match core
-        .sign_in(&user, SURFACE, TokenFormat::UrlSafe32, &client)
-        .await
-    {
-        Ok((token, _)) => token,
-        Err(e) => return fail(e),
-    };
     let consent = match core.consent(user.id).await {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    let now = core.now();
+    let (account, token) = match signed_in(core, &user, &consent, &client).await {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
     Json(LoginResponse {
-        account: account(&user, &consent, now),
+        account,
         people: json!({}),
         token,
         signup,
@@ -492,20 +488,30 @@ async fn create_account(
     if let Err(e) = core.record_consent(&user, &consent, &client).await {
         return fail(e);
     }
-    let token = match core
-        .sign_in(&user, SURFACE, TokenFormat::UrlSafe32, &client)
-        .await
-    {
-        Ok((token, _)) => token,
+    let (account, token) = match signed_in(core, &user, &consent, &client).await {
+        Ok(v) => v,
         Err(e) => return fail(e),
     };
     Json(CreateAccountResponse {
-        account: account(&user, &consent, core.now()),
+        account,
         people: json!({}),
         patterns: json!({}),
         token,
     })
     .into_response()
+}
+
+/// A new session for `user`, and the account as the answer shows it.
+async fn signed_in(
+    core: &crate::core::Core,
+    user: &User,
+    consent: &Consent,
+    client: &crate::core::ClientMeta,
+) -> Result<(Value, String), Error> {
+    let (token, _) = core
+        .sign_in(user, SURFACE, TokenFormat::UrlSafe32, client)
+        .await?;
+    Ok((account(user, consent, core.now()), token))
 }
 
 /// The account as the original's `user.account()` shaped it.

@@ -267,7 +267,8 @@ impl Provider {
         &self,
         endpoints: &Endpoints,
         id_token: Option<&str>,
-        req: &ExchangeRequest<'_>,
+        nonce: Option<&str>,
+        now: i64,
     ) -> Result<Map<String, Value>, ProviderError> {
         let (Some(rule), Some(jwks)) = (&self.issuer, &endpoints.jwks) else {
             return Err(ProviderError::Invalid("no signing keys configured".into()));
@@ -281,9 +282,9 @@ impl Provider {
                 issuer: rule,
                 client_id: &self.client_id,
                 trusted_audiences: &self.trusted_audiences,
-                nonce: req.nonce,
+                nonce,
                 algorithms: &self.algorithms,
-                now: req.now,
+                now,
                 leeway: self.leeway,
             },
         )
@@ -353,7 +354,7 @@ impl IdentityProvider for Provider {
         let profile = match &self.flavor {
             Flavor::Microsoft { tenant, graph } => {
                 let claims = self
-                    .id_token_claims(endpoints, redeemed.id_token.as_deref(), req)
+                    .id_token_claims(endpoints, redeemed.id_token.as_deref(), req.nonce, req.now)
                     .await?;
                 let tid = str_claim(&claims, "tid").unwrap_or_default().to_string();
                 let oid = str_claim(&claims, "oid")
@@ -398,7 +399,7 @@ impl IdentityProvider for Provider {
             }
             Flavor::Oidc { .. } => {
                 let mut claims = self
-                    .id_token_claims(endpoints, redeemed.id_token.as_deref(), req)
+                    .id_token_claims(endpoints, redeemed.id_token.as_deref(), req.nonce, req.now)
                     .await?;
                 if !claims.contains_key("email")
                     && let Some(userinfo) = &endpoints.userinfo
@@ -488,18 +489,7 @@ impl IdentityProvider for Provider {
             // Validated as at sign-in (no nonce: a refresh has none), and it
             // must be the same person (OpenID Connect Core 12.2).
             let claims = self
-                .id_token_claims(
-                    endpoints,
-                    Some(id_token),
-                    &ExchangeRequest {
-                        code: "",
-                        response: AuthResponse::Relayed,
-                        redirect_uri: "",
-                        pkce_verifier: None,
-                        nonce: None,
-                        now: req.now,
-                    },
-                )
+                .id_token_claims(endpoints, Some(id_token), None, req.now)
                 .await?;
             let subject = match &self.flavor {
                 Flavor::Microsoft { .. } => str_claim(&claims, "oid"),

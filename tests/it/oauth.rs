@@ -118,18 +118,7 @@ async fn callback(app: &App, path_and_query: &str, cookie: Option<&str>) -> (u16
 }
 
 async fn login(app: &App, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(app.url("/oauth/login"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let text = r.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    post(app, "/oauth/login", body).await
 }
 
 /// Where the front end was sent: (confirmation, validation) for a returning
@@ -241,6 +230,8 @@ async fn google_new_then_returning_person(db: &TestDb) {
     assert_ne!(again["token"], first["token"]);
 }
 
+/// A JSON POST: status, and the body as JSON (or as text, for the bare
+/// status answers).
 async fn post(app: &App, path: &str, body: Value) -> (u16, Value) {
     let r = reqwest::Client::new()
         .post(app.url(path))
