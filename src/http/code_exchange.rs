@@ -266,7 +266,8 @@ pub struct ExchangeRequest {
     /// The authorization code Microsoft sent to the redirect URI.
     code: String,
     /// The redirect URI the authorize step used (one of
-    /// `code_exchange.redirect_uris`; default the first).
+    /// `code_exchange.redirect_uris`; default the first). `?redirect=` in
+    /// the query says the same.
     #[serde(default)]
     uri: Option<String>,
     /// The `state` the redirect URI received, when authgate started the
@@ -311,13 +312,20 @@ async fn oauth2_exchange(
         return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
     }
     let cookie_state = flow_cookie(req.headers());
+    // MCT CO2's front end names the redirect URI in the query, as for the
+    // authorize step (`?redirect=<location.origin>`), not in the body.
+    let query_redirect = Query::<StartParams>::try_from_uri(req.uri())
+        .map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?
+        .0
+        .redirect;
     let AnyTypeJsonBody(body) = AnyTypeJsonBody::<ExchangeRequest>::from_request(req, &state)
         .await
         .map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
     if body.code.trim().is_empty() || body.code.len() > MAX_CODE_LEN {
         return Err(ApiV1Error::new(StatusCode::BAD_REQUEST));
     }
-    let uri = settings.redirect_uri(body.uri.as_deref())?;
+    let asked = body.uri.or(query_redirect);
+    let uri = settings.redirect_uri(asked.as_deref())?;
     let core = &state.core;
     let flow = match body.state.or(cookie_state) {
         Some(s) => Some(
@@ -332,7 +340,7 @@ async fn oauth2_exchange(
         }
         None => None,
     };
-    if let (Some(f), Some(asked)) = (&flow, &body.uri)
+    if let (Some(f), Some(asked)) = (&flow, &asked)
         && !f
             .redirect_uri
             .as_deref()

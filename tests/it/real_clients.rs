@@ -231,6 +231,49 @@ async fn mct_co2_text_plain_bodies(db: &TestDb) {
     );
 }
 
+/// MCT CO2's `Auth.oauth2(code)`: `POST /api/v1/auth/oauth2?redirect=` +
+/// `location.origin` (no slash) with the string body `{"code"}` and no
+/// headers, so `text/plain;charset=UTF-8`. The query's redirect URI is the
+/// one checked: an origin that is not allowed is the API's 400; the allowed
+/// one, spelled without its configured slash, goes on to redeem the code
+/// (Microsoft unreachable here: the API's 406 `temporarily_unavailable`).
+async fn mct_co2_exchange_names_its_redirect_in_the_query(db: &TestDb) {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let app = App::start(db, |c| {
+        c.providers.insert(
+            "microsoft".into(),
+            authgate::config::ProviderConfig {
+                client_id: "co2-client".into(),
+                client_secret: Some("co2-secret".into()),
+                authority: Some(closed.parse().unwrap()),
+                tenant: Some("organizations".into()),
+                timeout_secs: Some(2),
+                ..Default::default()
+            },
+        );
+        c.code_exchange.redirect_uris = vec!["https://co2.example/".into()];
+    })
+    .await;
+    let exchange = |redirect: &str| {
+        reqwest::Client::new()
+            .post(app.url(&format!(
+                "/api/v1/auth/oauth2?redirect={}",
+                url::form_urlencoded::byte_serialize(redirect.as_bytes()).collect::<String>()
+            )))
+            .header("content-type", "text/plain;charset=UTF-8")
+            .header("origin", "https://co2.example")
+            .body(json!({"code": "0.AQUAsUvtTf9rs0Ku"}).to_string())
+            .send()
+    };
+    let r = exchange("https://elsewhere.example").await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], 400);
+    let r = exchange("https://co2.example").await.unwrap();
+    assert_eq!(r.status(), 406);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["error"], "temporarily_unavailable", "{v}");
+}
+
 /// The seed paths of the e-mail code API take a trailing slash too; a code
 /// longer than any code is a wrong guess (403), not a gone login (410).
 async fn mail_code_trailing_slash_and_overlong_codes(db: &TestDb) {
@@ -310,5 +353,6 @@ on_both_databases!(
     timelimit_app_signs_in_with_gzipped_bodies,
     compressed_bodies_are_bounded_and_checked,
     mct_co2_text_plain_bodies,
+    mct_co2_exchange_names_its_redirect_in_the_query,
     mail_code_trailing_slash_and_overlong_codes,
 );
