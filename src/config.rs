@@ -184,7 +184,8 @@ pub struct MailConfig {
     pub retry_initial_secs: i64,
     /// Longest wait between two delivery attempts.
     pub retry_max_secs: i64,
-    /// Seconds an SMTP conversation may take.
+    /// Seconds each SMTP step (connect, greeting, each command, the data)
+    /// may take; one mail's whole conversation is bounded by four times this.
     pub smtp_timeout_secs: u64,
 }
 
@@ -206,6 +207,9 @@ impl MailConfig {
         crate::core::outbox::OutboxPolicy {
             retry_initial: self.retry_initial_secs,
             retry_max: self.retry_max_secs,
+            // A worker holds a mail a little longer than its bounded SMTP
+            // conversation, never less than the default.
+            lease: (4 * self.smtp_timeout_secs as i64 + 10).max(60),
             ..Default::default()
         }
     }
@@ -496,8 +500,34 @@ impl BrowserConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct VaultConfig {
     /// Base64 of 32 random bytes each (`authgate vault key` makes one). The
-    /// first encrypts; all decrypt. Empty: provider tokens are not kept.
+    /// first encrypts; all decrypt. Empty: the key file's keys.
     pub keys: Vec<String>,
+    /// A file of keys, one per line, first encrypting (read when `keys` is
+    /// empty). Default with SQLite: `<database file>.vault-key`, made (mode
+    /// 0600) at the first start that needs a key. PostgreSQL has no default:
+    /// every instance needs the same key.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+impl VaultConfig {
+    /// The key file in force: the configured one, else the SQLite
+    /// database's `<file>.vault-key`.
+    pub fn key_file_for(&self, database_url: &str) -> Option<std::path::PathBuf> {
+        if let Some(f) = &self.key_file {
+            return Some(f.clone());
+        }
+        let mut file = crate::store::sqlite_file(database_url)?.into_os_string();
+        file.push(".vault-key");
+        Some(file.into())
+    }
+}
+
+impl Config {
+    /// The cookie-session surface keeps its provider's tokens (for
+    /// `/auth/test-token`): a vault key is needed.
+    pub fn keeps_provider_tokens(&self) -> bool {
+        self.surfaces.browser && self.providers.contains_key(self.browser.provider_name())
+    }
 }
 
 /// The FreeSewing sign-in surface (seed 001): `/oauth/*`.
@@ -782,6 +812,9 @@ impl Config {
                 "mail.retry_max_secs",
                 "retry_initial_secs must be at least 1 and retry_max_secs at least that",
             ));
+        }
+        if !(1..=300).contains(&m.smtp_timeout_secs) {
+            errors.push(err("mail.smtp_timeout_secs", "must be 1 to 300 seconds"));
         }
         let ml = &self.mail_login;
         let (lo, hi) = match ml.code_format {

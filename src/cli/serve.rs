@@ -148,18 +148,80 @@ fn warm_session_cache(core: &Core) -> impl Future<Output = ()> + Send + 'static 
     }
 }
 
-/// The token vault from `vault.keys` (none when no key is configured).
+/// The token vault from `vault.keys`, else from the key file (none when
+/// neither holds a key).
 pub fn vault(cfg: &Config) -> anyhow::Result<Option<crate::core::Vault>> {
-    if cfg.vault.keys.is_empty() {
-        return Ok(None);
-    }
-    crate::core::Vault::from_base64(&cfg.vault.keys)
+    let keys = if cfg.vault.keys.is_empty() {
+        match cfg.vault.key_file_for(&cfg.database.url) {
+            Some(file) if file.exists() => read_key_file(&file)?,
+            _ => return Ok(None),
+        }
+    } else {
+        cfg.vault.keys.clone()
+    };
+    crate::core::Vault::from_base64(&keys)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("vault.keys: {e}"))
 }
 
+fn read_key_file(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read the vault key file {}", file.display()))?;
+    let keys: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    if keys.is_empty() {
+        anyhow::bail!("the vault key file {} holds no key", file.display());
+    }
+    Ok(keys)
+}
+
+/// A surface keeps provider tokens but no key is configured: make one in
+/// the key file (SQLite: beside the database, mode 0600) and say where, or
+/// refuse to start, naming the setting (PostgreSQL: several instances must
+/// share one key, so none is made up).
+fn ensure_vault_key(cfg: &Config) -> anyhow::Result<()> {
+    if !cfg.keeps_provider_tokens() || vault(cfg)?.is_some() {
+        return Ok(());
+    }
+    let provider = cfg.browser.provider_name();
+    let Some(file) = cfg.vault.key_file_for(&cfg.database.url) else {
+        anyhow::bail!(
+            "vault.keys is empty, and /auth/test-token needs {provider}'s tokens kept encrypted: \
+             set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
+             or vault.key_file"
+        );
+    };
+    let key = crate::core::Vault::new_key()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(&file)
+        .and_then(|mut f| {
+            f.write_all(
+                format!(
+                    "# authgate vault keys: the first encrypts, all decrypt. Back this file up with the database.\n{key}\n"
+                )
+                .as_bytes(),
+            )
+        })
+        .with_context(|| format!("cannot write the vault key file {}", file.display()))?;
+    tracing::warn!(
+        file = %file.display(),
+        "vault.keys is empty: made a new vault key for the provider tokens in this file (mode 0600); back it up, or set vault.keys"
+    );
+    Ok(())
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
+    ensure_vault_key(&cfg)?;
     let store = super::open_store(&cfg).await?;
     let (core, app, background) = assemble(&cfg, store, Arc::new(crate::core::SystemClock), None)?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
@@ -169,14 +231,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if cfg.mail.transport == MailTransport::Console {
         tracing::info!(
             "mail.transport = console: mails are printed to standard output (development only)"
-        );
-    }
-    if cfg.surfaces.browser
-        && cfg.vault.keys.is_empty()
-        && cfg.providers.contains_key(cfg.browser.provider_name())
-    {
-        tracing::warn!(
-            "vault.keys is empty: provider tokens are not kept, so /auth/test-token answers 401 (`authgate vault key` makes a key)"
         );
     }
     // Many systems start a process with 1,024 open files; the hard limit

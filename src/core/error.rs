@@ -39,6 +39,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// The database is unreachable: the store said so (and logged it once
+    /// when it happened), so a caller need not log it per request.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, Error::Store(StoreError::Unavailable(_)))
+    }
+
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Error::Invalid {
             field,

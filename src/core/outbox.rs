@@ -59,6 +59,9 @@ impl Core {
             }
             let transport = Arc::clone(transport);
             let from = from.to_string();
+            // No worker keeps a mail past its lease (another may take it
+            // then): a send still running by then is dropped and retried.
+            let bound = Duration::from_secs(policy.lease.max(1) as u64);
             tasks.spawn(async move {
                 let message = Message {
                     to: mail.to.clone(),
@@ -66,7 +69,13 @@ impl Core {
                     text: mail.text.clone(),
                     html: mail.html.clone(),
                 };
-                let result = transport.send(&from, &message).await;
+                let result = tokio::time::timeout(bound, transport.send(&from, &message))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(MailError::Temporary(format!(
+                            "the transport did not finish within the lease ({bound:?})"
+                        )))
+                    });
                 (mail, result)
             });
         }

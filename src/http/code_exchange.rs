@@ -198,6 +198,7 @@ impl From<Error> for ApiV1Error {
                 "error": "temporarily_unavailable",
                 "error_description": m
             })),
+            other if other.is_outage() => ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE),
             other => {
                 tracing::error!(error = %other, "code-exchange API: storage or internal error");
                 ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE)

@@ -80,7 +80,11 @@ impl From<crate::core::Error> for ApiError {
             E::Store(ref inner) => {
                 // The full chain goes to the log; the client learns only that
                 // the service is unavailable.
-                tracing::error!(error = %inner, "storage error");
+                if e.is_outage() {
+                    tracing::debug!(error = %inner, "storage unavailable");
+                } else {
+                    tracing::error!(error = %inner, "storage error");
+                }
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -188,11 +188,24 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ))
+        .layer(middleware::map_response(retry_after_on_503))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(SetSensitiveResponseHeadersLayer::new([header::SET_COOKIE]))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .with_state(state)
+}
+
+/// Every 503 says when to come back: a database outage is noticed by a
+/// probe within about 50 ms of its end, so a second is a fair first wait.
+async fn retry_after_on_503(mut r: axum::response::Response) -> axum::response::Response {
+    if r.status() == StatusCode::SERVICE_UNAVAILABLE
+        && !r.headers().contains_key(header::RETRY_AFTER)
+    {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
 }
 
 /// How connections are bounded (see `server.*` in the README).

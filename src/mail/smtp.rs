@@ -12,7 +12,14 @@ use super::{MailError, Message, Transport};
 
 pub struct SmtpTransport {
     inner: AsyncSmtpTransport<Tokio1Executor>,
+    /// The longest one mail's whole conversation may take.
+    conversation: Duration,
 }
+
+/// SMTP steps in one conversation (connect, greeting and EHLO, MAIL and
+/// RCPT, DATA): the whole conversation is bounded by this many step
+/// timeouts, whatever the library bounds on its own.
+const STEPS: u32 = 4;
 
 impl SmtpTransport {
     pub fn from_url(url: &str, timeout: Duration) -> Result<Self, String> {
@@ -21,7 +28,10 @@ impl SmtpTransport {
                 .map_err(|e| format!("invalid SMTP URL: {e}"))?
                 .timeout(Some(timeout))
                 .build();
-        Ok(SmtpTransport { inner })
+        Ok(SmtpTransport {
+            inner,
+            conversation: timeout * STEPS,
+        })
     }
 }
 
@@ -58,10 +68,17 @@ pub fn build(from: &str, m: &Message) -> Result<lettre::Message, MailError> {
 impl Transport for SmtpTransport {
     async fn send(&self, from: &str, m: &Message) -> Result<(), MailError> {
         let message = build(from, m)?;
-        match self.inner.send(message).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
-            Err(e) => Err(MailError::Temporary(e.to_string())),
+        // A server that accepts and never answers (or answers a byte a
+        // minute) must not hold the worker: past the bound the connection is
+        // dropped and the mail is retried later.
+        match tokio::time::timeout(self.conversation, self.inner.send(message)).await {
+            Err(_) => Err(MailError::Temporary(format!(
+                "the SMTP server did not finish within {:?}",
+                self.conversation
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) if e.is_permanent() => Err(MailError::Permanent(e.to_string())),
+            Ok(Err(e)) => Err(MailError::Temporary(e.to_string())),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::core::{
     ProviderTokens, Session, Timestamp, User,
 };
 
+mod reachability;
 pub mod sql;
 
 pub use sql::{ConnectOptions, SqlStore};
@@ -244,6 +245,17 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Open the database a URL names (`sqlite://...` or `postgres://...`).
+/// The file an SQLite URL names (none for PostgreSQL or in-memory SQLite).
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = opts.get_filename();
+    (!file.as_os_str().is_empty() && file.as_os_str() != ":memory:").then(|| file.to_path_buf())
+}
+
 pub async fn connect(url: &str, options: &ConnectOptions) -> Result<Arc<dyn Store>> {
     Ok(Arc::new(SqlStore::connect(url, options).await?))
 }

@@ -16,6 +16,7 @@ use sqlx::sqlite::{
 };
 use uuid::Uuid;
 
+use super::reachability::Reachability;
 use super::{RateHit, Result, Store, StoreError};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
@@ -55,6 +56,8 @@ enum Pool {
 
 pub struct SqlStore {
     pool: Pool,
+    reach: std::sync::Arc<Reachability>,
+    max_connections: u32,
     /// SQLite: `<database file>-sessions`, replaced whenever sessions change
     /// (other processes on the same file see it by a `stat`).
     marker: Option<std::path::PathBuf>,
@@ -62,22 +65,24 @@ pub struct SqlStore {
 
 /// Run one reading body against whichever database is open; `$p` is the pool.
 macro_rules! with_pool {
-    ($self:ident, |$p:ident| $body:expr) => {
+    ($self:ident, |$p:ident| $body:expr) => {{
+        $self.refuse_while_down()?;
         match &$self.pool {
             Pool::Sqlite { read: $p, .. } => $body,
             Pool::Postgres($p) => $body,
         }
-    };
+    }};
 }
 
 /// Run one writing body against whichever database is open.
 macro_rules! with_writer {
-    ($self:ident, |$p:ident| $body:expr) => {
+    ($self:ident, |$p:ident| $body:expr) => {{
+        $self.refuse_while_down()?;
         match &$self.pool {
             Pool::Sqlite { write: $p, .. } => $body,
             Pool::Postgres($p) => $body,
         }
-    };
+    }};
 }
 
 /// The audit insert, bound; `.execute(...)` on a pool or in a transaction.
@@ -98,7 +103,7 @@ macro_rules! audit_insert {
 /// Count one hit in each rate-limit window inside transaction `$tx`;
 /// evaluates to the counts.
 macro_rules! count_hits {
-    ($tx:ident, $hits:expr) => {{
+    ($self:ident, $tx:ident, $hits:expr) => {{
         let hits: &[RateHit] = $hits;
         let mut counts = Vec::with_capacity(hits.len());
         if distinct_windows(hits) && !hits.is_empty() {
@@ -109,7 +114,7 @@ macro_rules! count_hits {
                     .bind_hits(hits)
                     .fetch_all(&mut *$tx)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(|e| $self.db_err(e))?;
             counts = counts_in_order(hits, &rows)?;
         } else {
             for h in hits {
@@ -123,7 +128,7 @@ macro_rules! count_hits {
                 .bind(h.expires_at)
                 .fetch_one(&mut *$tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| $self.db_err(e))?;
                 counts.push(n);
             }
         }
@@ -210,6 +215,21 @@ where
 
 const SQL_INSERT_IDENTITY: &str = "INSERT INTO identities (id, user_id, provider, issuer, subject, email, email_verified, created_at, last_used_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+impl SqlStore {
+    /// Translate a database error, noting an unreachable PostgreSQL (see
+    /// [`Reachability`]).
+    fn db_err(&self, e: sqlx::Error) -> StoreError {
+        if let Pool::Postgres(p) = &self.pool {
+            self.reach.observe(&e, p, self.max_connections);
+        }
+        db_err(e)
+    }
+
+    fn refuse_while_down(&self) -> Result<()> {
+        self.reach.refuse_while_down()
+    }
+}
 
 fn db_err(e: sqlx::Error) -> StoreError {
     match &e {
@@ -538,7 +558,7 @@ macro_rules! fetch_chunk {
                 let $x = &$chunk[k.min($chunk.len() - 1)];
                 q = q.bind($bind);
             }
-            q.fetch_all(p).await.map_err(db_err)
+            q.fetch_all(p).await.map_err(|e| $self.db_err(e))
         })
     };
 }
@@ -605,7 +625,12 @@ impl SqlStore {
                 "expected a URL starting with sqlite:// or postgres://".into(),
             ));
         };
-        Ok(SqlStore { pool, marker })
+        Ok(SqlStore {
+            pool,
+            reach: Default::default(),
+            max_connections: options.max_connections,
+            marker,
+        })
     }
 }
 
@@ -619,15 +644,24 @@ impl Store for SqlStore {
     }
 
     async fn ping(&self) -> Result<()> {
+        // Known down: say so at once (the probe finds out when it is back).
+        self.refuse_while_down()?;
         let fut = async {
-            with_pool!(self, |p| sqlx::query("SELECT 1")
-                .execute(p)
-                .await
-                .map(|_| ()))
+            match &self.pool {
+                Pool::Sqlite { read, .. } => {
+                    sqlx::query("SELECT 1").execute(read).await.map(|_| ())
+                }
+                Pool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            }
         };
         match tokio::time::timeout(Duration::from_secs(2), fut).await {
-            Ok(r) => r.map_err(|e| StoreError::Unavailable(e.to_string())),
-            Err(_) => Err(StoreError::Unavailable("ping timed out".into())),
+            Ok(r) => r.map_err(|e| StoreError::Unavailable(self.db_err(e).to_string())),
+            Err(_) => {
+                if let Pool::Postgres(p) = &self.pool {
+                    self.reach.mark_down(p, &"no answer to a ping within 2 s");
+                }
+                Err(StoreError::Unavailable("ping timed out".into()))
+            }
         }
     }
 
@@ -663,7 +697,7 @@ impl Store for SqlStore {
             .bind(u.updated_at)
             .execute(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             .map(|_| ()))
     }
 
@@ -672,7 +706,7 @@ impl Store for SqlStore {
             .bind(id.to_string())
             .fetch_optional(p)
             .await
-            .map_err(db_err))?;
+            .map_err(|e| self.db_err(e)))?;
         row.map(User::try_from).transpose()
     }
 
@@ -681,7 +715,7 @@ impl Store for SqlStore {
             .bind(email_norm)
             .fetch_optional(p)
             .await
-            .map_err(db_err))?;
+            .map_err(|e| self.db_err(e)))?;
         row.map(User::try_from).transpose()
     }
 
@@ -695,7 +729,7 @@ impl Store for SqlStore {
         .bind(count(offset))
         .fetch_all(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         rows.into_iter().map(User::try_from).collect()
     }
@@ -707,7 +741,7 @@ impl Store for SqlStore {
         now: Timestamp,
     ) -> Result<Option<u64>> {
         with_writer!(self, |p| {
-            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
             let updated =
                 sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
                     .bind(id.to_string())
@@ -715,7 +749,7 @@ impl Store for SqlStore {
                     .bind(now)
                     .execute(&mut *tx)
                     .await
-                    .map_err(db_err)?
+                    .map_err(|e| self.db_err(e))?
                     .rows_affected();
             if updated == 0 {
                 return Ok(None);
@@ -726,10 +760,10 @@ impl Store for SqlStore {
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await
-                    .map_err(db_err)?
+                    .map_err(|e| self.db_err(e))?
                     .rows_affected();
             }
-            tx.commit().await.map_err(db_err)?;
+            tx.commit().await.map_err(|e| self.db_err(e))?;
             Ok(Some(ended))
         })
     }
@@ -739,7 +773,7 @@ impl Store for SqlStore {
             .bind(id.to_string())
             .execute(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             .map(|r| r.rows_affected() > 0))
     }
 
@@ -751,13 +785,13 @@ impl Store for SqlStore {
     ) -> Result<ImportReport> {
         with_writer!(self, |p| {
             let mut report = ImportReport::default();
-            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
             for (i, row) in rows.iter().enumerate() {
                 let existing: Option<UserRow> = sqlx::query_as(SQL_USER_BY_EMAIL)
                     .bind(row.email.normalized())
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(|e| self.db_err(e))?;
                 let name = row.display_name.as_deref();
                 let locale = row.locale.as_ref().map(Locale::as_str);
                 match existing {
@@ -773,7 +807,7 @@ impl Store for SqlStore {
                             .bind(now)
                             .execute(&mut *tx)
                             .await
-                            .map_err(db_err)?;
+                            .map_err(|e| self.db_err(e))?;
                         report.created += 1;
                     }
                     Some(old) => {
@@ -791,14 +825,14 @@ impl Store for SqlStore {
                             .bind(now)
                             .execute(&mut *tx)
                             .await
-                            .map_err(db_err)?;
+                            .map_err(|e| self.db_err(e))?;
                             report.updated += 1;
                         }
                     }
                 }
                 progress(i as u64 + 1);
             }
-            tx.commit().await.map_err(db_err)?;
+            tx.commit().await.map_err(|e| self.db_err(e))?;
             Ok(report)
         })
     }
@@ -819,14 +853,14 @@ impl Store for SqlStore {
                 .bind(i.last_used_at)
                 .execute(p)
                 .await
-                .map_err(db_err)
+                .map_err(|e| self.db_err(e))
                 .map(|_| ())
         })
     }
 
     async fn insert_user_with_identity(&self, u: &User, i: &Identity) -> Result<()> {
         with_writer!(self, |p| {
-            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
             sqlx::query(SQL_INSERT_USER)
                 .bind(u.id.to_string())
                 .bind(u.email.as_ref().map(Email::as_str))
@@ -838,7 +872,7 @@ impl Store for SqlStore {
                 .bind(u.updated_at)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.db_err(e))?;
             sqlx::query(SQL_INSERT_IDENTITY)
                 .bind(i.id.to_string())
                 .bind(i.user_id.to_string())
@@ -851,8 +885,8 @@ impl Store for SqlStore {
                 .bind(i.last_used_at)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_err)?;
-            tx.commit().await.map_err(db_err)
+                .map_err(|e| self.db_err(e))?;
+            tx.commit().await.map_err(|e| self.db_err(e))
         })
     }
 
@@ -872,7 +906,7 @@ impl Store for SqlStore {
         .bind(subject)
         .fetch_optional(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         let Some(identity) = row.map(Identity::try_from).transpose()? else {
             return Ok(None);
@@ -894,7 +928,7 @@ impl Store for SqlStore {
         .bind(user_id.to_string())
         .fetch_all(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         rows.into_iter().map(Identity::try_from).collect()
     }
@@ -934,7 +968,7 @@ impl Store for SqlStore {
         .bind(now)
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|_| ()))
     }
 
@@ -958,7 +992,7 @@ impl Store for SqlStore {
         .bind(&s.kind)
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|_| ())
         })
     }
@@ -969,7 +1003,7 @@ impl Store for SqlStore {
                 .bind(token_hash)
                 .fetch_optional(p)
                 .await
-                .map_err(db_err))?;
+                .map_err(|e| self.db_err(e)))?;
         row.map(session_user).transpose()
     }
 
@@ -1008,7 +1042,7 @@ impl Store for SqlStore {
                 .bind(limit)
                 .fetch_all(p)
                 .await
-                .map_err(db_err))?;
+                .map_err(|e| self.db_err(e)))?;
         rows.into_iter()
             .map(|r| {
                 let (session, user) = session_user(r.row)?;
@@ -1033,7 +1067,7 @@ impl Store for SqlStore {
         .bind(limit)
         .fetch_all(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         rows.into_iter().map(Identity::try_from).collect()
     }
@@ -1053,7 +1087,7 @@ impl Store for SqlStore {
                 for k in 0..CHUNK {
                     q = q.bind(ids[k.min(ids.len() - 1)].clone());
                 }
-                q.execute(p).await.map(|_| ()).map_err(db_err)
+                q.execute(p).await.map(|_| ()).map_err(|e| self.db_err(e))
             })?;
         }
         Ok(())
@@ -1064,7 +1098,7 @@ impl Store for SqlStore {
             .bind(id.to_string())
             .execute(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             .map(|r| r.rows_affected() > 0))
     }
 
@@ -1077,7 +1111,7 @@ impl Store for SqlStore {
         .bind(token_hash)
         .fetch_optional(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         row.map(Session::try_from).transpose()
     }
@@ -1089,7 +1123,7 @@ impl Store for SqlStore {
         .bind(user_id.to_string())
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|r| r.rows_affected()))
     }
 
@@ -1111,7 +1145,7 @@ impl Store for SqlStore {
             .bind(uid.to_string())
             .fetch_all(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             })?,
             None => with_pool!(self, |p| {
                 sqlx::query_as(
@@ -1123,7 +1157,7 @@ impl Store for SqlStore {
             .bind(i64::from(limit))
             .fetch_all(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             })?,
         };
         rows.into_iter().map(Session::try_from).collect()
@@ -1150,7 +1184,7 @@ impl Store for SqlStore {
         .bind(f.redirect_uri.as_deref())
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|_| ())
         })
     }
@@ -1168,7 +1202,7 @@ impl Store for SqlStore {
         .bind(state_hash)
         .fetch_optional(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         Ok(row.map(LoginFlow::from).filter(|f| f.expires_at > now))
     }
@@ -1183,7 +1217,7 @@ impl Store for SqlStore {
             .bind(now)
             .fetch_optional(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
         })?;
         Ok(row.map(LoginFlow::from))
     }
@@ -1205,7 +1239,7 @@ impl Store for SqlStore {
             .bind(c.expires_at)
             .execute(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             .map(|_| ())
         })
     }
@@ -1221,7 +1255,7 @@ impl Store for SqlStore {
             .bind(now)
             .execute(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             .map(|_| ())
         })
     }
@@ -1233,7 +1267,7 @@ impl Store for SqlStore {
         .bind(user_id.to_string())
         .fetch_optional(p)
         .await
-        .map_err(db_err))
+        .map_err(|e| self.db_err(e)))
     }
 
     async fn take_confirmation(
@@ -1249,7 +1283,7 @@ impl Store for SqlStore {
             .bind(token_hash)
             .fetch_optional(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
         })?;
         row.map(Confirmation::try_from)
             .transpose()
@@ -1271,6 +1305,7 @@ impl Store for SqlStore {
         // the global window's row is locked for microseconds, not for a
         // flush), then the login in one more, only when no limit was passed. SQLite (one writer
         // at a time, no row locks): one transaction, the counts in it.
+        self.refuse_while_down()?;
         if let Pool::Postgres(p) = &self.pool {
             let counts = self.rate_limit_hits(hits).await?;
             if counts.iter().zip(max).any(|(c, m)| c > m) {
@@ -1286,7 +1321,7 @@ impl Store for SqlStore {
                     .bind(h.window_start)
                     .execute(p)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(|e| self.db_err(e))?;
                 }
                 return Ok(counts);
             }
@@ -1326,16 +1361,16 @@ impl Store for SqlStore {
             .bind(audit.detail.as_deref())
             .execute(p)
             .await
-            .map_err(db_err)?;
+            .map_err(|e| self.db_err(e))?;
             return Ok(counts);
         }
         with_writer!(self, |p| {
-            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
             sqlx::query("DELETE FROM mail_logins WHERE mail_norm = $1")
                 .bind(&m.mail_norm)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.db_err(e))?;
             sqlx::query(
                 "INSERT INTO mail_logins (token_hash, mail, mail_norm, locale, code_hash, attempts_left, device_session_id, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1351,7 +1386,7 @@ impl Store for SqlStore {
             .bind(m.expires_at)
             .execute(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(|e| self.db_err(e))?;
             sqlx::query(
                 "INSERT INTO mail_outbox (id, recipient, subject, body_text, body_html, attempts, next_attempt_at, expires_at, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -1367,19 +1402,19 @@ impl Store for SqlStore {
             .bind(mail.created_at)
             .execute(&mut *tx)
             .await
-            .map_err(db_err)?;
+            .map_err(|e| self.db_err(e))?;
             audit_insert!(audit)
                 .execute(&mut *tx)
                 .await
-                .map_err(db_err)?;
+                .map_err(|e| self.db_err(e))?;
             // The counts last, so a refused request's login is rolled back.
-            let counts = count_hits!(tx, hits);
+            let counts = count_hits!(self, tx, hits);
             if counts.iter().zip(max).any(|(c, m)| c > m) {
                 // Over a limit: nothing is kept, the hit included.
-                tx.rollback().await.map_err(db_err)?;
+                tx.rollback().await.map_err(|e| self.db_err(e))?;
                 return Ok(counts);
             }
-            tx.commit().await.map_err(db_err)?;
+            tx.commit().await.map_err(|e| self.db_err(e))?;
             Ok(counts)
         })
     }
@@ -1399,7 +1434,7 @@ impl Store for SqlStore {
         .bind(now)
         .fetch_optional(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         row.map(MailLogin::try_from).transpose()
     }
@@ -1411,7 +1446,7 @@ impl Store for SqlStore {
         .bind(token_hash)
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|r| r.rows_affected() > 0))
     }
 
@@ -1427,7 +1462,7 @@ impl Store for SqlStore {
         .bind(t.expires_at)
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|_| ())
         })
     }
@@ -1444,7 +1479,7 @@ impl Store for SqlStore {
         .bind(token_hash)
         .fetch_optional(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         Ok(row
             .map(|r| MailAuthToken {
@@ -1481,7 +1516,7 @@ impl Store for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         })?;
         rows.into_iter()
             .map(|r| {
@@ -1502,15 +1537,15 @@ impl Store for SqlStore {
 
     async fn outbox_sent(&self, ids: &[Uuid]) -> Result<()> {
         with_writer!(self, |p| {
-            let mut tx = p.begin().await.map_err(db_err)?;
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
             for id in ids {
                 sqlx::query("DELETE FROM mail_outbox WHERE id = $1")
                     .bind(id.to_string())
                     .execute(&mut *tx)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(|e| self.db_err(e))?;
             }
-            tx.commit().await.map_err(db_err)
+            tx.commit().await.map_err(|e| self.db_err(e))
         })
     }
 
@@ -1531,7 +1566,7 @@ impl Store for SqlStore {
         .bind(error)
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|_| ())
         })
     }
@@ -1555,7 +1590,7 @@ impl Store for SqlStore {
         .bind(t.updated_at)
         .execute(p)
         .await
-        .map_err(db_err)
+        .map_err(|e| self.db_err(e))
         .map(|_| ())
         })
     }
@@ -1568,7 +1603,7 @@ impl Store for SqlStore {
         .bind(identity_id.to_string())
         .fetch_optional(p)
         .await
-        .map_err(db_err))?;
+        .map_err(|e| self.db_err(e)))?;
         row.map(ProviderTokensRow::into_model).transpose()
     }
 
@@ -1586,7 +1621,7 @@ impl Store for SqlStore {
         .bind(i64::from(limit))
         .fetch_all(p)
         .await
-        .map_err(db_err))?;
+        .map_err(|e| self.db_err(e)))?;
         rows.into_iter()
             .map(ProviderTokensRow::into_model)
             .collect()
@@ -1595,6 +1630,7 @@ impl Store for SqlStore {
     // ------------------------------------------------------------ rate limits
 
     async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>> {
+        self.refuse_while_down()?;
         if let Pool::Postgres(p) = &self.pool
             && distinct_windows(hits)
             && !hits.is_empty()
@@ -1604,13 +1640,13 @@ impl Store for SqlStore {
                     .bind_hits(hits)
                     .fetch_all(p)
                     .await
-                    .map_err(db_err)?;
+                    .map_err(|e| self.db_err(e))?;
             return counts_in_order(hits, &rows);
         }
         with_writer!(self, |p| {
-            let mut tx = p.begin().await.map_err(db_err)?;
-            let counts = count_hits!(tx, hits);
-            tx.commit().await.map_err(db_err)?;
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+            let counts = count_hits!(self, tx, hits);
+            tx.commit().await.map_err(|e| self.db_err(e))?;
             Ok(counts)
         })
     }
@@ -1621,7 +1657,7 @@ impl Store for SqlStore {
         with_writer!(self, |p| audit_insert!(e)
             .execute(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             .map(|_| ()))
     }
 
@@ -1636,7 +1672,7 @@ impl Store for SqlStore {
             .bind(uid.to_string())
             .fetch_all(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             })?,
             None => with_pool!(self, |p| {
                 sqlx::query_as(
@@ -1645,7 +1681,7 @@ impl Store for SqlStore {
             .bind(i64::from(limit))
             .fetch_all(p)
             .await
-            .map_err(db_err)
+            .map_err(|e| self.db_err(e))
             })?,
         };
         rows.into_iter()
@@ -1691,7 +1727,7 @@ impl Store for SqlStore {
                 .bind(payload)
                 .execute(p)
                 .await
-                .map_err(db_err)
+                .map_err(|e| self.db_err(e))
                 .map(|_| ()),
         }
     }
@@ -1712,7 +1748,7 @@ impl Store for SqlStore {
                 .bind(now)
                 .execute(p)
                 .await
-                .map_err(db_err)?
+                .map_err(|e| self.db_err(e))?
                 .rows_affected());
         }
         Ok(removed)

@@ -542,3 +542,64 @@ async fn no_code_and_no_forged_line_in_a_trace_log() {
     );
     assert!(log.contains("FORGED"), "the error is logged, escaped");
 }
+
+/// The cookie-session surface keeps Microsoft's tokens: with no
+/// `vault.keys`, SQLite gets a key made at the first start, in a file beside
+/// the database (mode 0600, its path logged, never the key), kept across
+/// restarts and used by `vault rekey`; PostgreSQL (instances must share one
+/// key) refuses to start, naming the setting. Never silence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surface_keeping_tokens_gets_a_vault_key_or_a_clear_refusal() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_microsoft = |cmd: &mut std::process::Command| {
+        cmd.env("AUTHGATE_PROVIDERS__MICROSOFT__CLIENT_ID", "client")
+            .env("AUTHGATE_PROVIDERS__MICROSOFT__CLIENT_SECRET", "secret");
+    };
+    let mut serve = authgate(dir.path());
+    with_microsoft(&mut serve);
+    let log = serve_until_ready(&mut serve, free_port()).await;
+    let file = dir.path().join("authgate.db.vault-key");
+    let text = std::fs::read_to_string(&file).expect("a key file beside the database");
+    let key = text
+        .lines()
+        .find(|l| !l.starts_with('#') && !l.is_empty())
+        .unwrap()
+        .to_string();
+    assert!(authgate::core::Vault::from_base64(&[key.as_str()]).is_ok());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only the owner reads the key");
+    }
+    assert!(log.contains("authgate.db.vault-key"), "{log}");
+    assert!(!log.contains(&key), "the key is in the log");
+
+    let mut again = authgate(dir.path());
+    with_microsoft(&mut again);
+    let log = serve_until_ready(&mut again, free_port()).await;
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text, "kept");
+    assert!(!log.contains("made a new vault key"), "{log}");
+    let out = run_ok(authgate(dir.path()).args(["vault", "rekey"]));
+    assert!(out.contains("re-encrypted 0 token sets"), "{out}");
+
+    let mut pg = authgate(dir.path());
+    with_microsoft(&mut pg);
+    let out = pg
+        .env(
+            "AUTHGATE_DATABASE__URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
+        .env(
+            "AUTHGATE_SERVER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("vault.keys is empty") && err.contains("authgate vault key"),
+        "{err}"
+    );
+}

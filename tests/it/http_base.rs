@@ -309,3 +309,82 @@ async fn idle_and_slow_connections_cannot_exhaust_the_server() {
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+/// PostgreSQL gone (a relay in front of it cut: connections refused, open
+/// ones broken), then back. The first request that finds it gone waits for
+/// the pool once; after that every request is refused at once with a 503
+/// and `Retry-After` (each answered well within the pool's acquire timeout,
+/// which the client's own timeout stands for), and recovery is noticed by
+/// the background probe without a restart. (SQLite is a file: it has no
+/// outage of this kind.)
+#[tokio::test]
+async fn a_database_outage_is_answered_at_once_and_recovery_is_seen() {
+    use crate::support::{TcpRelay, free_port};
+    use std::time::Duration;
+    let Some(base) = crate::support::pg_base_url() else {
+        return;
+    };
+    let target = {
+        let u = url::Url::parse(&base).unwrap();
+        let host = u.host_str().unwrap().to_string();
+        tokio::net::lookup_host((host.as_str(), u.port().unwrap_or(5432)))
+            .await
+            .unwrap()
+            .next()
+            .unwrap()
+    };
+    let (_, direct, name) = crate::support::create_pg_database(&base).await;
+    let relay = TcpRelay::start(free_port(), target, Duration::ZERO).await;
+    let port = relay.port;
+    let mut through = url::Url::parse(&direct).unwrap();
+    through.set_host(Some("127.0.0.1")).unwrap();
+    through.set_port(Some(port)).unwrap();
+    let acquire_timeout = Duration::from_secs(8);
+    let store = authgate::store::connect(
+        through.as_str(),
+        &authgate::store::ConnectOptions {
+            max_connections: 4,
+            acquire_timeout,
+        },
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let core = authgate::core::Core::new(store, Arc::new(SystemClock), Default::default());
+    let srv = TestServer::start(core).await;
+    let ready = srv.url("/health/ready");
+    let c = reqwest::Client::new();
+    assert_eq!(c.get(&ready).send().await.unwrap().status(), 200);
+
+    relay.stop();
+    // The first request finds the database gone (it may wait for the pool).
+    let first = c.get(&ready).send().await.unwrap();
+    assert_eq!(first.status(), 503);
+    // From now on no request waits: a client that gives up after half the
+    // pool's acquire timeout still gets every answer.
+    let impatient = reqwest::Client::builder()
+        .timeout(acquire_timeout / 2)
+        .build()
+        .unwrap();
+    for i in 0..20 {
+        // Readiness, and a request that needs the database (an e-mail code).
+        let r = if i % 2 == 0 {
+            impatient.get(&ready)
+        } else {
+            impatient
+                .post(srv.url("/auth/send-mail-login-code-v2"))
+                .json(&serde_json::json!({"mail": "outage@example.com", "locale": "en"}))
+        }
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request {i} waited on the dead database: {e}"));
+        assert_eq!(r.status(), 503, "request {i}");
+        assert_eq!(r.headers()["retry-after"], "1", "request {i}");
+    }
+
+    // Back at the same address: seen without a restart.
+    let relay = TcpRelay::start(port, target, Duration::ZERO).await;
+    crate::support::wait_for_status(&ready, 200).await;
+    drop(relay);
+    crate::support::drop_pg_database(&base, &name).await;
+}

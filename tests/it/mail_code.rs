@@ -6,7 +6,9 @@ use authgate::core::secret::TokenFormat;
 use authgate::core::{ClientMeta, NewUser, UserKey};
 use serde_json::{Value, json};
 
-use crate::support::{App, Dnsmasq, Smtpd, TestDb, code_in, free_port, on_both_databases};
+use crate::support::{
+    App, Dnsmasq, SilentListener, Smtpd, TcpRelay, TestDb, code_in, free_port, on_both_databases,
+};
 
 const SEND: &str = "/auth/send-mail-login-code-v2";
 const SIGN_IN: &str = "/auth/sign-in-by-mail-code";
@@ -593,6 +595,8 @@ on_both_databases!(
     sign_up_policy_and_disabled_users,
     code_arrives_by_real_smtp,
     mail_survives_an_smtp_outage,
+    a_hung_smtp_server_does_not_stop_delivery,
+    a_slow_smtp_server_still_gets_the_mail,
     deny_list_matches_mx_hosts_from_real_dns,
     unreachable_dns_fails_closed,
     refused_requests_make_no_dns_queries,
@@ -680,6 +684,105 @@ async fn mail_survives_an_smtp_outage(db: &TestDb) {
         )
         .await;
     assert_eq!(s, 200);
+}
+
+/// Wait (bounded) for a mail in a real mailbox while moving the test clock
+/// a second at a time, so a retry scheduled by a failed attempt comes due
+/// whenever that failure happened.
+async fn mail_with_retries(app: &App, maildir: &std::path::Path, to: &str) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(raw) = std::fs::read_dir(maildir.join("new"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+            .find(|raw| {
+                raw.lines()
+                    .any(|l| l.eq_ignore_ascii_case(&format!("To: {to}")))
+            })
+        {
+            return raw;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "no mail to {to}: delivery is stuck"
+        );
+        app.clock.advance(1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// An SMTP server that accepts the connection and never answers, then a
+/// working one at the same address: the stuck conversation is cut off
+/// (each step and the whole conversation are bounded), the mail's lease is
+/// given back as a retry, and the next try delivers while the hung
+/// connection is still open.
+async fn a_hung_smtp_server_does_not_stop_delivery(db: &TestDb) {
+    let Some(python) = Smtpd::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut hung = SilentListener::start(port).await;
+    let app = App::start(db, |c| {
+        c.mail.transport = authgate::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.mail.smtp_timeout_secs = 1;
+    })
+    .await;
+    let (s, b) = app
+        .post(SEND, json!({"mail": "hung@example.com", "locale": "en"}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    hung.wait_for_a_connection().await;
+    hung.close_listener_keep_connections().await;
+    let smtpd = Smtpd::start(&python, port, dir.path()).await;
+    let raw = mail_with_retries(&app, &smtpd.maildir, "hung@example.com").await;
+    let (s, _) = app
+        .post(
+            SIGN_IN,
+            json!({"mailLoginToken": b["mailLoginToken"], "receivedCode": code_in(&raw)}),
+        )
+        .await;
+    assert_eq!(s, 200, "the delivered code signs in");
+    let pending = db.count("SELECT COUNT(*) FROM mail_outbox").await;
+    assert_eq!(pending, 0, "the delivered mail left the outbox");
+    drop(hung);
+}
+
+/// A server that answers every step slowly, but each within the step bound,
+/// is not cut off: the bound is per step, the whole conversation gets four.
+async fn a_slow_smtp_server_still_gets_the_mail(db: &TestDb) {
+    let Some(python) = Smtpd::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let smtpd = Smtpd::start(&python, smtp_port, dir.path()).await;
+    let relay = TcpRelay::start(
+        free_port(),
+        ([127, 0, 0, 1], smtp_port).into(),
+        Duration::from_millis(250),
+    )
+    .await;
+    let relay_port = relay.port;
+    let app = App::start(db, |c| {
+        c.mail.transport = authgate::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{relay_port}"));
+        c.mail.smtp_timeout_secs = 2;
+    })
+    .await;
+    let (s, _) = app
+        .post(SEND, json!({"mail": "slow@example.com", "locale": "en"}))
+        .await;
+    assert_eq!(s, 200);
+    let raw =
+        Smtpd::wait_for_mail(&smtpd.maildir, "slow@example.com", Duration::from_secs(20)).await;
+    // The test clock stands still, so a cut-off attempt would never be
+    // retried: the mail came in the first conversation.
+    assert!(!code_in(&raw).is_empty());
+    relay.stop();
 }
 
 // ------------------------------------------------------------ real DNS

@@ -93,6 +93,20 @@ impl TestDb {
     }
 }
 
+impl TestDb {
+    /// One `COUNT(*)` (or other integer) read behind authgate's back.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        if self.url.starts_with("postgres") {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
 /// Turn `core`'s session cache on as `serve` does: on PostgreSQL by
 /// listening for session changes (the listener is returned; drop it with the
 /// test), on SQLite it is on from the start.
@@ -846,5 +860,133 @@ pub fn microsoft_provider(
         tenant: Some(tenant.into()),
         graph_url: Some(graph.uri().parse().unwrap()),
         ..Default::default()
+    }
+}
+
+// ------------------------------------------------------------ network faults
+
+/// A TCP relay on 127.0.0.1 in front of a real peer, for breaking the
+/// network as an outage would: every chunk the peer sends can be held back
+/// `delay` (a slow server), and dropping the relay closes the listener and
+/// every relayed connection (the peer gone at once).
+pub struct TcpRelay {
+    pub port: u16,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl TcpRelay {
+    pub async fn start(port: u16, target: SocketAddr, delay: Duration) -> TcpRelay {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the relay");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                conns.spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = async {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = sr.read(&mut buf).await?;
+                            if n == 0 {
+                                return cw.shutdown().await;
+                            }
+                            tokio::time::sleep(delay).await;
+                            cw.write_all(&buf[..n]).await?;
+                        }
+                    };
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        TcpRelay { port, tasks }
+    }
+
+    /// The peer gone: refuse new connections and cut the open ones.
+    pub fn stop(mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+/// A listener on `port` that accepts every connection and never answers
+/// nor closes it (a hung server); dropped, it closes them all.
+pub struct SilentListener {
+    pub port: u16,
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SilentListener {
+    pub async fn start(port: u16) -> SilentListener {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind the silent listener");
+        let accepted: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let count = accepted.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    Ok((conn, _)) = listener.accept() => {
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        held.push(conn);
+                    }
+                }
+            }
+            drop(listener);
+            // The port is free again; the accepted connections stay open
+            // and silent until the listener is dropped.
+            std::future::pending::<()>().await;
+            drop(held);
+        });
+        SilentListener {
+            port,
+            accepted,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Wait (bounded: 10 s) until something has connected.
+    pub async fn wait_for_a_connection(&self) {
+        let start = std::time::Instant::now();
+        while self.accepted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "nobody connected"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Free the port (another server may listen there) while every accepted
+    /// connection stays open and silent.
+    pub async fn close_listener_keep_connections(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Bounded: the task drops the listener right after the signal.
+        for _ in 0..100 {
+            if std::net::TcpListener::bind(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the silent listener's port stayed taken");
+    }
+}
+impl Drop for SilentListener {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
