@@ -28,6 +28,7 @@ pub struct Config {
     pub session: SessionConfig,
     pub mail: MailConfig,
     pub mail_login: MailLoginConfig,
+    pub login_flows: LoginFlowsConfig,
     pub surfaces: SurfacesConfig,
     /// Sign-in providers by name (`microsoft`, `google`, `github`, or any
     /// name with `kind = "oidc"`).
@@ -495,6 +496,23 @@ impl BrowserConfig {
     }
 }
 
+/// Provider sign-ins started (`/auth/login`, `/api/v1/auth/oauth2`,
+/// `/oauth/init`): each is a database row for ten minutes, so one client
+/// may start only so many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginFlowsConfig {
+    pub per_ip: Vec<crate::core::Limit>,
+}
+
+impl Default for LoginFlowsConfig {
+    fn default() -> Self {
+        LoginFlowsConfig {
+            per_ip: crate::core::providers::DEFAULT_FLOW_LIMITS.to_vec(),
+        }
+    }
+}
+
 /// The token vault: AES-256-GCM keys for providers' tokens at rest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -851,6 +869,7 @@ impl Config {
             }
         }
         for (key, limits) in [
+            ("login_flows.per_ip", &self.login_flows.per_ip),
             ("mail_login.per_address", &ml.per_address),
             ("mail_login.per_ip", &ml.per_ip),
             ("mail_login.global", &ml.global),

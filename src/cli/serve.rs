@@ -53,6 +53,7 @@ pub fn assemble(
     let mut builder = Core::builder(store, clock)
         .sessions(cfg.session.policy())
         .mail_login(ml.policy())
+        .flow_limits(cfg.login_flows.per_ip.clone())
         .providers(providers)
         .vault(vault(cfg)?);
     if !ml.deny_list.is_empty() {

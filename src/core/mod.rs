@@ -44,6 +44,7 @@ struct Inner {
     clock: Arc<dyn Clock>,
     sessions: SessionPolicy,
     mail_login: MailLoginPolicy,
+    flow_limits: Vec<Limit>,
     mx: Option<Arc<dyn MxLookup>>,
     providers: Providers,
     vault: Option<vault::Vault>,
@@ -66,6 +67,12 @@ impl CoreBuilder {
 
     pub fn mail_login(mut self, policy: MailLoginPolicy) -> Self {
         self.inner.mail_login = policy;
+        self
+    }
+
+    /// How many provider sign-ins one client address may start.
+    pub fn flow_limits(mut self, limits: Vec<Limit>) -> Self {
+        self.inner.flow_limits = limits;
         self
     }
 
@@ -107,6 +114,7 @@ impl Core {
                 clock,
                 sessions: SessionPolicy::default(),
                 mail_login: MailLoginPolicy::default(),
+                flow_limits: providers::DEFAULT_FLOW_LIMITS.to_vec(),
                 mx: None,
                 providers: Providers::new(),
                 vault: None,

@@ -18,6 +18,11 @@ use crate::store::StoreError;
 /// How long a started flow may wait for its callback.
 pub const FLOW_TTL_SECS: i64 = 600;
 
+/// Flows one client address may start: 30 a minute, 300 an hour (so it can
+/// keep at most about 300 flow rows alive, each for [`FLOW_TTL_SECS`]).
+pub const DEFAULT_FLOW_LIMITS: [super::Limit; 2] =
+    [super::Limit::new(30, 60), super::Limit::new(300, 3600)];
+
 /// Why a provider step failed. Messages never contain a code, token or
 /// secret; `Rejected` carries the provider's own error body (which is safe to
 /// show: it is what the provider chose to tell the client).
@@ -159,6 +164,8 @@ pub struct FlowStart {
     pub language: Option<String>,
     pub redirect_to: Option<String>,
     pub data: Option<String>,
+    /// The client starting it, for its limit (`login_flows.per_ip`).
+    pub ip: Option<String>,
 }
 
 /// A started flow: the state to hand the browser and where to send it.
@@ -197,6 +204,15 @@ impl Core {
     /// nonce, stored (hashed state) for [`FLOW_TTL_SECS`].
     pub async fn start_flow(&self, start: FlowStart) -> Result<StartedFlow, Error> {
         let provider = self.provider_or_unknown(&start.provider)?;
+        if let Some(ip) = start.ip.as_deref().and_then(super::ratelimit::ip_key) {
+            let key = format!("flow:{ip}");
+            let windows = super::ratelimit::Windows::new(
+                self.now(),
+                &[(key.as_str(), self.inner.flow_limits.as_slice())],
+            );
+            let counts = self.store().rate_limit_hits(&windows.hits).await?;
+            windows.verdict(&counts)?;
+        }
         let state = secret::new_token(TokenFormat::UrlSafe32)?;
         let verifier = secret::new_token(TokenFormat::UrlSafe32)?;
         let nonce = secret::new_token(TokenFormat::UrlSafe32)?;

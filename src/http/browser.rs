@@ -170,10 +170,11 @@ pub struct LoginParams {
 #[utoipa::path(get, path = "/auth/login", tag = "browser",
     params(LoginParams),
     responses(
-        (status = 302, description = "To the provider's authorize URL; or to the front end's error page (`invalid_return_to`, `provider_unavailable`)"),
+        (status = 302, description = "To the provider's authorize URL; or to the front end's error page (`invalid_return_to`, `provider_unavailable`, `rate_limited`: too many sign-ins started from this address)"),
         (status = 404, description = "No provider is configured for this surface")))]
 async fn login(
     State(state): State<AppState>,
+    Client(client): Client,
     query: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let s = &state.http.browser;
@@ -196,6 +197,7 @@ async fn login(
             surface: SURFACE,
             redirect_uri: s.redirect_uri.clone(),
             redirect_to: return_to,
+            ip: client.ip,
             ..FlowStart::default()
         })
         .await;
@@ -210,6 +212,7 @@ async fn login(
                 secure,
             )],
         ),
+        Err(Error::RateLimited { .. }) => s.error_redirect("rate_limited", secure),
         Err(e) => {
             tracing::warn!(error = %e, "browser login: cannot start a flow");
             s.error_redirect("provider_unavailable", secure)

@@ -121,6 +121,9 @@ pub struct ApiV1Error {
     message: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<serde_json::Value>,
+    /// Seconds for `Retry-After` (429).
+    #[serde(skip)]
+    retry_after: Option<i64>,
 }
 
 impl ApiV1Error {
@@ -135,6 +138,10 @@ impl ApiV1Error {
             405 => (
                 "Method Not Allowed",
                 "The requested method is not allowed on this resource.",
+            ),
+            429 => (
+                "Too Many Requests",
+                "Too many requests have been made; try again later.",
             ),
             406 => (
                 "Not Acceptable",
@@ -151,6 +158,7 @@ impl ApiV1Error {
             status: format!("{} - {label}", status.as_u16()),
             message,
             data: None,
+            retry_after: None,
         }
     }
 
@@ -161,7 +169,13 @@ impl ApiV1Error {
 
 impl IntoResponse for ApiV1Error {
     fn into_response(self) -> Response {
-        (self.status(), Json(self)).into_response()
+        let retry_after = self.retry_after;
+        let mut r = (self.status(), Json(self)).into_response();
+        if let Some(secs) = retry_after {
+            r.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        r
     }
 }
 
@@ -181,6 +195,10 @@ impl From<Error> for ApiV1Error {
             Error::Invalid { .. } => ApiV1Error::new(StatusCode::BAD_REQUEST),
             Error::NotFound => ApiV1Error::new(StatusCode::NOT_FOUND),
             Error::Disabled | Error::Forbidden(_) => ApiV1Error::new(StatusCode::FORBIDDEN),
+            Error::RateLimited { retry_after } => ApiV1Error {
+                retry_after: Some(retry_after),
+                ..ApiV1Error::new(StatusCode::TOO_MANY_REQUESTS)
+            },
             // A flow state that is unknown, used, expired or not this API's.
             Error::Unauthorized => ApiV1Error::not_acceptable(json!({
                 "error": "invalid_state",
@@ -392,9 +410,11 @@ pub struct StartParams {
     responses(
         (status = 301, description = "To the provider's authorize URL"),
         (status = 400, description = "A redirect URI that is not allowed", body = ApiV1Error),
-        (status = 406, description = "The provider could not be reached", body = ApiV1Error)))]
+        (status = 406, description = "The provider could not be reached", body = ApiV1Error),
+        (status = 429, description = "Too many sign-ins started from this address (see `Retry-After`)", body = ApiV1Error)))]
 async fn oauth2_start(
     State(state): State<AppState>,
+    Client(client): Client,
     query: Result<Query<StartParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiV1Error> {
     let Query(params) = query.map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
@@ -409,6 +429,7 @@ async fn oauth2_start(
             provider: settings.provider.clone(),
             surface: SURFACE,
             redirect_uri,
+            ip: client.ip,
             ..FlowStart::default()
         })
         .await?;

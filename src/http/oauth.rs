@@ -101,6 +101,15 @@ fn fail(e: Error) -> Response {
             status(StatusCode::UNAUTHORIZED)
         }
         Error::Disabled | Error::Forbidden(_) => status(StatusCode::FORBIDDEN),
+        Error::RateLimited { retry_after } => {
+            let mut r = status(StatusCode::TOO_MANY_REQUESTS);
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(retry_after),
+            );
+            r
+        }
+        other if other.is_outage() => status(StatusCode::SERVICE_UNAVAILABLE),
         other => {
             tracing::error!(error = %other, "oauth surface: storage or internal error");
             status(StatusCode::SERVICE_UNAVAILABLE)
@@ -145,8 +154,9 @@ pub struct InitResponse {
     request_body = InitRequest,
     responses(
         (status = 200, description = "The flow's state", body = InitResponse),
-        (status = 400, description = "Unknown provider or language, or a malformed body")))]
-async fn init(State(state): State<AppState>, req: Request) -> Response {
+        (status = 400, description = "Unknown provider or language, or a malformed body"),
+        (status = 429, description = "Too many sign-ins started from this address (see `Retry-After`)")))]
+async fn init(State(state): State<AppState>, Client(client): Client, req: Request) -> Response {
     let settings = &state.http.oauth;
     let Ok(JsonBody(body)) = JsonBody::<InitRequest>::from_request(req, &state).await else {
         return status(StatusCode::BAD_REQUEST);
@@ -164,6 +174,7 @@ async fn init(State(state): State<AppState>, req: Request) -> Response {
             provider: body.provider,
             surface: SURFACE,
             language: Some(body.language),
+            ip: client.ip,
             ..FlowStart::default()
         })
         .await

@@ -20,6 +20,7 @@ const TENANT: &str = "3f1c9a52-8d4e-4b7a-a6c1-0e2d5f8b9c7a";
 on_both_databases!(
     sign_in_me_test_token_logout,
     expired_tokens_are_refreshed_and_a_failed_refresh_ends_the_session,
+    a_refresh_answering_for_another_person_ends_the_session,
     callback_failures_go_to_the_error_page,
     without_a_vault_key_no_token_is_kept_and_sessions_expire,
     cookie_options_and_cross_site_posts,
@@ -323,6 +324,119 @@ async fn expired_tokens_are_refreshed_and_a_failed_refresh_ends_the_session(db: 
         json!({"error": "Session expired"})
     );
     assert_eq!(get(&app, "/auth/me", &sid).await.0, 401);
+}
+
+/// A refresh whose answer carries another person's ID token (here: the
+/// refresh token of Mallory, who signed in too, kept as Alice's, so the real
+/// provider answers with Mallory's validly signed ID token) is refused, and
+/// Alice's session ends: Mallory's profile is never shown in it (OpenID
+/// Connect Core 12.2: the same `iss` and `sub`).
+async fn a_refresh_answering_for_another_person_ends_the_session(db: &TestDb) {
+    let Some(node) = OidcPeer::node() else {
+        return;
+    };
+    let accounts = json!({
+        "megan": {"tid": TENANT, "oid": "oid-megan", "email": "megan@contoso.example", "name": "Megan"},
+        "mallory": {"tid": TENANT, "oid": "oid-mallory", "email": "mallory@contoso.example", "name": "Mallory"}
+    });
+    let peer = OidcPeer::entra(&node, TENANT, accounts).await;
+    let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
+    let t = Tenant { peer, graph };
+    let key = Vault::new_key().unwrap();
+    let app = App::start(db, |c| configure(c, &t, Some(&key))).await;
+    let alice = sign_in(&app).await;
+    // Graph answers for whoever's token it gets: Mallory's from now on.
+    t.graph.reset().await;
+    crate::support::mount_graph_me(
+        &t.graph,
+        "oid-mallory",
+        "mallory@contoso.example",
+        "Mallory",
+    )
+    .await;
+    let r = through_provider(&app, "", "mallory").await;
+    assert_eq!(r.status(), 302);
+    let mallory = cookie_value(&set_cookie(&r, "connect.sid").expect("session cookie"));
+    let ids = |sid: String| {
+        let app = &app;
+        async move {
+            let (_, me) = get(app, "/auth/me", &sid).await;
+            let user: uuid::Uuid = me["_id"].as_str().unwrap().parse().unwrap();
+            app.core
+                .provider_access_token(user, "microsoft")
+                .await
+                .unwrap()
+                .unwrap()
+                .identity
+                .id
+        }
+    };
+    let (alice_identity, mallory_identity) = (ids(alice.clone()).await, ids(mallory.clone()).await);
+    assert_ne!(alice_identity, mallory_identity);
+    let vault = Vault::from_base64(&[key.as_str()]).unwrap();
+    let sealed: Vec<u8> = {
+        let sql = format!(
+            "SELECT refresh_token FROM provider_tokens WHERE identity_id = '{mallory_identity}'"
+        );
+        if db.url.starts_with("postgres") {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+        }
+    };
+    let mallorys_refresh = vault
+        .open(mallory_identity, "refresh", &sealed)
+        .expect("Mallory's refresh token");
+    app.core
+        .keep_provider_tokens(
+            alice_identity,
+            &ProviderTokenSet {
+                access_token: "expired".into(),
+                refresh_token: Some(mallorys_refresh),
+                expires_in: Some(0),
+                scope: None,
+            },
+        )
+        .await
+        .unwrap();
+    let r = client()
+        .get(app.url("/auth/test-token"))
+        .header("cookie", format!("connect.sid={alice}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("allory"),
+        "Mallory's profile in Alice's session: {body}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"error": "Session expired"})
+    );
+    assert_eq!(
+        get(&app, "/auth/me", &alice).await.0,
+        401,
+        "Alice's session ended"
+    );
+    assert_eq!(
+        get(&app, "/auth/me", &mallory).await.0,
+        200,
+        "Mallory's lives on"
+    );
 }
 
 async fn callback_failures_go_to_the_error_page(db: &TestDb) {

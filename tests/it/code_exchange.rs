@@ -149,4 +149,94 @@ on_both_databases!(
     sessions_are_checked_and_revoked_by_raw_id,
     errors_use_the_api_shape,
     the_surface_can_be_switched_off,
+    sign_in_starts_are_limited_per_client_on_every_surface,
 );
+
+/// Each started provider sign-in is a database row for ten minutes, so one
+/// client address may start only `login_flows.per_ip`: counted together on
+/// the three surfaces that start flows, refused in each surface's own shape
+/// (the code-exchange API's JSON 429, FreeSewing's bare 429, ConsultFlow's
+/// error page), with no row for a refused start; another client is not
+/// touched.
+async fn sign_in_starts_are_limited_per_client_on_every_surface(db: &TestDb) {
+    let Some(node) = crate::support::OidcPeer::node() else {
+        return;
+    };
+    let tenant = "5e0f2a1b-3c4d-4e5f-8a9b-0c1d2e3f4a5b";
+    let peer = crate::support::OidcPeer::entra_megan(&node, tenant, &[]).await;
+    let graph = crate::support::graph_me("oid-megan", "Megan", "megan@contoso.example").await;
+    let app = App::start(db, |c| {
+        c.server.public_url = Some(crate::support::PEER_PUBLIC_URL.parse().unwrap());
+        c.server.frontend_url = Some("http://front.example".parse().unwrap());
+        c.server.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        c.code_exchange.redirect_uris = vec!["http://front.example".into()];
+        c.providers.insert(
+            "microsoft".into(),
+            crate::support::microsoft_provider(&peer, tenant, &graph),
+        );
+        c.login_flows.per_ip = vec![authgate::core::Limit::new(3, 3600)];
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let from = |ip: &'static str| {
+        let client = client.clone();
+        let app = &app;
+        move |surface: usize| {
+            let r = match surface {
+                0 => client.get(app.url("/api/v1/auth/oauth2")),
+                1 => client
+                    .post(app.url("/oauth/init"))
+                    .json(&json!({"provider": "microsoft", "language": "en"})),
+                _ => client.get(app.url("/auth/login")),
+            };
+            r.header("x-forwarded-for", ip).send()
+        }
+    };
+    let attacker = from("203.0.113.7");
+    assert_eq!(attacker(0).await.unwrap().status(), 301);
+    assert_eq!(attacker(1).await.unwrap().status(), 200);
+    let r = attacker(2).await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(!r.headers()["location"].to_str().unwrap().contains("error="));
+    let rows = db.count("SELECT COUNT(*) FROM login_flows").await;
+    assert_eq!(rows, 3);
+
+    let r = attacker(0).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+            > 0
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], 429, "{body}");
+    assert_eq!(body["status"], "429 - Too Many Requests", "{body}");
+    let r = attacker(1).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(r.text().await.unwrap(), "Too Many Requests");
+    let r = attacker(2).await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()["location"],
+        "http://front.example/login?error=rate_limited"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM login_flows").await,
+        3,
+        "no row for a refused start"
+    );
+
+    let neighbour = from("198.51.100.20");
+    assert_eq!(
+        neighbour(0).await.unwrap().status(),
+        301,
+        "another client starts"
+    );
+}
