@@ -26,8 +26,8 @@ pub use error::Error;
 pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
 pub use model::*;
 pub use providers::{
-    AuthResponse, FlowStart, IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet,
-    Providers, ResolvedUser, StartedFlow,
+    AuthResponse, Callback, CallbackError, FinishedCallback, FlowStart, IdentityProvider,
+    ProviderError, ProviderProfile, ProviderTokenSet, Providers, ResolvedUser, StartedFlow,
 };
 pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};

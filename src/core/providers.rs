@@ -168,6 +168,59 @@ pub struct FlowStart {
     pub ip: Option<String>,
 }
 
+/// Longest authorization code accepted at a callback (Microsoft's are about
+/// 1-2 KB).
+pub const MAX_CODE_LEN: usize = 8192;
+
+/// What came back to a provider callback, and what the browser carried.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Callback<'a> {
+    pub provider: &'a str,
+    pub surface: &'static str,
+    /// The callback's own URL (the flow's, when it has one, wins).
+    pub redirect_uri: &'a str,
+    pub state: Option<&'a str>,
+    /// The flow cookie the browser sent: it must equal `state`.
+    pub flow_cookie: Option<&'a str>,
+    /// The client built the authorize URL itself from the flow's state (an
+    /// operator's opt-in, weaker): no browser binding is checked, and the
+    /// code is redeemed without PKCE or nonce (the client sent none).
+    pub client_built: bool,
+    pub code: Option<&'a str>,
+    /// RFC 9207's `iss` parameter.
+    pub iss: Option<&'a str>,
+    /// The provider's `error` parameter.
+    pub error: Option<&'a str>,
+    /// Create the user at first sign-in.
+    pub signup: bool,
+}
+
+/// A callback that signed a person in at the provider.
+#[derive(Debug)]
+pub struct FinishedCallback {
+    pub flow: LoginFlow,
+    pub profile: ProviderProfile,
+    pub resolved: ResolvedUser,
+}
+
+/// Why a callback did not sign anyone in.
+#[derive(Debug)]
+pub enum CallbackError {
+    /// No state; an unknown, used or expired one; another provider's or
+    /// surface's; or one this browser did not start.
+    InvalidState,
+    /// The provider sent an error (its code, at most 128 characters), with
+    /// the flow when the state was valid and this browser's.
+    ProviderError {
+        error: String,
+        flow: Option<Box<LoginFlow>>,
+    },
+    /// A valid flow, but no usable code.
+    NoCode(Box<LoginFlow>),
+    /// Redeeming the code or resolving the user failed.
+    Failed(Error),
+}
+
 /// A started flow: the state to hand the browser and where to send it.
 #[derive(Debug, Clone)]
 pub struct StartedFlow {
@@ -268,6 +321,69 @@ impl Core {
             return Err(Error::Unauthorized);
         }
         Ok(flow)
+    }
+
+    /// A provider sent the browser back to one of authgate's callbacks:
+    /// spend the flow, check that this browser started it (its flow cookie,
+    /// in constant time), take the provider's error or the code, redeem it
+    /// with the flow's PKCE verifier and nonce, and resolve the user. Every
+    /// surface's callback is this sequence; they differ only in how they
+    /// answer.
+    pub async fn finish_callback(
+        &self,
+        cb: &Callback<'_>,
+        meta: &ClientMeta,
+    ) -> Result<FinishedCallback, CallbackError> {
+        // Spend the flow first: whatever happens next, this state is used.
+        let flow = match cb.state.filter(|s| !s.is_empty()) {
+            Some(state) => match self.take_flow(state, Some(cb.provider), cb.surface).await {
+                Ok(flow) => {
+                    let bound = cb.client_built
+                        || cb
+                            .flow_cookie
+                            .is_some_and(|c| secret::ct_eq(c.as_bytes(), state.as_bytes()));
+                    bound.then_some(flow)
+                }
+                Err(Error::Unauthorized) => None,
+                Err(e) => return Err(CallbackError::Failed(e)),
+            },
+            None => None,
+        };
+        if let Some(e) = cb.error.filter(|e| !e.is_empty()) {
+            let error: String = e.chars().take(128).collect();
+            // Debug formatting escapes CR/LF: a forged `error` cannot write
+            // a line of its own into the log.
+            tracing::info!(provider = cb.provider, error = ?error, "the provider returned an error to the callback");
+            return Err(CallbackError::ProviderError {
+                error,
+                flow: flow.map(Box::new),
+            });
+        }
+        let flow = flow.ok_or(CallbackError::InvalidState)?;
+        let Some(code) = cb.code.filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN) else {
+            return Err(CallbackError::NoCode(Box::new(flow)));
+        };
+        let profile = self
+            .redeem_code(
+                cb.provider,
+                code,
+                cb.redirect_uri,
+                (!cb.client_built).then_some(&flow),
+                AuthResponse::Received { iss: cb.iss },
+                meta,
+            )
+            .await
+            .map_err(CallbackError::Failed)?;
+        let locale = flow.language.as_deref().and_then(|l| Locale::parse(l).ok());
+        let resolved = self
+            .resolve_user(&profile, cb.signup, locale.as_ref(), meta)
+            .await
+            .map_err(CallbackError::Failed)?;
+        Ok(FinishedCallback {
+            flow,
+            profile,
+            resolved,
+        })
     }
 
     /// Read a flow by its state without spending it (to send the browser to

@@ -23,8 +23,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Client, cookie_value, cookie_values, set_cookie};
 use crate::config::Config;
-use crate::core::secret::{self, TokenFormat};
-use crate::core::{Error, FlowStart, ProviderError, SessionCheck, Timestamp, clock::rfc3339};
+use crate::core::secret::TokenFormat;
+use crate::core::{
+    Callback, CallbackError, Error, FinishedCallback, FlowStart, ProviderError, SessionCheck,
+    Timestamp, clock::rfc3339,
+};
 
 const SURFACE: &str = "browser";
 /// Binds a flow to the browser that went to the provider.
@@ -32,7 +35,6 @@ const FLOW_COOKIE: &str = "authgate_auth_state";
 const FLOW_COOKIE_PATH: &str = "/auth/callback";
 /// The `kind` of the sessions this surface makes.
 const SESSION_KIND: &str = "cookie";
-const MAX_CODE_LEN: usize = 8192;
 
 /// This surface's settings, resolved from the config.
 #[derive(Debug, Clone, Default)]
@@ -248,65 +250,46 @@ async fn callback(
     let Ok(Query(params)) = query else {
         return s.error_redirect("invalid_request", secure);
     };
-    // Spend the flow first: whatever happens next, this state is used.
-    let flow = match params.state.as_deref().filter(|v| !v.is_empty()) {
-        Some(st) => core
-            .take_flow(st, Some(&s.provider), SURFACE)
-            .await
-            .map(|f| (st.to_string(), f)),
-        None => Err(Error::Unauthorized),
-    };
-    if let Some(e) = params.error.as_deref().filter(|e| !e.is_empty()) {
-        let e: String = e.chars().take(128).collect();
-        // Debug formatting escapes CR/LF: a forged `error` cannot write a
-        // line of its own into the log.
-        tracing::info!(error = ?e, "the provider returned an error to the callback");
-        return s.error_redirect(&e, secure);
-    }
-    let (flow_state, flow) = match flow {
-        Ok(f) => f,
-        Err(Error::Unauthorized) => return s.error_redirect("invalid_state", secure),
-        Err(e) => {
-            tracing::error!(error = %e, "browser callback: storage error");
-            return s.error_redirect("server_error", secure);
-        }
-    };
-    let bound = cookie_value(&headers, FLOW_COOKIE)
-        .is_some_and(|c| secret::ct_eq(c.as_bytes(), flow_state.as_bytes()));
-    if !bound {
-        return s.error_redirect("invalid_state", secure);
-    }
-    let Some(code) = params
-        .code
-        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
-    else {
-        return s.error_redirect("no_code", secure);
-    };
-    let profile = match core
-        .redeem_code(
-            &s.provider,
-            &code,
-            &s.redirect_uri,
-            Some(&flow),
-            crate::core::AuthResponse::Received {
+    let finished = core
+        .finish_callback(
+            &Callback {
+                provider: &s.provider,
+                surface: SURFACE,
+                redirect_uri: &s.redirect_uri,
+                state: params.state.as_deref(),
+                flow_cookie: cookie_value(&headers, FLOW_COOKIE).as_deref(),
+                code: params.code.as_deref(),
                 iss: params.iss.as_deref(),
+                error: params.error.as_deref(),
+                signup: s.signup,
+                ..Callback::default()
             },
             &client,
         )
-        .await
-    {
-        Ok(p) => p,
-        Err(Error::Provider(ProviderError::Unavailable(_))) => {
+        .await;
+    let FinishedCallback {
+        flow,
+        profile,
+        resolved,
+    } = match finished {
+        Ok(f) => f,
+        Err(CallbackError::ProviderError { error, .. }) => return s.error_redirect(&error, secure),
+        Err(CallbackError::InvalidState) => return s.error_redirect("invalid_state", secure),
+        Err(CallbackError::NoCode(_)) => return s.error_redirect("no_code", secure),
+        Err(CallbackError::Failed(Error::Provider(ProviderError::Unavailable(_)))) => {
             return s.error_redirect("provider_unavailable", secure);
         }
-        Err(_) => return s.error_redirect("auth_failed", secure),
-    };
-    let resolved = match core.resolve_user(&profile, s.signup, None, &client).await {
-        Ok(r) => r,
-        Err(Error::Disabled) => return s.error_redirect("account_disabled", secure),
-        Err(Error::NotFound) => return s.error_redirect("not_registered", secure),
-        Err(e) => {
-            tracing::error!(error = %e, "browser callback: cannot resolve the user");
+        Err(CallbackError::Failed(Error::Provider(_))) => {
+            return s.error_redirect("auth_failed", secure);
+        }
+        Err(CallbackError::Failed(Error::Disabled)) => {
+            return s.error_redirect("account_disabled", secure);
+        }
+        Err(CallbackError::Failed(Error::NotFound)) => {
+            return s.error_redirect("not_registered", secure);
+        }
+        Err(CallbackError::Failed(e)) => {
+            tracing::error!(error = %e, "browser callback: cannot finish the sign-in");
             return s.error_redirect("server_error", secure);
         }
     };

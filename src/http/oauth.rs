@@ -20,15 +20,16 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{Client, JsonBody};
 use crate::config::{Config, OauthConfig};
-use crate::core::secret::{self, TokenFormat};
-use crate::core::{Consent, Error, FlowStart, Locale, User, clock::rfc3339};
+use crate::core::secret::TokenFormat;
+use crate::core::{
+    Callback, CallbackError, Consent, Error, FinishedCallback, FlowStart, User, clock::rfc3339,
+};
 
 const SURFACE: &str = "oauth";
 /// Binds a flow to the browser that went to the provider: set by
 /// `/oauth/authorize`, required by the callback.
 const FLOW_COOKIE: &str = "authgate_oauth_state";
 const FLOW_COOKIE_PATH: &str = "/oauth/callback";
-const MAX_CODE_LEN: usize = 8192;
 
 /// This surface's settings, resolved from the config.
 #[derive(Debug, Clone, Default)]
@@ -259,55 +260,33 @@ async fn callback(
     let Ok(Query(params)) = query else {
         return status(StatusCode::UNAUTHORIZED);
     };
-    let Some(flow_state) = params.state.filter(|s| !s.is_empty()) else {
-        return status(StatusCode::UNAUTHORIZED);
-    };
-    // Spend the flow first: whatever happens next, this state is used.
-    let flow = match core.take_flow(&flow_state, Some(&provider), SURFACE).await {
-        Ok(f) => f,
-        Err(e) => return fail(e),
-    };
-    // The browser that comes back must be the one that went to the
-    // provider (no login CSRF by a forwarded callback URL).
-    let bound = super::extract::cookie_value(&headers, FLOW_COOKIE)
-        .is_some_and(|c| secret::ct_eq(c.as_bytes(), flow_state.as_bytes()));
-    if !bound {
-        return status(StatusCode::UNAUTHORIZED);
-    }
-    if let Some(error) = params.error {
-        tracing::info!(provider = ?provider, error = ?error.chars().take(64).collect::<String>(), "provider returned an error to the callback");
-        return status(StatusCode::UNAUTHORIZED);
-    }
-    let Some(code) = params
-        .code
-        .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN)
-    else {
-        return status(StatusCode::UNAUTHORIZED);
-    };
-    let redirect_uri = settings.callback_uri(&provider);
-    let profile = match core
-        .redeem_code(
-            &provider,
-            &code,
-            &redirect_uri,
-            Some(&flow),
-            crate::core::AuthResponse::Received {
+    let finished = core
+        .finish_callback(
+            &Callback {
+                provider: &provider,
+                surface: SURFACE,
+                redirect_uri: &settings.callback_uri(&provider),
+                state: params.state.as_deref(),
+                flow_cookie: super::extract::cookie_value(&headers, FLOW_COOKIE).as_deref(),
+                code: params.code.as_deref(),
                 iss: params.iss.as_deref(),
+                error: params.error.as_deref(),
+                signup: settings.signup,
+                ..Callback::default()
             },
             &client,
         )
-        .await
-    {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let locale = flow.language.as_deref().and_then(|l| Locale::parse(l).ok());
-    let resolved = match core
-        .resolve_user(&profile, settings.signup, locale.as_ref(), &client)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return fail(e),
+        .await;
+    let FinishedCallback { flow, resolved, .. } = match finished {
+        Ok(f) => f,
+        // The browser that comes back must be the one that went to the
+        // provider (no login CSRF by a forwarded callback URL).
+        Err(
+            CallbackError::InvalidState
+            | CallbackError::ProviderError { .. }
+            | CallbackError::NoCode(_),
+        ) => return status(StatusCode::UNAUTHORIZED),
+        Err(CallbackError::Failed(e)) => return fail(e),
     };
     let template = if resolved.created {
         &settings.signup_redirect
