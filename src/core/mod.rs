@@ -9,6 +9,7 @@ use crate::store::Store;
 pub mod audit;
 pub mod clock;
 mod error;
+pub mod handoff;
 pub mod mail_login;
 pub mod model;
 pub mod outbox;

@@ -246,6 +246,22 @@ pub struct Confirmation {
     pub expires_at: Timestamp,
 }
 
+/// A provider sign-in finished at authgate's callback, waiting (once, for a
+/// short while) for the client that relays its one-time code: the user it
+/// signed in, or why it signed nobody in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    pub code_hash: Vec<u8>,
+    pub surface: String,
+    pub user_id: Option<Uuid>,
+    /// Why nobody was signed in (see `core::handoff`).
+    pub refusal: Option<String>,
+    /// What the client is shown with the refusal (a JSON document).
+    pub detail: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// A rendered mail waiting in the durable outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxMail {

@@ -217,8 +217,18 @@ pub enum CallbackError {
     },
     /// A valid flow, but no usable code.
     NoCode(Box<LoginFlow>),
-    /// Redeeming the code or resolving the user failed.
-    Failed(Error),
+    /// Redeeming the code or resolving the user failed (with the flow, when
+    /// it was taken).
+    Failed {
+        error: Error,
+        flow: Option<Box<LoginFlow>>,
+    },
+}
+
+impl CallbackError {
+    fn failed(error: Error) -> Self {
+        CallbackError::Failed { error, flow: None }
+    }
 }
 
 /// A started flow: the state to hand the browser and where to send it.
@@ -345,7 +355,7 @@ impl Core {
                     bound.then_some(flow)
                 }
                 Err(Error::Unauthorized) => None,
-                Err(e) => return Err(CallbackError::Failed(e)),
+                Err(e) => return Err(CallbackError::failed(e)),
             },
             None => None,
         };
@@ -363,7 +373,7 @@ impl Core {
         let Some(code) = cb.code.filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN) else {
             return Err(CallbackError::NoCode(Box::new(flow)));
         };
-        let profile = self
+        let redeemed = self
             .redeem_code(
                 cb.provider,
                 code,
@@ -372,13 +382,24 @@ impl Core {
                 AuthResponse::Received { iss: cb.iss },
                 meta,
             )
-            .await
-            .map_err(CallbackError::Failed)?;
+            .await;
         let locale = flow.language.as_deref().and_then(|l| Locale::parse(l).ok());
-        let resolved = self
-            .resolve_user(&profile, cb.signup, locale.as_ref(), meta)
-            .await
-            .map_err(CallbackError::Failed)?;
+        let resolved = match redeemed {
+            Ok(profile) => self
+                .resolve_user(&profile, cb.signup, locale.as_ref(), meta)
+                .await
+                .map(|r| (profile, r)),
+            Err(e) => Err(e),
+        };
+        let (profile, resolved) = match resolved {
+            Ok(v) => v,
+            Err(error) => {
+                return Err(CallbackError::Failed {
+                    error,
+                    flow: Some(Box::new(flow)),
+                });
+            }
+        };
         Ok(FinishedCallback {
             flow,
             profile,

@@ -276,19 +276,31 @@ async fn callback(
         Err(CallbackError::ProviderError { error, .. }) => return s.error_redirect(&error, secure),
         Err(CallbackError::InvalidState) => return s.error_redirect("invalid_state", secure),
         Err(CallbackError::NoCode(_)) => return s.error_redirect("no_code", secure),
-        Err(CallbackError::Failed(Error::Provider(ProviderError::Unavailable(_)))) => {
+        Err(CallbackError::Failed {
+            error: Error::Provider(ProviderError::Unavailable(_)),
+            ..
+        }) => {
             return s.error_redirect("provider_unavailable", secure);
         }
-        Err(CallbackError::Failed(Error::Provider(_))) => {
+        Err(CallbackError::Failed {
+            error: Error::Provider(_),
+            ..
+        }) => {
             return s.error_redirect("auth_failed", secure);
         }
-        Err(CallbackError::Failed(Error::Disabled)) => {
+        Err(CallbackError::Failed {
+            error: Error::Disabled,
+            ..
+        }) => {
             return s.error_redirect("account_disabled", secure);
         }
-        Err(CallbackError::Failed(Error::NotFound)) => {
+        Err(CallbackError::Failed {
+            error: Error::NotFound,
+            ..
+        }) => {
             return s.error_redirect("not_registered", secure);
         }
-        Err(CallbackError::Failed(e)) => {
+        Err(CallbackError::Failed { error: e, .. }) => {
             tracing::error!(error = %e, "browser callback: cannot finish the sign-in");
             return s.error_redirect("server_error", secure);
         }

@@ -18,8 +18,10 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::extract::{AnyTypeJsonBody, Client};
 use crate::config::Config;
+use crate::core::handoff::{HANDOFF_PREFIX, Refusal};
+use crate::core::providers::MAX_CODE_LEN;
 use crate::core::secret::TokenFormat;
-use crate::core::{Error, FlowStart, ProviderError};
+use crate::core::{Callback, CallbackError, Error, FinishedCallback, FlowStart, ProviderError};
 
 /// The surface name flows and sessions are recorded under.
 const SURFACE: &str = "code_exchange";
@@ -27,13 +29,15 @@ const SURFACE: &str = "code_exchange";
 /// clients that post only `{code}` afterwards.
 const FLOW_COOKIE: &str = "authgate_cx_state";
 const FLOW_COOKIE_PATH: &str = "/api/v1/auth/oauth2";
-/// Longest authorization code accepted (Microsoft's are about 1-2 KB).
-const MAX_CODE_LEN: usize = 8192;
+/// Where the provider sends the browser back for flows started here.
+const CALLBACK_PATH: &str = "/api/v1/auth/oauth2/callback";
 
 /// This surface's settings, resolved from the config.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub provider: String,
+    /// authgate's own callback, where flows started here come back.
+    pub callback_uri: String,
     /// Allowed redirect URIs; the first is the default.
     pub redirect_uris: Vec<String>,
     pub require_state: bool,
@@ -56,6 +60,12 @@ impl Settings {
         };
         Settings {
             provider: ce.provider_name().to_string(),
+            callback_uri: cfg
+                .server
+                .public_url()
+                .join(CALLBACK_PATH.trim_start_matches('/'))
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
             redirect_uris,
             require_state: ce.require_state,
             signup: ce.signup,
@@ -102,6 +112,8 @@ pub const PREFIX: &str = "/api/v1/";
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(oauth2_start, oauth2_exchange))
+        .routes(routes!(oauth2_callback))
+        .route("/api/v1/auth/oauth2/callback/", get(oauth2_callback))
         .routes(routes!(valid))
         .routes(routes!(revoke))
         // A trailing slash is optional on every path of this API.
@@ -346,53 +358,55 @@ async fn oauth2_exchange(
     let asked = body.uri.or(query_redirect);
     let uri = settings.redirect_uri(asked.as_deref())?;
     let core = &state.core;
-    let flow = match body.state.or(cookie_state) {
-        Some(s) => Some(
-            core.take_flow(&s, Some(&settings.provider), SURFACE)
-                .await?,
-        ),
-        None if settings.require_state => {
-            return Err(ApiV1Error::not_acceptable(json!({
-                "error": "invalid_request",
-                "error_description": "state is required: start the sign-in with GET /api/v1/auth/oauth2"
-            })));
+    let user = if body.code.starts_with(HANDOFF_PREFIX) {
+        // A flow started here and finished at authgate's callback (state,
+        // flow cookie, PKCE, nonce and `iss` were checked there): its
+        // outcome, once.
+        core.take_handoff(&body.code, SURFACE).await.map_err(|e| match e {
+            Error::Unauthorized => ApiV1Error::not_acceptable(json!({
+                "error": "invalid_grant",
+                "error_description": "The code is unknown, already used or expired; sign in again."
+            })),
+            other => ApiV1Error::from(other),
+        })?
+    } else if body.state.is_some() || cookie_state.is_some() {
+        // A provider's code with a state: flows started here come back to
+        // authgate's callback, never to the client, so a state posted here
+        // was taken from someone else's flow (login CSRF). Spend it.
+        if let Some(st) = body.state.or(cookie_state) {
+            let _ = core.take_flow(&st, Some(&settings.provider), SURFACE).await;
         }
-        None => None,
-    };
-    if let (Some(f), Some(asked)) = (&flow, &asked)
-        && !f
-            .redirect_uri
-            .as_deref()
-            .is_some_and(|started| same_redirect_uri(started, asked))
-    {
+        return Err(ApiV1Error::not_acceptable(json!({
+            "error": "invalid_state",
+            "error_description": "A sign-in started with GET /api/v1/auth/oauth2 finishes at authgate's callback: post the code the redirect URI receives from there."
+        })));
+    } else if settings.require_state {
         return Err(ApiV1Error::not_acceptable(json!({
             "error": "invalid_request",
-            "error_description": "uri is not the redirect URI this flow was started with"
+            "error_description": "start the sign-in with GET /api/v1/auth/oauth2"
         })));
-    }
-    let profile = core
-        .redeem_code(
-            &settings.provider,
-            &body.code,
-            &uri,
-            flow.as_ref(),
-            crate::core::AuthResponse::Relayed,
-            &client,
-        )
-        .await?;
-    let resolved = core
-        .resolve_user(&profile, settings.signup, None, &client)
-        .await?;
+    } else {
+        // The original's clients that ran the authorize step themselves:
+        // no PKCE or nonce can be checked (documented; `require_state`
+        // turns this off).
+        let profile = core
+            .redeem_code(
+                &settings.provider,
+                &body.code,
+                &uri,
+                None,
+                crate::core::AuthResponse::Relayed,
+                &client,
+            )
+            .await?;
+        core.resolve_user(&profile, settings.signup, None, &client)
+            .await?
+            .user
+    };
     let (token, _) = core
-        .sign_in(&resolved.user, SURFACE, TokenFormat::Base64x16, &client)
+        .sign_in(&user, SURFACE, TokenFormat::Base64x16, &client)
         .await?;
-    let mut response = Json(ExchangeResponse { session_id: token }).into_response();
-    if flow.is_some()
-        && let Some(clear) = set_flow_cookie("", 0, state.http.secure_cookies)
-    {
-        response.headers_mut().insert(SET_COOKIE, clear);
-    }
-    Ok(response)
+    Ok(Json(ExchangeResponse { session_id: token }).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -422,13 +436,14 @@ async fn oauth2_start(
     if state.core.provider(&settings.provider).is_none() {
         return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
     }
-    let redirect_uri = settings.redirect_uri(params.redirect.as_deref())?;
+    let client_redirect = settings.redirect_uri(params.redirect.as_deref())?;
     let started = state
         .core
         .start_flow(FlowStart {
             provider: settings.provider.clone(),
             surface: SURFACE,
-            redirect_uri,
+            redirect_uri: settings.callback_uri.clone(),
+            redirect_to: Some(client_redirect),
             ip: client.ip,
             ..FlowStart::default()
         })
@@ -443,6 +458,122 @@ async fn oauth2_start(
         state.http.secure_cookies,
     ) {
         response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    /// RFC 9207: the issuer of the authorization response.
+    iss: Option<String>,
+    /// The provider's error (e.g. `access_denied`).
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// The provider sends the browser back here for a flow `GET
+/// /api/v1/auth/oauth2` started. authgate checks the state against this
+/// browser's flow cookie, redeems the code with the flow's PKCE verifier,
+/// validates the ID token (nonce, `iss`), reads Graph and finds the user;
+/// then it sends the browser on to the client's redirect URI with a
+/// one-time code of its own in `?code=`, which the client posts as it would
+/// the provider's. The outcome (a session, or the 403, 404 or 406 the
+/// client would have got) waits for that post, once, for two minutes.
+#[utoipa::path(get, path = "/api/v1/auth/oauth2/callback", tag = "code exchange",
+    params(CallbackParams),
+    responses(
+        (status = 302, description = "To the client's redirect URI with `?code=<one-time code>`"),
+        (status = 406, description = "No state, an unknown, used or expired one, or one this browser did not start", body = ApiV1Error)))]
+async fn oauth2_callback(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    query: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiV1Error> {
+    let settings = &state.http.code_exchange;
+    if state.core.provider(&settings.provider).is_none() {
+        return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
+    }
+    let Query(params) = query.map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
+    let core = &state.core;
+    let finished = core
+        .finish_callback(
+            &Callback {
+                provider: &settings.provider,
+                surface: SURFACE,
+                redirect_uri: &settings.callback_uri,
+                state: params.state.as_deref(),
+                flow_cookie: flow_cookie(&headers).as_deref(),
+                code: params.code.as_deref(),
+                iss: params.iss.as_deref(),
+                error: params.error.as_deref(),
+                signup: settings.signup,
+                ..Callback::default()
+            },
+            &client,
+        )
+        .await;
+    let invalid_state = || {
+        ApiV1Error::not_acceptable(json!({
+            "error": "invalid_state",
+            "error_description": "The sign-in flow is unknown, already used or expired, or another browser started it; start again."
+        }))
+    };
+    let (flow, outcome) = match finished {
+        Ok(FinishedCallback { flow, resolved, .. }) => (flow, Ok(resolved.user.id)),
+        Err(CallbackError::InvalidState) | Err(CallbackError::ProviderError { flow: None, .. }) => {
+            return Err(invalid_state());
+        }
+        Err(CallbackError::ProviderError {
+            error,
+            flow: Some(flow),
+        }) => {
+            let description: String = params
+                .error_description
+                .unwrap_or_default()
+                .chars()
+                .take(512)
+                .collect();
+            let body = json!({"error": error, "error_description": description});
+            (
+                *flow,
+                Err(Refusal::Provider(ProviderError::Rejected {
+                    stage: "authorize",
+                    status: 400,
+                    body,
+                })),
+            )
+        }
+        Err(CallbackError::NoCode(flow)) => (
+            *flow,
+            Err(Refusal::Provider(ProviderError::Invalid(
+                "the provider sent no code".into(),
+            ))),
+        ),
+        Err(CallbackError::Failed { error, flow }) => match (Refusal::from_error(error), flow) {
+            (Ok(refusal), Some(flow)) => (*flow, Err(refusal)),
+            // Nowhere to send the browser on to: answered here.
+            (Ok(refusal), None) => return Err(ApiV1Error::from(Error::from(refusal))),
+            (Err(other), _) => return Err(ApiV1Error::from(other)),
+        },
+    };
+    let code = core.hand_off(SURFACE, outcome).await?;
+    let Some(mut to) = flow
+        .redirect_to
+        .as_deref()
+        .and_then(|r| url::Url::parse(r).ok())
+    else {
+        return Err(invalid_state());
+    };
+    to.query_pairs_mut().append_pair("code", &code);
+    let location = HeaderValue::from_str(to.as_str())
+        .map_err(|_| ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE))?;
+    let mut response = StatusCode::FOUND.into_response();
+    response.headers_mut().insert(LOCATION, location);
+    if let Some(clear) = set_flow_cookie("", 0, state.http.secure_cookies) {
+        response.headers_mut().insert(SET_COOKIE, clear);
     }
     Ok(response)
 }

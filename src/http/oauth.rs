@@ -286,7 +286,7 @@ async fn callback(
             | CallbackError::ProviderError { .. }
             | CallbackError::NoCode(_),
         ) => return status(StatusCode::UNAUTHORIZED),
-        Err(CallbackError::Failed(e)) => return fail(e),
+        Err(CallbackError::Failed { error, .. }) => return fail(error),
     };
     let template = if resolved.created {
         &settings.signup_redirect

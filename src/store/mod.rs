@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Confirmation, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
+    AuditEvent, Confirmation, Handoff, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
     ProviderTokens, Session, Timestamp, User,
 };
 
@@ -159,6 +159,11 @@ pub trait Store: Send + Sync + 'static {
         token_hash: &[u8],
         now: Timestamp,
     ) -> Result<Option<Confirmation>>;
+
+    // Sign-in hand-offs (single use: taking deletes)
+    async fn insert_handoff(&self, h: &Handoff) -> Result<()>;
+    /// Atomically remove and return an unexpired hand-off.
+    async fn take_handoff(&self, code_hash: &[u8], now: Timestamp) -> Result<Option<Handoff>>;
 
     // Mail logins
     /// Count one hit in each rate-limit window; then, only if every count is

@@ -20,8 +20,8 @@ use super::reachability::Reachability;
 use super::{RateHit, Result, Store, StoreError};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
-    AuditEvent, Confirmation, Email, Identity, Locale, LoginFlow, MailAuthToken, MailLogin,
-    OutboxMail, ProviderTokens, Session, Timestamp, User,
+    AuditEvent, Confirmation, Email, Handoff, Identity, Locale, LoginFlow, MailAuthToken,
+    MailLogin, OutboxMail, ProviderTokens, Session, Timestamp, User,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -409,6 +409,33 @@ struct ConfirmationRow {
     signup: bool,
     created_at: i64,
     expires_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct HandoffRow {
+    code_hash: Vec<u8>,
+    surface: String,
+    user_id: Option<String>,
+    refusal: Option<String>,
+    detail: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl TryFrom<HandoffRow> for Handoff {
+    type Error = StoreError;
+
+    fn try_from(r: HandoffRow) -> Result<Handoff> {
+        Ok(Handoff {
+            code_hash: r.code_hash,
+            surface: r.surface,
+            user_id: r.user_id.as_deref().map(uuid).transpose()?,
+            refusal: r.refusal,
+            detail: r.detail,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+        })
+    }
 }
 
 impl TryFrom<ConfirmationRow> for Confirmation {
@@ -1290,6 +1317,44 @@ impl Store for SqlStore {
             .map(|c| c.filter(|c| c.expires_at > now))
     }
 
+    // ------------------------------------------------------------ hand-offs
+
+    async fn insert_handoff(&self, h: &Handoff) -> Result<()> {
+        with_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO sign_in_handoffs (code_hash, surface, user_id, refusal, detail, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(&h.code_hash)
+            .bind(&h.surface)
+            .bind(h.user_id.map(|u| u.to_string()))
+            .bind(h.refusal.as_deref())
+            .bind(h.detail.as_deref())
+            .bind(h.created_at)
+            .bind(h.expires_at)
+            .execute(p)
+            .await
+            .map_err(|e| self.db_err(e))
+            .map(|_| ())
+        })
+    }
+
+    async fn take_handoff(&self, code_hash: &[u8], now: Timestamp) -> Result<Option<Handoff>> {
+        let row: Option<HandoffRow> = with_writer!(self, |p| {
+            sqlx::query_as(
+                "DELETE FROM sign_in_handoffs WHERE code_hash = $1 \
+                 RETURNING code_hash, surface, user_id, refusal, detail, created_at, expires_at",
+            )
+            .bind(code_hash)
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.db_err(e))
+        })?;
+        row.map(Handoff::try_from)
+            .transpose()
+            .map(|h| h.filter(|h| h.expires_at > now))
+    }
+
     // ------------------------------------------------------------ mail logins
 
     async fn insert_mail_login(
@@ -1733,8 +1798,9 @@ impl Store for SqlStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
-        const PURGES: [&str; 7] = [
+        const PURGES: [&str; 8] = [
             "DELETE FROM confirmations WHERE expires_at <= $1",
+            "DELETE FROM sign_in_handoffs WHERE expires_at <= $1",
             "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
             "DELETE FROM login_flows WHERE expires_at <= $1",
             "DELETE FROM mail_logins WHERE expires_at <= $1",

@@ -20,8 +20,8 @@ use wiremock::matchers::{header_regex, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::{
-    App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_REDIRECT, TestDb, authorize_at_peer,
-    mount_graph_me, on_both_databases, query_param,
+    App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_PUBLIC_URL, PEER_REDIRECT, TestDb,
+    authorize_at_peer, mount_graph_me, on_both_databases, query_param,
 };
 
 const TENANT: &str = "6e0b4a52-1c1d-4a1e-9d43-0c3f1f5a7a01";
@@ -48,6 +48,7 @@ fn microsoft(cfg: &mut Config, authority: &str, tenant: &str, graph: &str) {
         },
     );
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
+    cfg.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
 }
 
 async fn add_user(app: &App, email: &str) -> User {
@@ -119,25 +120,67 @@ fn entra_accounts() -> Value {
     })
 }
 
-/// One full sign-in at the real provider: authgate starts the flow, the
-/// person signs in at the provider, the front end posts code and state.
-async fn sign_in_at_peer(app: &App, account: &str, use_cookie: bool) -> (u16, Value) {
+/// The browser back at authgate's callback with the provider's answer
+/// (`query`), carrying the flow cookie `cookie` (a `Set-Cookie` value, or
+/// none); then, if the callback sends it on to the front end, the front end
+/// posting the one-time code it got, as MCT CO2's `Auth.oauth2` does (the
+/// redirect URI in the query, a text/plain body). Returns the final status
+/// and body.
+async fn callback_then_exchange(app: &App, query: &str, cookie: Option<&str>) -> (u16, Value) {
+    let mut r = no_redirects().get(app.url(&format!("/api/v1/auth/oauth2/callback?{query}")));
+    if let Some(c) = cookie {
+        r = r.header("cookie", c.split(';').next().unwrap());
+    }
+    let r = r.send().await.unwrap();
+    if r.status() != 302 {
+        let status = r.status().as_u16();
+        return (status, r.json().await.unwrap_or(Value::Null));
+    }
+    let cleared = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cleared.starts_with("authgate_cx_state=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+    let to = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        format!("{}://{}{}", to.scheme(), to.authority(), to.path()),
+        PEER_REDIRECT,
+        "on to the front end's redirect URI"
+    );
+    let code = query_param(&to, "code").expect("a one-time code");
+    assert!(code.starts_with("ag1."), "{code}");
+    let r = reqwest::Client::new()
+        .post(app.url(&format!(
+            "/api/v1/auth/oauth2?redirect={}",
+            url::form_urlencoded::byte_serialize(PEER_REDIRECT.as_bytes()).collect::<String>()
+        )))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .body(json!({ "code": code }).to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The callback for a provider code and state, with the flow cookie.
+async fn finish(app: &App, code: &str, state: &str, cookie: &str) -> (u16, Value) {
+    let query = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", code)
+        .append_pair("state", state)
+        .finish();
+    callback_then_exchange(app, &query, Some(cookie)).await
+}
+
+/// One full sign-in at the real provider, as the browser and MCT CO2's
+/// front end do it: authgate starts the flow, the person signs in at the
+/// provider, authgate's callback sends the browser on with a one-time code,
+/// the front end posts it.
+async fn sign_in_at_peer(app: &App, account: &str) -> (u16, Value) {
     let (authorize, cookie) = start(app).await;
     let back = authorize_at_peer(authorize.as_str(), account).await;
-    let code = query_param(&back, "code").expect("a code");
-    let state = query_param(&back, "state").unwrap();
-    let (status, body, _) = if use_cookie {
-        let pair = cookie.split(';').next().unwrap().to_string();
-        exchange(app, json!({"code": code}), Some(&pair)).await
-    } else {
-        exchange(
-            app,
-            json!({"code": code, "state": state, "uri": PEER_REDIRECT}),
-            None,
-        )
-        .await
-    };
-    (status, body)
+    assert_eq!(back.path(), "/api/v1/auth/oauth2/callback");
+    callback_then_exchange(app, back.query().unwrap(), Some(&cookie)).await
 }
 
 async fn entra_sign_in_trades_a_code_for_a_session(db: &TestDb) {
@@ -164,7 +207,8 @@ async fn entra_sign_in_trades_a_code_for_a_session(db: &TestDb) {
     assert_eq!(query_param(&authorize, "nonce").unwrap().len(), 43);
     assert_eq!(
         query_param(&authorize, "redirect_uri").unwrap(),
-        PEER_REDIRECT
+        format!("{PEER_PUBLIC_URL}/api/v1/auth/oauth2/callback"),
+        "the provider comes back to authgate, not to the front end"
     );
     assert_eq!(
         query_param(&authorize, "client_id").unwrap(),
@@ -180,9 +224,48 @@ async fn entra_sign_in_trades_a_code_for_a_session(db: &TestDb) {
     let back = authorize_at_peer(authorize.as_str(), "alice").await;
     assert_eq!(query_param(&back, "state").unwrap(), state);
     assert_eq!(query_param(&back, "iss").unwrap(), peer.issuer);
+    // Login CSRF: the attacker's code and state posted from the victim's
+    // front end, without the browser's flow cookie, buy nothing, and the
+    // flow is spent.
     let code = query_param(&back, "code").unwrap();
     let body = json!({"code": code, "state": state, "uri": PEER_REDIRECT});
-    let (status, v, _) = exchange(&app, body.clone(), None).await;
+    let (status, v, _) = exchange(&app, body, None).await;
+    assert_eq!(status, 406, "{v}");
+    assert_eq!(v["data"]["error"], "invalid_state");
+    assert_eq!(v["code"], 406);
+    assert_eq!(v["status"], "406 - Not Acceptable");
+    let (status, v) = callback_then_exchange(&app, back.query().unwrap(), Some(&cookie)).await;
+    assert_eq!(
+        (status, &v["data"]["error"]),
+        (406, &json!("invalid_state")),
+        "spent"
+    );
+
+    // A callback URL forwarded to another browser (no flow cookie): refused.
+    let (authorize, _) = start(&app).await;
+    let back = authorize_at_peer(authorize.as_str(), "alice").await;
+    let (status, v) = callback_then_exchange(&app, back.query().unwrap(), None).await;
+    assert_eq!(status, 406, "{v}");
+    assert_eq!(v["data"]["error"], "invalid_state");
+
+    // The browser that started it: on to the front end with a one-time
+    // code, which the front end trades once.
+    let (authorize, cookie) = start(&app).await;
+    let back = authorize_at_peer(authorize.as_str(), "alice").await;
+    let r = no_redirects()
+        .get(app.url(&format!(
+            "/api/v1/auth/oauth2/callback?{}",
+            back.query().unwrap()
+        )))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let to = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let handoff = query_param(&to, "code").unwrap();
+    let (status, v, _) = exchange(&app, json!({ "code": handoff }), None).await;
     assert_eq!(status, 200, "{v}");
     let first = assert_session_id(&v);
     assert!(is_valid(&app, &first).await);
@@ -198,21 +281,17 @@ async fn entra_sign_in_trades_a_code_for_a_session(db: &TestDb) {
         ("microsoft", TENANT, "oid-alice")
     );
     assert!(ids[0].email_verified, "a single configured tenant vouches");
-
-    // The same code and state again: the flow is spent.
-    let (status, v, _) = exchange(&app, body, None).await;
+    // The same one-time code again: spent.
+    let (status, v, _) = exchange(&app, json!({ "code": handoff }), None).await;
     assert_eq!(status, 406);
-    assert_eq!(v["data"]["error"], "invalid_state");
-    assert_eq!(v["code"], 406);
-    assert_eq!(v["status"], "406 - Not Acceptable");
+    assert_eq!(v["data"]["error"], "invalid_grant");
 
-    // A client that posts only {code}: the flow cookie carries the state.
-    let (status, v) = sign_in_at_peer(&app, "alice", true).await;
+    let (status, v) = sign_in_at_peer(&app, "alice").await;
     assert_eq!(status, 200, "{v}");
     let second = assert_session_id(&v);
     assert_ne!(first, second);
     assert_eq!(app.core.user_identities(alice.id).await.unwrap().len(), 1);
-    // Graph was asked with the access token each time.
+    // Graph was asked with the access token once per finished sign-in.
     assert_eq!(graph.received_requests().await.unwrap().len(), 2);
 }
 
@@ -223,7 +302,7 @@ async fn unknown_and_disabled_users_get_no_session(db: &TestDb) {
     let app = App::start(db, |c| microsoft(c, &peer.base(), TENANT, &graph.uri())).await;
 
     mount_graph_me(&graph, "oid-bob", "bob@contoso.example", "Bob").await;
-    let (status, v) = sign_in_at_peer(&app, "bob", false).await;
+    let (status, v) = sign_in_at_peer(&app, "bob").await;
     assert_eq!(status, 404);
     assert_eq!(
         v,
@@ -242,7 +321,7 @@ async fn unknown_and_disabled_users_get_no_session(db: &TestDb) {
         .set_user_disabled(&UserKey::Id(bob.id), true, &ClientMeta::default())
         .await
         .unwrap();
-    let (status, v) = sign_in_at_peer(&app, "bob", false).await;
+    let (status, v) = sign_in_at_peer(&app, "bob").await;
     assert_eq!(status, 403, "{v}");
     assert_eq!(v["status"], "403 - Forbidden");
     assert!(
@@ -279,7 +358,7 @@ async fn provider_errors_are_406_with_the_providers_document(db: &TestDb) {
         .respond_with(ResponseTemplate::new(401).set_body_json(graph_error.clone()))
         .mount(&graph)
         .await;
-    let (status, v) = sign_in_at_peer(&app, "alice", false).await;
+    let (status, v) = sign_in_at_peer(&app, "alice").await;
     assert_eq!(status, 406);
     assert_eq!(v["data"], graph_error);
 
@@ -317,13 +396,13 @@ async fn multi_tenant_links_an_email_only_when_microsoft_vouches(db: &TestDb) {
 
     // Any tenant may sign in here, so an address alone proves nothing.
     mount_graph_me(&graph, "oid-alice", "alice@contoso.example", "Alice").await;
-    let (status, _) = sign_in_at_peer(&app, "alice", false).await;
+    let (status, _) = sign_in_at_peer(&app, "alice").await;
     assert_eq!(status, 404);
     assert!(app.core.user_identities(alice.id).await.unwrap().is_empty());
 
     // With xms_edov (the domain owner verified the address) it links.
     mount_graph_me(&graph, "oid-carol", "carol@contoso.example", "Carol").await;
-    let (status, v) = sign_in_at_peer(&app, "carol", false).await;
+    let (status, v) = sign_in_at_peer(&app, "carol").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(app.core.user_identities(carol.id).await.unwrap().len(), 1);
 }
@@ -341,6 +420,7 @@ fn google(cfg: &mut Config, issuer: &str, signup: bool) {
     cfg.code_exchange.provider = Some("google".into());
     cfg.code_exchange.signup = signup;
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
+    cfg.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
 }
 
 async fn google_links_only_verified_addresses(db: &TestDb) {
@@ -357,7 +437,7 @@ async fn google_links_only_verified_addresses(db: &TestDb) {
     let ann = add_user(&app, "ann@gmail.example").await;
     let victim = add_user(&app, "victim@example.org").await;
 
-    let (status, v) = sign_in_at_peer(&app, "g-ann", false).await;
+    let (status, v) = sign_in_at_peer(&app, "g-ann").await;
     assert_eq!(status, 200, "{v}");
     let ids = app.core.user_identities(ann.id).await.unwrap();
     assert_eq!(ids.len(), 1);
@@ -368,7 +448,7 @@ async fn google_links_only_verified_addresses(db: &TestDb) {
 
     // An unverified address never reaches the account that owns it: Eve
     // gets an account of her own, without that address.
-    let (status, v) = sign_in_at_peer(&app, "g-eve", false).await;
+    let (status, v) = sign_in_at_peer(&app, "g-eve").await;
     assert_eq!(status, 200, "{v}");
     let eve = session_user(&app, &assert_session_id(&v)).await;
     assert_ne!(eve.id, victim.id);
@@ -382,7 +462,7 @@ async fn google_links_only_verified_addresses(db: &TestDb) {
     );
 
     // A returning person is found by the identity, not the address.
-    let (status, v) = sign_in_at_peer(&app, "g-eve", false).await;
+    let (status, v) = sign_in_at_peer(&app, "g-eve").await;
     assert_eq!(status, 200);
     assert_eq!(session_user(&app, &assert_session_id(&v)).await.id, eve.id);
 }
@@ -522,11 +602,11 @@ async fn attempt(
     tenant_path: &str,
     make: impl FnOnce(&str) -> String,
 ) -> (u16, Value) {
-    let (authorize, _) = start(app).await;
+    let (authorize, cookie) = start(app).await;
     let state = query_param(&authorize, "state").unwrap();
     let nonce = query_param(&authorize, "nonce").unwrap();
     forge.id_token_answer(tenant_path, make(&nonce)).await;
-    let (status, v, _) = exchange(app, json!({"code": "forge-code", "state": state}), None).await;
+    let (status, v) = finish(app, "forge-code", &state, &cookie).await;
     (status, v)
 }
 
@@ -668,10 +748,10 @@ async fn forged_id_tokens_are_refused(db: &TestDb) {
         "correlation_id": "8174bc34-c573-4133-bb62-0ff783c7a055",
         "error_uri": "https://login.microsoftonline.com/error?code=70000"
     });
-    let (authorize, _) = start(&app).await;
+    let (authorize, cookie) = start(&app).await;
     let state = query_param(&authorize, "state").unwrap();
     forge.token_answer(TENANT, 400, ms_error.clone()).await;
-    let (status, v, _) = exchange(&app, json!({"code": "expired", "state": state}), None).await;
+    let (status, v) = finish(&app, "expired", &state, &cookie).await;
     assert_eq!(status, 406);
     assert_eq!(
         v,
@@ -769,14 +849,14 @@ async fn a_foreign_tenant_cannot_take_over_an_account_by_email(db: &TestDb) {
 async fn a_slow_provider_is_an_error_not_a_hang(db: &TestDb) {
     let forge = Forge::start().await;
     let app = App::start(db, |c| forged_app_config(c, &forge, TENANT)).await;
-    let (authorize, _) = start(&app).await;
+    let (authorize, cookie) = start(&app).await;
     let state = query_param(&authorize, "state").unwrap();
     Mock::given(method("POST"))
         .and(path(format!("/{TENANT}/oauth2/v2.0/token")))
         .respond_with(ResponseTemplate::new(200).set_delay(std::time::Duration::from_secs(6)))
         .mount(&forge.server)
         .await;
-    let (status, v, _) = exchange(&app, json!({"code": "slow", "state": state}), None).await;
+    let (status, v) = finish(&app, "slow", &state, &cookie).await;
     // The configured 2 s timeout ended the wait (had authgate waited the
     // 6 s, the empty answer would be "unexpected response").
     assert_eq!(status, 406);
@@ -814,6 +894,7 @@ fn github(cfg: &mut Config, server: &MockServer) {
     cfg.code_exchange.provider = Some("github".into());
     cfg.code_exchange.signup = true;
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
+    cfg.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
 }
 
 /// GitHub's REST API as documented: `/user` and `/user/emails`.
@@ -851,7 +932,7 @@ async fn github_person(server: &MockServer, id: i64, login: &str, emails: Value)
 }
 
 async fn github_code(app: &App) -> (u16, Value) {
-    let (authorize, _) = start(app).await;
+    let (authorize, cookie) = start(app).await;
     let state = query_param(&authorize, "state").unwrap();
     assert!(query_param(&authorize, "code_challenge").is_some());
     assert_eq!(
@@ -859,7 +940,7 @@ async fn github_code(app: &App) -> (u16, Value) {
         None,
         "GitHub is no OpenID provider"
     );
-    let (status, v, _) = exchange(app, json!({"code": "gh-code", "state": state}), None).await;
+    let (status, v) = finish(app, "gh-code", &state, &cookie).await;
     (status, v)
 }
 
@@ -922,6 +1003,7 @@ fn acme(cfg: &mut Config, issuer: &str) {
     cfg.code_exchange.provider = Some("acme".into());
     cfg.code_exchange.signup = true;
     cfg.code_exchange.redirect_uris = vec![PEER_REDIRECT.parse().unwrap()];
+    cfg.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
 }
 
 /// A generic OpenID provider: discovery must name the configured issuer
@@ -982,7 +1064,7 @@ async fn openid_discovery_and_userinfo_are_checked(db: &TestDb) {
         ))
         .mount(&server)
         .await;
-    let (authorize, _) = start(&app).await;
+    let (authorize, cookie) = start(&app).await;
     assert!(
         authorize
             .as_str()
@@ -1008,7 +1090,7 @@ async fn openid_discovery_and_userinfo_are_checked(db: &TestDb) {
         })))
         .mount(&server)
         .await;
-    let (status, v, _) = exchange(&app, json!({"code": "c", "state": state}), None).await;
+    let (status, v) = finish(&app, "c", &state, &cookie).await;
     assert_refused(&(status, v), "userinfo describes another subject");
 }
 

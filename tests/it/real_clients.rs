@@ -274,6 +274,140 @@ async fn mct_co2_exchange_names_its_redirect_in_the_query(db: &TestDb) {
     assert_eq!(v["data"]["error"], "temporarily_unavailable", "{v}");
 }
 
+/// MCT CO2's whole Microsoft sign-in, as `Login.js`, `Auth.js` and
+/// `Data.js` make it, against the real `oidc-provider` as the Entra tenant,
+/// which requires PKCE: `location = ApiHost + '/api/v1/auth/oauth2?redirect='
+/// + encodeURIComponent(location.origin)`; the person signs in; the front
+/// end reads `code` from its URL (it drops everything else) and posts
+/// `{code}` as a string body with no headers, cross-origin and without
+/// credentials, to `/oauth2?redirect=<location.origin>` (URLSearchParams);
+/// `valid` with the raw id; sign-out by `DELETE /revoke`. The provider sends
+/// the browser back to authgate's callback, which checks state, flow
+/// cookie, PKCE, nonce and `iss`, then on to the front end with a one-time
+/// code of authgate's in that same `code` parameter.
+async fn mct_co2_signs_in_unchanged_against_a_provider_that_requires_pkce(db: &TestDb) {
+    use crate::support::{OidcPeer, PEER_PUBLIC_URL, authorize_at_peer, graph_me, query_param};
+    let Some(node) = OidcPeer::node() else {
+        return;
+    };
+    let tenant = "7d2c1b0a-9e8f-4a6b-8c5d-3e2f1a0b9c8d";
+    let peer = OidcPeer::entra(
+        &node,
+        tenant,
+        json!({"teacher": {"tid": tenant, "oid": "oid-teacher", "email": "teacher@school.example", "name": "Teacher"}}),
+    )
+    .await;
+    let graph = graph_me("oid-teacher", "Teacher", "teacher@school.example").await;
+    let origin = "https://co2.school.example";
+    let app = App::start(db, |c| {
+        c.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
+        c.server.frontend_url = Some(origin.parse().unwrap());
+        c.code_exchange.redirect_uris = vec![format!("{origin}/")];
+        c.providers.insert(
+            "microsoft".into(),
+            crate::support::microsoft_provider(&peer, tenant, &graph),
+        );
+    })
+    .await;
+    app.core
+        .add_user(
+            authgate::core::NewUser::parse("teacher@school.example", None, None).unwrap(),
+            &authgate::core::ClientMeta::default(),
+        )
+        .await
+        .unwrap();
+    // encodeURIComponent(location.origin)
+    let encoded = origin.replace(':', "%3A").replace('/', "%2F");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = browser
+        .get(app.url(&format!("/api/v1/auth/oauth2?redirect={encoded}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    let flow_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    let authorize = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        query_param(&authorize, "code_challenge_method").as_deref(),
+        Some("S256")
+    );
+    let back = authorize_at_peer(authorize.as_str(), "teacher").await;
+    assert_eq!(back.path(), "/api/v1/auth/oauth2/callback");
+    let r = browser
+        .get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
+        .header("cookie", flow_cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let landing = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        format!(
+            "{}://{}{}",
+            landing.scheme(),
+            landing.authority(),
+            landing.path()
+        ),
+        format!("{origin}/"),
+        "the front end's own origin"
+    );
+    // `this.app.router.search.get('code')`
+    let code = query_param(&landing, "code").unwrap();
+    assert!(!landing.as_str().contains("state="), "nothing else to drop");
+    // new URLSearchParams({redirect: location.origin})
+    let search: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("redirect", origin)
+        .finish();
+    let fetch = reqwest::Client::new();
+    let r = fetch
+        .post(app.url(&format!("/api/v1/auth/oauth2?{search}")))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", origin)
+        .body(json!({ "code": code }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], origin);
+    let session = r.json::<Value>().await.unwrap()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let valid = |id: String| {
+        let fetch = fetch.clone();
+        let url = app.url("/api/v1/auth/valid");
+        async move {
+            fetch
+                .get(url)
+                .header("authorization", id)
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["valid"]
+                .as_bool()
+                .unwrap()
+        }
+    };
+    assert!(valid(session.clone()).await);
+    // Auth.revoke(sessionId): a string body, no headers.
+    let r = fetch
+        .delete(app.url("/api/v1/auth/revoke"))
+        .header("content-type", "text/plain;charset=UTF-8")
+        .header("origin", origin)
+        .body(json!({ "sessionId": session }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert!(!valid(session).await, "signed out");
+}
+
 /// The seed paths of the e-mail code API take a trailing slash too; a code
 /// longer than any code is a wrong guess (403), not a gone login (410).
 async fn mail_code_trailing_slash_and_overlong_codes(db: &TestDb) {
@@ -354,5 +488,6 @@ on_both_databases!(
     compressed_bodies_are_bounded_and_checked,
     mct_co2_text_plain_bodies,
     mct_co2_exchange_names_its_redirect_in_the_query,
+    mct_co2_signs_in_unchanged_against_a_provider_that_requires_pkce,
     mail_code_trailing_slash_and_overlong_codes,
 );
