@@ -566,6 +566,13 @@ pub struct OauthConfig {
     pub signup_redirect: String,
     /// How long a confirmation may wait for `/oauth/login`.
     pub confirmation_ttl_secs: i64,
+    /// Providers whose authorize URL the front end builds itself from
+    /// `/oauth/init`'s state (freesewing.org does, for GitHub and Google).
+    /// Weaker, so off (empty) by default: their callbacks are accepted
+    /// without the browser's flow cookie (login CSRF is possible), and their
+    /// codes are redeemed without PKCE or nonce (the client sent none). The
+    /// state stays single use, bound to its provider, and lives ten minutes.
+    pub client_built_authorize: Vec<String>,
 }
 
 impl Default for OauthConfig {
@@ -577,6 +584,7 @@ impl Default for OauthConfig {
             login_redirect: "{frontend}/login/callback/{confirmation}/{validation}".into(),
             signup_redirect: "{frontend}/confirm/signup/{confirmation}/".into(),
             confirmation_ttl_secs: 300,
+            client_built_authorize: Vec::new(),
         }
     }
 }
@@ -1033,12 +1041,14 @@ impl Config {
             }
         }
         let o = &self.oauth;
-        for p in &o.providers {
-            if !self.providers.contains_key(p) {
-                errors.push(err(
-                    "oauth.providers",
-                    format!("{p:?} is not a configured provider"),
-                ));
+        for (key, list) in [
+            ("oauth.providers", &o.providers),
+            ("oauth.client_built_authorize", &o.client_built_authorize),
+        ] {
+            for p in list {
+                if !self.providers.contains_key(p) {
+                    errors.push(err(key, format!("{p:?} is not a configured provider")));
+                }
             }
         }
         if o.languages.is_empty()

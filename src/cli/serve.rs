@@ -234,6 +234,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             "mail.transport = console: mails are printed to standard output (development only)"
         );
     }
+    if cfg.surfaces.oauth {
+        for p in &cfg.oauth.client_built_authorize {
+            tracing::warn!(
+                provider = %p,
+                "oauth.client_built_authorize: /oauth/callback/from/{p} accepts a callback without the browser's flow cookie (login CSRF) and redeems its codes without PKCE or nonce"
+            );
+        }
+    }
     // Many systems start a process with 1,024 open files; the hard limit
     // is usually far higher. Keep a reserve for the database, SMTP and
     // provider connections below whatever is in force.

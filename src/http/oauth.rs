@@ -40,6 +40,9 @@ pub struct Settings {
     pub login_redirect: String,
     pub signup_redirect: String,
     pub confirmation_ttl_secs: i64,
+    /// Providers whose authorize URL the front end builds (no browser
+    /// binding, no PKCE or nonce; `oauth.client_built_authorize`).
+    pub client_built: Vec<String>,
     /// The front end's URL without a trailing slash (`{frontend}`).
     pub frontend: String,
     /// authgate's public URL without a trailing slash (callback URLs).
@@ -66,6 +69,7 @@ impl Settings {
             login_redirect: o.login_redirect.clone(),
             signup_redirect: o.signup_redirect.clone(),
             confirmation_ttl_secs: o.confirmation_ttl_secs,
+            client_built: o.client_built_authorize.clone(),
             frontend: frontend.as_str().trim_end_matches('/').to_string(),
             public: cfg
                 .server
@@ -272,7 +276,7 @@ async fn callback(
                 iss: params.iss.as_deref(),
                 error: params.error.as_deref(),
                 signup: settings.signup,
-                ..Callback::default()
+                client_built: settings.client_built.contains(&provider),
             },
             &client,
         )

@@ -408,6 +408,185 @@ async fn mct_co2_signs_in_unchanged_against_a_provider_that_requires_pkce(db: &T
     assert!(!valid(session).await, "signed out");
 }
 
+/// freesewing.org's sign-in (`src/components/session/oauth/index.js` and
+/// `src/config/oauth.js`): `POST /oauth/init {provider, language}`, then
+/// `window.location = oauthConfig[provider] + data.state`, an authorize URL
+/// the front end built itself (its client id, the back end's callback as
+/// `redirect_uri`, unencoded, `scope=read:user`, no PKCE), so the browser
+/// never visits `/oauth/authorize` and carries no flow cookie. GitHub
+/// (faked from its documented answers) sends it back to the callback. With
+/// `oauth.client_built_authorize = ["github"]` the sign-up and a later
+/// sign-in go through (the code redeemed without a verifier; the state
+/// still single use and bound to its provider); without it, 401.
+async fn freesewing_front_end_builds_its_own_authorize_url(db: &TestDb) {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let api = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/login/oauth/access_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "gho_maker", "token_type": "bearer", "scope": "read:user"
+        })))
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "login": "maker", "id": 4242, "type": "User", "name": "Maker",
+            "email": null
+        })))
+        .mount(&api)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/emails"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([
+            {"email": "maker@freesewing.example", "primary": true, "verified": true, "visibility": "private"}
+        ])))
+        .mount(&api)
+        .await;
+    let public = crate::support::PEER_PUBLIC_URL;
+    let frontend = "https://freesewing.example";
+    let start = |opt_in: bool| {
+        let api = api.uri();
+        App::start(db, move |c| {
+            c.server.public_url = Some(public.parse().unwrap());
+            c.server.frontend_url = Some(frontend.parse().unwrap());
+            c.providers.insert(
+                "github".into(),
+                authgate::config::ProviderConfig {
+                    client_id: "fs-github-client".into(),
+                    client_secret: Some("fs-github-secret".into()),
+                    auth_url: Some(format!("{api}/login/oauth/authorize").parse().unwrap()),
+                    token_url: Some(format!("{api}/login/oauth/access_token").parse().unwrap()),
+                    api_url: Some(api.parse().unwrap()),
+                    ..Default::default()
+                },
+            );
+            if opt_in {
+                c.oauth.client_built_authorize = vec!["github".into()];
+            }
+        })
+    };
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // The front end's own steps, up to where GitHub sends the browser back.
+    let sign_in = |app: &App| {
+        let browser = browser.clone();
+        let init = app.url("/oauth/init");
+        let base = app.url("");
+        async move {
+            let r = browser
+                .post(init)
+                .json(&json!({"provider": "github", "language": "en"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let state = r.json::<Value>().await.unwrap()["state"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let callback = format!("{public}/oauth/callback/from/github");
+            let built = format!(
+                "https://github.com/login/oauth/authorize?client_id=fs-github-client&redirect_uri={callback}&scope=read:user&state={state}"
+            );
+            let built = url::Url::parse(&built).unwrap();
+            let redirect_uri = built
+                .query_pairs()
+                .find(|(k, _)| k == "redirect_uri")
+                .unwrap()
+                .1
+                .into_owned();
+            // GitHub: back to redirect_uri with its code and the state.
+            let back = format!("{redirect_uri}?code=gh-code-123&state={state}");
+            let r = browser
+                .get(back.replacen(public, base.trim_end_matches('/'), 1))
+                .send()
+                .await
+                .unwrap();
+            let to = r
+                .headers()
+                .get("location")
+                .map(|l| l.to_str().unwrap().to_string());
+            (r.status().as_u16(), to, state)
+        }
+    };
+
+    let off = start(false).await;
+    let (status, to, _) = sign_in(&off).await;
+    assert_eq!(
+        (status, to),
+        (401, None),
+        "off by default: no browser binding, no sign-in"
+    );
+    drop(off);
+
+    let app = start(true).await;
+    let (status, to, state) = sign_in(&app).await;
+    assert_eq!(status, 302);
+    let to = to.unwrap();
+    let confirmation = to
+        .strip_prefix(&format!("{frontend}/confirm/signup/"))
+        .unwrap_or_else(|| panic!("{to}"))
+        .trim_end_matches('/')
+        .to_string();
+    assert_ne!(confirmation, state);
+    let token_request = api
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.url.path() == "/login/oauth/access_token")
+        .unwrap();
+    let form = String::from_utf8_lossy(&token_request.body).into_owned();
+    assert!(form.contains("code=gh-code-123"), "{form}");
+    assert!(
+        !form.contains("code_verifier"),
+        "no PKCE: the client sent no challenge: {form}"
+    );
+    // The same state again: single use.
+    let again = browser
+        .get(app.url(&format!(
+            "/oauth/callback/from/github?code=gh-code-123&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 401);
+    // The new person's page `/confirm/signup/<confirmation>/` posts the
+    // account creation with their consent.
+    let r = browser
+        .post(app.url("/account"))
+        .json(&json!({"id": confirmation, "consent": {"profile": true, "model": true}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["account"]["email"], "maker@freesewing.example", "{v}");
+    // A later sign-in: `/login/callback/:confirmation/:validation` posts both.
+    let (status, to, _) = sign_in(&app).await;
+    assert_eq!(status, 302);
+    let to = to.unwrap();
+    let rest = to
+        .strip_prefix(&format!("{frontend}/login/callback/"))
+        .unwrap_or_else(|| panic!("{to}"));
+    let (confirmation, validation) = rest.split_once('/').unwrap();
+    let r = browser
+        .post(app.url("/oauth/login"))
+        .json(&json!({"confirmation": confirmation, "validation": validation}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["account"]["email"], "maker@freesewing.example", "{v}");
+    assert_eq!(v["signup"], false);
+    assert!(v["token"].is_string());
+}
+
 /// The seed paths of the e-mail code API take a trailing slash too; a code
 /// longer than any code is a wrong guess (403), not a gone login (410).
 async fn mail_code_trailing_slash_and_overlong_codes(db: &TestDb) {
@@ -489,5 +668,6 @@ on_both_databases!(
     mct_co2_text_plain_bodies,
     mct_co2_exchange_names_its_redirect_in_the_query,
     mct_co2_signs_in_unchanged_against_a_provider_that_requires_pkce,
+    freesewing_front_end_builds_its_own_authorize_url,
     mail_code_trailing_slash_and_overlong_codes,
 );
