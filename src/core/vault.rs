@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::providers::ProviderTokenSet;
 use super::secret;
-use super::{Core, Error, Identity, ProviderError, ProviderTokens, Timestamp};
+use super::{ClientMeta, Core, Error, Identity, ProviderError, ProviderTokens, Timestamp};
 
 const VERSION: u8 = 1;
 const HEADER: usize = 1 + 4 + 12;
@@ -189,6 +189,33 @@ impl Core {
         let row = self.seal_tokens(vault, identity, tokens, None)?;
         self.store().put_provider_tokens(&row).await?;
         Ok(true)
+    }
+
+    /// The person's current access token at `provider` for the
+    /// application's own back end (e.g. to call Microsoft Graph): as
+    /// [`Self::provider_access_token`], and every read is audited (who,
+    /// which provider; never the token).
+    pub async fn provider_access_token_for_backend(
+        &self,
+        user_id: Uuid,
+        provider: &str,
+        meta: &ClientMeta,
+    ) -> Result<Option<AccessToken>, Error> {
+        let result = self.provider_access_token(user_id, provider).await;
+        let outcome = match &result {
+            Ok(Some(_)) => "given",
+            Ok(None) => "none_kept",
+            Err(Error::Unauthorized) => "refresh_refused",
+            Err(_) => "failed",
+        };
+        self.audit(
+            "provider_token.read",
+            Some(user_id),
+            meta,
+            Some(json!({ "provider": provider, "outcome": outcome })),
+        )
+        .await;
+        result
     }
 
     /// The user's access token at `provider`, refreshed with the refresh

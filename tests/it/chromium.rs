@@ -20,6 +20,38 @@ use crate::support::{
 };
 
 const TENANT: &str = "7d2e4f60-1a3b-4c5d-8e9f-0a1b2c3d4e5f";
+const ADMIN_TOKEN: &str = "consultflow-backend-admin-token-0123456789";
+
+/// The application's own back end, calling authgate's admin endpoints.
+struct BackEnd<'a> {
+    app: &'a App,
+}
+
+impl BackEnd<'_> {
+    async fn introspect(&self, session: &str) -> serde_json::Value {
+        let r = reqwest::Client::new()
+            .post(self.app.url("/admin/sessions/introspect"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({ "session": session }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        r.json().await.unwrap()
+    }
+
+    async fn provider_token(&self, user_id: &str, admin: Option<&str>) -> (u16, serde_json::Value) {
+        let mut r = reqwest::Client::new()
+            .post(self.app.url("/admin/provider-token"))
+            .json(&json!({"user_id": user_id, "provider": "microsoft"}));
+        if let Some(t) = admin {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or_default())
+    }
+}
 
 /// The front end: a sign-in link, a dashboard that asks authgate who is
 /// signed in and can log out, and a login page that shows the error.
@@ -133,7 +165,7 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
     let peer = OidcPeer::entra_megan(&node, TENANT, &[format!("{authgate}/auth/callback")]).await;
     let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let db = TestDb::sqlite().await;
-    let _app = App::start_on(listener, &db, |c| {
+    let app = App::start_on(listener, &db, |c| {
         c.server.public_url = Some(authgate.parse().unwrap());
         c.server.frontend_url = Some(front.parse().unwrap());
         c.providers.insert(
@@ -141,6 +173,7 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
             microsoft_provider(&peer, TENANT, &graph),
         );
         c.vault.keys = vec![authgate::core::Vault::new_key().unwrap()];
+        c.admin.token = Some(ADMIN_TOKEN.into());
     })
     .await;
     let _front = TestServer::serve_on(front_listener, front_end(&authgate)).await;
@@ -211,8 +244,67 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
         let visible = c.execute("return document.cookie", vec![]).await.unwrap();
         assert!(!visible.to_string().contains("connect.sid"), "{visible}");
 
+        // ConsultFlow's own back end gets the cookie with every call to it:
+        // it asks authgate whose session it is, then for the person's Graph
+        // token (refreshed by authgate once expired), as a proxy set-up
+        // would (see "moving ConsultFlow to authgate" in the README).
+        let backend = BackEnd { app: &app };
+        assert_eq!(
+            backend.introspect("not-a-session").await,
+            json!({"active": false})
+        );
+        let who = backend.introspect(sid.value()).await;
+        assert_eq!(who["active"], true, "{who}");
+        assert_eq!(who["user"]["email"], "megan@contoso.example", "{who}");
+        assert_eq!(who["user"]["name"], "Megan Bowen", "{who}");
+        assert_eq!(who["session"]["kind"], "cookie", "{who}");
+        let user_id = who["user"]["id"].as_str().unwrap().to_string();
+        let kept = app
+            .core
+            .provider_access_token(user_id.parse().unwrap(), "microsoft")
+            .await
+            .unwrap()
+            .unwrap();
+        let (status, token) = backend.provider_token(&user_id, Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 200, "{token}");
+        assert_eq!(token["access_token"].as_str(), Some(kept.token.as_str()));
+        let graph_me = reqwest::Client::new()
+            .get(format!("{}/v1.0/me", graph.uri()))
+            .bearer_auth(token["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(graph_me.status(), 200);
+        // Expired: authgate refreshes it at the provider first.
+        db.exec("UPDATE provider_tokens SET expires_at = 1").await;
+        let (status, fresh) = backend.provider_token(&user_id, Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 200, "{fresh}");
+        assert_ne!(fresh["access_token"], token["access_token"]);
+        let (status, _) = backend
+            .provider_token(&user_id, Some("wrong-token-wrong-token-wrong-token"))
+            .await;
+        assert_eq!(status, 401);
+        let reads: Vec<_> = app
+            .core
+            .audit_events(Some(user_id.parse().unwrap()), 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "provider_token.read")
+            .collect();
+        assert_eq!(reads.len(), 2, "every read audited");
+        for e in &reads {
+            let detail = e.detail.clone().unwrap_or_default();
+            assert!(detail.contains("\"given\""), "{detail}");
+            assert!(!detail.contains(fresh["access_token"].as_str().unwrap()));
+        }
+
         click(&c, "#logout").await;
         assert_eq!(text_of(&c, "#after").await, "logged out, me 401");
+        assert_eq!(
+            backend.introspect(sid.value()).await,
+            json!({"active": false})
+        );
         let cookies = c.get_all_cookies().await.unwrap();
         assert!(
             !cookies.iter().any(|k| k.name() == "connect.sid"),

@@ -603,3 +603,42 @@ async fn a_surface_keeping_tokens_gets_a_vault_key_or_a_clear_refusal() {
         "{err}"
     );
 }
+
+/// Every config in the README's "Moving an application to authgate"
+/// sections passes `config check` as written (placeholders filled in).
+#[test]
+fn the_moving_guides_configs_pass_config_check() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme.find("## Moving an application to authgate").unwrap();
+    let rest = &readme[start..];
+    let section = &rest[..rest[3..].find("\n## ").map(|i| i + 3).unwrap_or(rest.len())];
+    let blocks: Vec<String> = section
+        .split("```toml\n")
+        .skip(1)
+        .map(|b| {
+            let body = &b[..b.find("```").unwrap()];
+            body.lines()
+                .map(|l| l.trim_start())
+                .collect::<Vec<_>>()
+                .join("\n")
+                .replace("\"...\"", "\"placeholder-secret-0123456789-abcdefghij\"")
+        })
+        .collect();
+    assert_eq!(blocks.len(), 4, "one config per application");
+    let dir = tempfile::tempdir().unwrap();
+    for (i, block) in blocks.iter().enumerate() {
+        let file = dir.path().join(format!("moving-{i}.toml"));
+        std::fs::write(&file, block).unwrap();
+        let out = authgate(dir.path())
+            .env("AUTHGATE_CONFIG", &file)
+            .args(["config", "check"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "config {i} fails: {}\n{block}",
+            stderr(&out)
+        );
+    }
+}
