@@ -387,6 +387,12 @@ pub struct ProviderConfig {
     /// when the provider vouches for the address (default true; see the
     /// README for what "vouches" means per provider).
     pub trust_email: Option<bool>,
+    /// May a first sign-in join an existing account by the address this
+    /// provider vouches for: `verified-email`, `confirm` or `never`.
+    /// Default: `verified-email` on the code-exchange API (its contract is
+    /// e-mail matching), `confirm` on every other surface.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub linking: Option<crate::core::Linking>,
     /// Audiences besides `client_id` an ID token may name (OpenID Connect
     /// Core 3.1.3.7: others are refused). Default: none.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -27,7 +27,7 @@ pub use error::Error;
 pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
 pub use model::*;
 pub use providers::{
-    AuthResponse, Callback, CallbackError, FinishedCallback, FlowStart, IdentityProvider,
+    AuthResponse, Callback, CallbackError, FinishedCallback, FlowStart, IdentityProvider, Linking,
     ProviderError, ProviderProfile, ProviderTokenSet, Providers, ResolvedUser, StartedFlow,
 };
 pub use ratelimit::Limit;

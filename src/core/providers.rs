@@ -18,6 +18,9 @@ use crate::store::StoreError;
 /// How long a started flow may wait for its callback.
 pub const FLOW_TTL_SECS: i64 = 600;
 
+/// The surface whose contract is e-mail matching (seed 000).
+pub const CODE_EXCHANGE_SURFACE: &str = "code_exchange";
+
 /// Flows one client address may start: 30 a minute, 300 an hour (so it can
 /// keep at most about 300 flow rows alive, each for [`FLOW_TTL_SECS`]).
 pub const DEFAULT_FLOW_LIMITS: [super::Limit; 2] =
@@ -139,6 +142,12 @@ impl std::fmt::Debug for ProviderTokenSet {
 pub trait IdentityProvider: Send + Sync + 'static {
     /// The configured name (`microsoft`, `google`, `github`, ...).
     fn name(&self) -> &str;
+    /// How a first sign-in may join an existing account with the address
+    /// this provider vouches for (`providers.<name>.linking`); `None`: the
+    /// surface's default (see [`Core::linking`]).
+    fn linking(&self) -> Option<Linking> {
+        None
+    }
     /// The provider's authorize URL for this request.
     async fn authorize_url(&self, req: &AuthorizeRequest<'_>) -> Result<Url, ProviderError>;
     /// Redeem a code and return the validated person.
@@ -231,6 +240,24 @@ impl CallbackError {
     }
 }
 
+/// How a first sign-in through a provider may join an existing account that
+/// has the address the provider vouches for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Linking {
+    /// Join it (the e-mail matching of seed 000's contract). The provider's
+    /// word is the only proof: the most repeated account-takeover class in
+    /// auth servers when a provider vouches wrongly.
+    VerifiedEmail,
+    /// Join it only after the person proves the existing account in the
+    /// same browser (an e-mail code to it, or a sign-in with a method it
+    /// already has). Surfaces without a page for that proof refuse the
+    /// sign-in as they refuse an unknown person.
+    Confirm,
+    /// Never join: such a first sign-in is refused.
+    Never,
+}
+
 /// A started flow: the state to hand the browser and where to send it.
 #[derive(Debug, Clone)]
 pub struct StartedFlow {
@@ -256,6 +283,20 @@ impl Core {
 
     pub fn provider_names(&self) -> impl Iterator<Item = &str> {
         self.inner.providers.keys().map(String::as_str)
+    }
+
+    /// How a first sign-in through `provider` on `surface` may join an
+    /// existing account by its vouched address: the provider's
+    /// `linking`, else `verified-email` on the code-exchange API (whose
+    /// contract, seed 000, is e-mail matching) and `confirm` everywhere else.
+    pub fn linking(&self, provider: &str, surface: &str) -> Linking {
+        self.provider(provider).and_then(|p| p.linking()).unwrap_or(
+            if surface == CODE_EXCHANGE_SURFACE {
+                Linking::VerifiedEmail
+            } else {
+                Linking::Confirm
+            },
+        )
     }
 
     fn provider_or_unknown(&self, name: &str) -> Result<&Arc<dyn IdentityProvider>, Error> {
@@ -386,7 +427,7 @@ impl Core {
         let locale = flow.language.as_deref().and_then(|l| Locale::parse(l).ok());
         let resolved = match redeemed {
             Ok(profile) => self
-                .resolve_user(&profile, cb.signup, locale.as_ref(), meta)
+                .resolve_user(&profile, cb.surface, cb.signup, locale.as_ref(), meta)
                 .await
                 .map(|r| (profile, r)),
             Err(e) => Err(e),
@@ -481,8 +522,10 @@ impl Core {
     /// Find the user a provider identity belongs to, linking or creating
     /// when the rules allow:
     /// 1. a known (provider, issuer, subject) → its user;
-    /// 2. else, when the provider vouches for the e-mail, the user with that
-    ///    address gets this identity linked;
+    /// 2. else, when the provider vouches for the e-mail and the user with
+    ///    that address exists: linked when [`Core::linking`] says
+    ///    `verified-email`; otherwise refused (`NotFound`, audited), never a
+    ///    second account with the same address;
     /// 3. else, with `signup`, a new user with this identity;
     /// 4. else `NotFound`.
     ///
@@ -490,6 +533,7 @@ impl Core {
     pub async fn resolve_user(
         &self,
         profile: &ProviderProfile,
+        surface: &str,
         signup: bool,
         locale: Option<&Locale>,
         meta: &ClientMeta,
@@ -526,6 +570,20 @@ impl Core {
             if user.disabled {
                 return self.refuse_disabled(user, linked, profile, meta).await;
             }
+            let linking = self.linking(&profile.provider, surface);
+            if linking != Linking::VerifiedEmail {
+                self.audit(
+                    "signin.refused",
+                    Some(user.id),
+                    meta,
+                    Some(json!({
+                        "provider": profile.provider,
+                        "reason": if linking == Linking::Confirm { "linking_needs_confirmation" } else { "linking_never" },
+                    })),
+                )
+                .await;
+                return Err(Error::NotFound);
+            }
             let linked = match store.insert_identity(&linked).await {
                 Ok(()) => {
                     self.inner.session_cache.evict_identities(user.id);
@@ -533,7 +591,8 @@ impl Core {
                 }
                 // A concurrent first sign-in linked it already: same result.
                 Err(StoreError::Conflict(_)) => {
-                    return Box::pin(self.resolve_user(profile, false, locale, meta)).await;
+                    return Box::pin(self.resolve_user(profile, surface, false, locale, meta))
+                        .await;
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -578,7 +637,7 @@ impl Core {
                 // Raced with a concurrent first sign-in of the same identity
                 // (or an account took the address meanwhile): resolve again
                 // without sign-up.
-                return Box::pin(self.resolve_user(profile, false, locale, meta)).await;
+                return Box::pin(self.resolve_user(profile, surface, false, locale, meta)).await;
             }
             Err(e) => return Err(e.into()),
         }

@@ -24,7 +24,7 @@ use crate::core::secret::TokenFormat;
 use crate::core::{Callback, CallbackError, Error, FinishedCallback, FlowStart, ProviderError};
 
 /// The surface name flows and sessions are recorded under.
-const SURFACE: &str = "code_exchange";
+const SURFACE: &str = crate::core::providers::CODE_EXCHANGE_SURFACE;
 /// Carries the state of a flow `GET /api/v1/auth/oauth2` started, for
 /// clients that post only `{code}` afterwards.
 const FLOW_COOKIE: &str = "authgate_cx_state";
@@ -399,7 +399,7 @@ async fn oauth2_exchange(
                 &client,
             )
             .await?;
-        core.resolve_user(&profile, settings.signup, None, &client)
+        core.resolve_user(&profile, SURFACE, settings.signup, None, &client)
             .await?
             .user
     };

@@ -85,6 +85,7 @@ pub struct Provider {
     leeway: i64,
     refetch_interval: Duration,
     trust_email: bool,
+    linking: Option<crate::core::Linking>,
     trusted_audiences: Vec<String>,
     /// Explicit endpoint overrides (all three known: no discovery).
     overrides: (Option<Url>, Option<Url>, Option<Url>, Option<Url>),
@@ -193,6 +194,7 @@ impl Provider {
             leeway: p.leeway_secs.unwrap_or(60),
             refetch_interval: Duration::from_secs(p.jwks_refetch_interval_secs.unwrap_or(60)),
             trust_email: p.trust_email.unwrap_or(true),
+            linking: p.linking,
             trusted_audiences: p.trusted_audiences.clone().unwrap_or_default(),
             overrides,
             endpoints: OnceCell::new(),
@@ -324,6 +326,10 @@ struct GithubEmail {
 impl IdentityProvider for Provider {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn linking(&self) -> Option<crate::core::Linking> {
+        self.linking
     }
 
     async fn authorize_url(&self, req: &AuthorizeRequest<'_>) -> Result<Url, ProviderError> {

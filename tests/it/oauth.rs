@@ -763,4 +763,84 @@ on_both_databases!(
     an_openid_response_from_another_issuer_is_refused,
     confirmations_expire_and_disabled_users_are_refused,
     bad_bodies_are_400_never_500,
+    a_vouched_address_joins_an_existing_account_only_as_linking_says,
 );
+
+/// Ann has an account (imported, say) and signs in with Google for the
+/// first time; Google vouches for her address. By default on this surface
+/// (`confirm`, which needs a page these API surfaces do not have) and with
+/// `never`, the sign-in is refused as an unknown person's is (401), audited,
+/// with no identity linked and no second account; with `verified-email` it
+/// joins her account.
+async fn a_vouched_address_joins_an_existing_account_only_as_linking_says(db: &TestDb) {
+    let Some(node) = OidcPeer::node() else { return };
+    let peer = OidcPeer::google(
+        &node,
+        json!({"g-ann": {"email": "ann@gmail.example", "email_verified": true, "name": "Ann"}}),
+    )
+    .await;
+    let ann = {
+        let app = App::start(db, |_| {}).await;
+        app.core
+            .add_user(
+                NewUser::parse("ann@gmail.example", None, None).unwrap(),
+                &ClientMeta::default(),
+            )
+            .await
+            .unwrap()
+    };
+    let first_sign_in = |linking: Option<authgate::core::Linking>| {
+        let issuer = peer.issuer.clone();
+        async move {
+            let app = App::start(db, |c| {
+                with_google(c, &issuer);
+                c.providers.get_mut("google").unwrap().linking = linking;
+            })
+            .await;
+            let state = init_ok(&app, "google", "en").await;
+            let (to, cookie) = authorize(&app, &state).await;
+            let back = authorize_at_peer(to.as_str(), "g-ann").await;
+            let (status, to) = callback(
+                &app,
+                &format!("{}?{}", back.path(), back.query().unwrap()),
+                Some(&cookie),
+            )
+            .await;
+            (status, to, app)
+        }
+    };
+    for (linking, reason) in [
+        (None, "linking_needs_confirmation"),
+        (
+            Some(authgate::core::Linking::Confirm),
+            "linking_needs_confirmation",
+        ),
+        (Some(authgate::core::Linking::Never), "linking_never"),
+    ] {
+        let (status, to, app) = first_sign_in(linking).await;
+        assert_eq!((status, to), (401, None), "{linking:?}");
+        assert!(app.core.user_identities(ann.id).await.unwrap().is_empty());
+        let refused = app
+            .core
+            .audit_events(Some(ann.id), 50)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "signin.refused")
+            .filter(|e| e.detail.as_deref().is_some_and(|d| d.contains(reason)))
+            .count();
+        assert!(refused >= 1, "{linking:?}: audited as {reason}");
+        assert_eq!(
+            app.core.list_users(0, 10).await.unwrap().len(),
+            1,
+            "no second account"
+        );
+    }
+    let (status, to, app) = first_sign_in(Some(authgate::core::Linking::VerifiedEmail)).await;
+    assert_eq!(status, 302);
+    let (signup, confirmation, validation) = parse_frontend(&to.unwrap());
+    assert!(!signup, "her existing account");
+    let v = login_ok(&app, &confirmation, validation.as_deref()).await;
+    assert_eq!(v["account"]["handle"], json!(ann.id.to_string()));
+    assert_eq!(app.core.user_identities(ann.id).await.unwrap().len(), 1);
+}
