@@ -158,9 +158,14 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
 
     // authgate's port first: the provider must know its callback URL.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let authgate = format!("http://{}", listener.local_addr().unwrap());
+    // ConsultFlow's own set-up: the front end and authgate on `localhost`
+    // names (the front end's API base is `http://localhost:3001`).
+    let authgate = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let front_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let front = format!("http://{}", front_listener.local_addr().unwrap());
+    let front = format!(
+        "http://localhost:{}",
+        front_listener.local_addr().unwrap().port()
+    );
 
     let peer = OidcPeer::entra_megan(&node, TENANT, &[format!("{authgate}/auth/callback")]).await;
     let graph = graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
