@@ -38,7 +38,7 @@ transport = "smtp"
 smtp_url = "smtp://127.0.0.1:$SMTP_PORT"
 [mail_login]
 per_address = [{ max = 1000000, window_secs = 60 }]
-per_ip = [{ max = 100000000, window_secs = 60 }]
+per_ip = [{ max = 50000000, window_secs = 60 }]   # below the global limit, as config check requires
 global = [{ max = 100000000, window_secs = 60 }]
 [log]
 level = "warn"
