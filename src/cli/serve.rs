@@ -54,6 +54,7 @@ pub fn assemble(
         .sessions(cfg.session.policy())
         .mail_login(ml.policy())
         .flow_limits(cfg.login_flows.per_ip.clone())
+        .mail_templates(Arc::new(crate::mail::templates::Templates))
         .providers(providers)
         .vault(vault(cfg)?);
     if !ml.deny_list.is_empty() {

@@ -1,6 +1,6 @@
 //! The core's one error type. Surfaces map it onto their own wire shapes;
 //! its messages are safe to show (they never contain secrets).
-use crate::store::StoreError;
+use super::ports::storage::StoreError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

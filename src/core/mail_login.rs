@@ -305,14 +305,18 @@ impl Core {
                     .clone()
                     .unwrap_or_else(|| "an unnamed device".to_string())
             });
-        let message = crate::mail::templates::login_code(
-            locale.as_str(),
-            &policy.product_name,
-            mail.as_str(),
-            &code,
-            device_name.as_deref(),
-            policy.code_ttl / 60,
-        )?;
+        let templates =
+            self.inner.templates.as_ref().ok_or_else(|| {
+                Error::Internal("no mail templates were given to the core".into())
+            })?;
+        let message = templates.login_code(&super::ports::mail::CodeMail {
+            locale: locale.as_str(),
+            product: &policy.product_name,
+            to: mail.as_str(),
+            code: &code,
+            device: device_name.as_deref(),
+            minutes: policy.code_ttl / 60,
+        })?;
         let login = MailLogin {
             token_hash: secret::hash_token(&token).to_vec(),
             mail: mail.as_str().to_string(),

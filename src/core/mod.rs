@@ -4,7 +4,8 @@
 //! and the policies from config. It knows nothing of HTTP or wire formats.
 use std::sync::Arc;
 
-use crate::store::Store;
+use ports::mail::MailTemplates;
+use ports::storage::Store;
 
 pub mod audit;
 pub mod clock;
@@ -13,6 +14,7 @@ pub mod handoff;
 pub mod mail_login;
 pub mod model;
 pub mod outbox;
+pub mod ports;
 pub mod providers;
 pub mod ratelimit;
 pub mod secret;
@@ -47,6 +49,8 @@ struct Inner {
     mail_login: MailLoginPolicy,
     flow_limits: Vec<Limit>,
     mx: Option<Arc<dyn MxLookup>>,
+    /// The mail templates (given at assembly; none: no code mails).
+    templates: Option<Arc<dyn MailTemplates>>,
     providers: Providers,
     vault: Option<vault::Vault>,
     session_cache: session_cache::SessionCache,
@@ -74,6 +78,12 @@ impl CoreBuilder {
     /// How many provider sign-ins one client address may start.
     pub fn flow_limits(mut self, limits: Vec<Limit>) -> Self {
         self.inner.flow_limits = limits;
+        self
+    }
+
+    /// The templates code mails are rendered with.
+    pub fn mail_templates(mut self, templates: Arc<dyn MailTemplates>) -> Self {
+        self.inner.templates = Some(templates);
         self
     }
 
@@ -117,6 +127,7 @@ impl Core {
                 mail_login: MailLoginPolicy::default(),
                 flow_limits: providers::DEFAULT_FLOW_LIMITS.to_vec(),
                 mx: None,
+                templates: None,
                 providers: Providers::new(),
                 vault: None,
                 session_cache: session_cache::SessionCache::new(SessionPolicy::default().cache_ttl),

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ports::mail::{MailError, Message, Transport};
 use super::{Core, Error, OutboxMail};
-use crate::mail::{MailError, Message, Transport};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxPolicy {

@@ -11,9 +11,9 @@ use serde_json::json;
 use url::Url;
 use uuid::Uuid;
 
+use super::ports::storage::StoreError;
 use super::secret::{self, TokenFormat};
 use super::{ClientMeta, Confirmation, Core, Email, Error, Identity, Locale, LoginFlow, User};
-use crate::store::StoreError;
 
 /// How long a started flow may wait for its callback.
 pub const FLOW_TTL_SECS: i64 = 600;

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use super::Error;
-use crate::store::RateHit;
+use super::ports::storage::RateHit;
 
 /// At most `max` hits per `window` seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

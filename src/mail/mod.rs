@@ -1,5 +1,6 @@
-//! Mail delivery. The core hands a finished [`Message`] to a [`Transport`];
-//! transports know nothing of surfaces or templates.
+//! Mail: the core's mail ports ([`crate::core::ports::mail`]) implemented:
+//! transports (SMTP, the console) that deliver a finished [`Message`], and
+//! the templates that render one. Nothing here knows a surface.
 use async_trait::async_trait;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -8,29 +9,7 @@ pub mod mx;
 pub mod smtp;
 pub mod templates;
 
-/// One mail, already rendered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub to: String,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MailError {
-    /// Worth retrying later (server down, timeout, 4xx).
-    #[error("temporary mail failure: {0}")]
-    Temporary(String),
-    /// Retrying will not help (bad address, 5xx).
-    #[error("permanent mail failure: {0}")]
-    Permanent(String),
-}
-
-#[async_trait]
-pub trait Transport: Send + Sync + 'static {
-    async fn send(&self, from: &str, message: &Message) -> Result<(), MailError>;
-}
+pub use crate::core::ports::mail::{MailError, Message, Transport};
 
 /// Development transport: writes each mail as plain text to a writer
 /// (standard output by default), so a newcomer sees codes without an SMTP

@@ -7,6 +7,17 @@ use minijinja::{Environment, context};
 
 use super::Message;
 use crate::core::Error;
+use crate::core::ports::mail::{CodeMail, MailTemplates};
+
+/// The built-in templates (minijinja, five locales).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Templates;
+
+impl MailTemplates for Templates {
+    fn login_code(&self, m: &CodeMail<'_>) -> Result<Message, Error> {
+        login_code(m.locale, m.product, m.to, m.code, m.device, m.minutes)
+    }
+}
 
 struct Strings {
     subject: &'static str,

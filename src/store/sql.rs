@@ -17,7 +17,10 @@ use sqlx::sqlite::{
 use uuid::Uuid;
 
 use super::reachability::Reachability;
-use super::{RateHit, Result, Store, StoreError};
+use super::{
+    AuditStore, Database, FlowStore, MailLoginStore, RateHit, RateLimitStore, Result, SessionStore,
+    StoreError, TokenStore, UserStore,
+};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
     AuditEvent, Confirmation, Email, Handoff, Identity, Locale, LoginFlow, MailAuthToken,
@@ -662,7 +665,7 @@ impl SqlStore {
 }
 
 #[async_trait]
-impl Store for SqlStore {
+impl Database for SqlStore {
     fn backend(&self) -> &'static str {
         match self.pool {
             Pool::Sqlite { .. } => "sqlite",
@@ -710,8 +713,66 @@ impl Store for SqlStore {
         }
     }
 
-    // ------------------------------------------------------------ users
+    fn sessions_marker(&self) -> Option<(u64, i128)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.marker.as_ref()?).ok()?;
+        Some((
+            m.ino(),
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        ))
+    }
 
+    async fn announce_sessions_changed(&self, payload: &str) -> Result<()> {
+        match &self.pool {
+            Pool::Sqlite { .. } => {
+                let Some(marker) = &self.marker else {
+                    return Ok(());
+                };
+                // Write aside and rename: a new inode every time, so a
+                // reader's `stat` cannot miss a change.
+                let mut tmp = marker.as_os_str().to_owned();
+                tmp.push(format!(".{}", uuid::Uuid::now_v7().simple()));
+                let tmp = std::path::PathBuf::from(tmp);
+                std::fs::write(&tmp, payload)
+                    .and_then(|()| std::fs::rename(&tmp, marker))
+                    .map_err(|e| StoreError::Database(format!("session marker: {e}")))
+            }
+            Pool::Postgres(p) => sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(super::SESSIONS_CHANNEL)
+                .bind(payload)
+                .execute(p)
+                .await
+                .map_err(|e| self.db_err(e))
+                .map(|_| ()),
+        }
+    }
+
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
+        const PURGES: [&str; 8] = [
+            "DELETE FROM confirmations WHERE expires_at <= $1",
+            "DELETE FROM sign_in_handoffs WHERE expires_at <= $1",
+            "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
+            "DELETE FROM login_flows WHERE expires_at <= $1",
+            "DELETE FROM mail_logins WHERE expires_at <= $1",
+            "DELETE FROM rate_limits WHERE expires_at <= $1",
+            "DELETE FROM mail_auth_tokens WHERE expires_at <= $1",
+            "DELETE FROM mail_outbox WHERE expires_at <= $1",
+        ];
+        let mut removed = 0;
+        for sql in PURGES {
+            removed += with_writer!(self, |p| sqlx::query(sql)
+                .bind(now)
+                .execute(p)
+                .await
+                .map_err(|e| self.db_err(e))?
+                .rows_affected());
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl UserStore for SqlStore {
     async fn insert_user(&self, u: &User) -> Result<()> {
         with_writer!(self, |p| sqlx::query(SQL_INSERT_USER)
             .bind(u.id.to_string())
@@ -864,8 +925,6 @@ impl Store for SqlStore {
         })
     }
 
-    // ------------------------------------------------------------ identities
-
     async fn insert_identity(&self, i: &Identity) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(SQL_INSERT_IDENTITY)
@@ -999,8 +1058,35 @@ impl Store for SqlStore {
         .map(|_| ()))
     }
 
-    // ------------------------------------------------------------ sessions
+    async fn put_user_consent(&self, user_id: Uuid, consent: &str, now: Timestamp) -> Result<()> {
+        with_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO user_consents (user_id, consent, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET consent = excluded.consent, updated_at = excluded.updated_at",
+            )
+            .bind(user_id.to_string())
+            .bind(consent)
+            .bind(now)
+            .execute(p)
+            .await
+            .map_err(|e| self.db_err(e))
+            .map(|_| ())
+        })
+    }
 
+    async fn user_consent(&self, user_id: Uuid) -> Result<Option<String>> {
+        with_pool!(self, |p| sqlx::query_scalar(
+            "SELECT consent FROM user_consents WHERE user_id = $1"
+        )
+        .bind(user_id.to_string())
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e)))
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
     async fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
@@ -1189,9 +1275,10 @@ impl Store for SqlStore {
         };
         rows.into_iter().map(Session::try_from).collect()
     }
+}
 
-    // ------------------------------------------------------------ login flows
-
+#[async_trait]
+impl FlowStore for SqlStore {
     async fn insert_login_flow(&self, f: &LoginFlow) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
@@ -1249,8 +1336,6 @@ impl Store for SqlStore {
         Ok(row.map(LoginFlow::from))
     }
 
-    // ------------------------------------------------------------ confirmations
-
     async fn insert_confirmation(&self, c: &Confirmation) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
@@ -1269,32 +1354,6 @@ impl Store for SqlStore {
             .map_err(|e| self.db_err(e))
             .map(|_| ())
         })
-    }
-
-    async fn put_user_consent(&self, user_id: Uuid, consent: &str, now: Timestamp) -> Result<()> {
-        with_writer!(self, |p| {
-            sqlx::query(
-                "INSERT INTO user_consents (user_id, consent, updated_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (user_id) DO UPDATE SET consent = excluded.consent, updated_at = excluded.updated_at",
-            )
-            .bind(user_id.to_string())
-            .bind(consent)
-            .bind(now)
-            .execute(p)
-            .await
-            .map_err(|e| self.db_err(e))
-            .map(|_| ())
-        })
-    }
-
-    async fn user_consent(&self, user_id: Uuid) -> Result<Option<String>> {
-        with_pool!(self, |p| sqlx::query_scalar(
-            "SELECT consent FROM user_consents WHERE user_id = $1"
-        )
-        .bind(user_id.to_string())
-        .fetch_optional(p)
-        .await
-        .map_err(|e| self.db_err(e)))
     }
 
     async fn take_confirmation(
@@ -1316,8 +1375,6 @@ impl Store for SqlStore {
             .transpose()
             .map(|c| c.filter(|c| c.expires_at > now))
     }
-
-    // ------------------------------------------------------------ hand-offs
 
     async fn insert_handoff(&self, h: &Handoff) -> Result<()> {
         with_writer!(self, |p| {
@@ -1354,9 +1411,10 @@ impl Store for SqlStore {
             .transpose()
             .map(|h| h.filter(|h| h.expires_at > now))
     }
+}
 
-    // ------------------------------------------------------------ mail logins
-
+#[async_trait]
+impl MailLoginStore for SqlStore {
     async fn insert_mail_login(
         &self,
         hits: &[RateHit],
@@ -1557,8 +1615,6 @@ impl Store for SqlStore {
             .filter(|t| t.expires_at > now))
     }
 
-    // ------------------------------------------------------------ outbox
-
     async fn claim_outbox(
         &self,
         now: Timestamp,
@@ -1635,9 +1691,10 @@ impl Store for SqlStore {
         .map(|_| ())
         })
     }
+}
 
-    // ------------------------------------------------------------ provider tokens
-
+#[async_trait]
+impl TokenStore for SqlStore {
     async fn put_provider_tokens(&self, t: &ProviderTokens) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
@@ -1691,9 +1748,10 @@ impl Store for SqlStore {
             .map(ProviderTokensRow::into_model)
             .collect()
     }
+}
 
-    // ------------------------------------------------------------ rate limits
-
+#[async_trait]
+impl RateLimitStore for SqlStore {
     async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>> {
         self.refuse_while_down()?;
         if let Pool::Postgres(p) = &self.pool
@@ -1715,9 +1773,10 @@ impl Store for SqlStore {
             Ok(counts)
         })
     }
+}
 
-    // ------------------------------------------------------------ audit
-
+#[async_trait]
+impl AuditStore for SqlStore {
     async fn insert_audit(&self, e: &AuditEvent) -> Result<()> {
         with_writer!(self, |p| audit_insert!(e)
             .execute(p)
@@ -1761,62 +1820,5 @@ impl Store for SqlStore {
                 })
             })
             .collect()
-    }
-
-    fn sessions_marker(&self) -> Option<(u64, i128)> {
-        use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(self.marker.as_ref()?).ok()?;
-        Some((
-            m.ino(),
-            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        ))
-    }
-
-    async fn announce_sessions_changed(&self, payload: &str) -> Result<()> {
-        match &self.pool {
-            Pool::Sqlite { .. } => {
-                let Some(marker) = &self.marker else {
-                    return Ok(());
-                };
-                // Write aside and rename: a new inode every time, so a
-                // reader's `stat` cannot miss a change.
-                let mut tmp = marker.as_os_str().to_owned();
-                tmp.push(format!(".{}", uuid::Uuid::now_v7().simple()));
-                let tmp = std::path::PathBuf::from(tmp);
-                std::fs::write(&tmp, payload)
-                    .and_then(|()| std::fs::rename(&tmp, marker))
-                    .map_err(|e| StoreError::Database(format!("session marker: {e}")))
-            }
-            Pool::Postgres(p) => sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(super::SESSIONS_CHANNEL)
-                .bind(payload)
-                .execute(p)
-                .await
-                .map_err(|e| self.db_err(e))
-                .map(|_| ()),
-        }
-    }
-
-    async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
-        const PURGES: [&str; 8] = [
-            "DELETE FROM confirmations WHERE expires_at <= $1",
-            "DELETE FROM sign_in_handoffs WHERE expires_at <= $1",
-            "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",
-            "DELETE FROM login_flows WHERE expires_at <= $1",
-            "DELETE FROM mail_logins WHERE expires_at <= $1",
-            "DELETE FROM rate_limits WHERE expires_at <= $1",
-            "DELETE FROM mail_auth_tokens WHERE expires_at <= $1",
-            "DELETE FROM mail_outbox WHERE expires_at <= $1",
-        ];
-        let mut removed = 0;
-        for sql in PURGES {
-            removed += with_writer!(self, |p| sqlx::query(sql)
-                .bind(now)
-                .execute(p)
-                .await
-                .map_err(|e| self.db_err(e))?
-                .rows_affected());
-        }
-        Ok(removed)
     }
 }

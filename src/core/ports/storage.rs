@@ -1,0 +1,285 @@
+//! The storage the core needs, defined here and implemented outside it
+//! (`crate::store`, in SQL for SQLite and PostgreSQL). Cut by aggregate;
+//! [`Store`] is all of them, the one object the core is given at assembly.
+//! Implementations keep data and make multi-row changes atomic; they decide
+//! no rule (a rate-limit count is returned, not judged).
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::core::users::{ImportReport, NewUser};
+use crate::core::{
+    AuditEvent, Confirmation, Handoff, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
+    ProviderTokens, Session, Timestamp, User,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint: the value names what already exists.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// The database could not be reached or timed out.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data that does not decode (a corrupt row or foreign writer).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("invalid database url: {0}")]
+    Url(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The PostgreSQL channel session changes are announced on.
+pub const SESSIONS_CHANNEL: &str = "authgate_sessions";
+
+/// One rate-limit window of one key: `[window_start, expires_at)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateHit {
+    pub key: String,
+    pub window_start: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// The database itself: which one, reachability, migrations, cross-instance
+/// signalling of session changes, and purging what expired.
+#[async_trait]
+pub trait Database: Send + Sync + 'static {
+    /// Which database this is (`sqlite` or `postgres`).
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<()>;
+    async fn migrate(&self) -> Result<()>;
+    /// Close all connections (afterwards every call fails as unavailable).
+    async fn close(&self);
+    /// A cheap fingerprint of the last announced session change that other
+    /// processes made visible without a query (SQLite: the marker file's
+    /// inode and modification time); `None` where changes are pushed.
+    fn sessions_marker(&self) -> Option<(u64, i128)> {
+        None
+    }
+    /// Tell every instance that sessions changed (`all` or a token hash in
+    /// hex): PostgreSQL `NOTIFY` on [`SESSIONS_CHANNEL`]; nothing on SQLite
+    /// (one instance per database file).
+    async fn announce_sessions_changed(&self, payload: &str) -> Result<()>;
+    /// Delete what has expired; returns the number of rows removed.
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64>;
+}
+
+/// Users, their identities (sign-in methods) and consent choices.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    async fn insert_user(&self, user: &User) -> Result<()>;
+    async fn user_by_id(&self, id: Uuid) -> Result<Option<User>>;
+    async fn user_by_email(&self, email_norm: &str) -> Result<Option<User>>;
+    async fn list_users(&self, offset: u64, limit: u32) -> Result<Vec<User>>;
+    /// Set the flag; when disabling, delete the user's sessions in the same
+    /// transaction. `None` if there is no such user, else sessions ended.
+    async fn set_user_disabled(
+        &self,
+        id: Uuid,
+        disabled: bool,
+        now: Timestamp,
+    ) -> Result<Option<u64>>;
+    /// Delete a user and, by cascade, identities, sessions, provider tokens.
+    async fn delete_user(&self, id: Uuid) -> Result<bool>;
+    /// All rows in one transaction; creates missing users, updates changed ones.
+    async fn import_users(
+        &self,
+        rows: &[NewUser],
+        now: Timestamp,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<ImportReport>;
+    async fn insert_identity(&self, identity: &Identity) -> Result<()>;
+    /// A new user and their first identity, in one transaction (a sign-up).
+    async fn insert_user_with_identity(&self, user: &User, identity: &Identity) -> Result<()>;
+    async fn identity_with_user(
+        &self,
+        provider: &str,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<(Identity, User)>>;
+    async fn identities_of(&self, user_id: Uuid) -> Result<Vec<Identity>>;
+    async fn touch_identity(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        email_verified: bool,
+        now: Timestamp,
+    ) -> Result<()>;
+    /// The identities of these users (the session cache's re-reads), in
+    /// creation order per user.
+    async fn identities_of_users(&self, users: &[Uuid]) -> Result<Vec<Identity>>;
+    /// Record a user's consent choices (a JSON object), replacing earlier ones.
+    async fn put_user_consent(&self, user_id: Uuid, consent: &str, now: Timestamp) -> Result<()>;
+    /// The consent choices recorded for a user.
+    async fn user_consent(&self, user_id: Uuid) -> Result<Option<String>>;
+}
+
+/// Sessions (only token hashes are stored), read with their users.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    async fn insert_session(&self, session: &Session, token_hash: &[u8]) -> Result<()>;
+    async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>>;
+    /// Set the last-seen time of these sessions (one statement per 64).
+    async fn touch_sessions(&self, ids: &[Uuid], now: Timestamp) -> Result<()>;
+    /// The sessions (with users) of these token hashes that exist, with
+    /// their hashes; one statement per 64.
+    async fn sessions_by_token_hashes(
+        &self,
+        hashes: &[[u8; 32]],
+    ) -> Result<Vec<(Vec<u8>, Session, User)>>;
+    /// Sessions seen at or after `since`, most recent first, with their
+    /// token hashes and users (the session cache's warm-up).
+    async fn recent_sessions(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Session, User)>>;
+    /// The identities of the users of [`SessionStore::recent_sessions`]' sessions.
+    async fn identities_of_recent_sessions(
+        &self,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Identity>>;
+    async fn delete_session(&self, id: Uuid) -> Result<bool>;
+    async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>>;
+    async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64>;
+    /// Live sessions at `now`, newest first.
+    async fn list_sessions(
+        &self,
+        user_id: Option<Uuid>,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Session>>;
+}
+
+/// Single-use sign-in state: login flows, confirmations and hand-offs
+/// (taking deletes: a second take finds nothing).
+#[async_trait]
+pub trait FlowStore: Send + Sync + 'static {
+    async fn insert_login_flow(&self, flow: &LoginFlow) -> Result<()>;
+    /// Atomically remove and return an unexpired flow; a second take of the
+    /// same state finds nothing.
+    async fn take_login_flow(&self, state_hash: &[u8], now: Timestamp)
+    -> Result<Option<LoginFlow>>;
+    /// Read an unexpired flow without taking it.
+    async fn login_flow(&self, state_hash: &[u8], now: Timestamp) -> Result<Option<LoginFlow>>;
+    async fn insert_confirmation(&self, c: &Confirmation) -> Result<()>;
+    /// Atomically remove and return an unexpired confirmation.
+    async fn take_confirmation(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<Confirmation>>;
+    async fn insert_handoff(&self, h: &Handoff) -> Result<()>;
+    /// Atomically remove and return an unexpired hand-off.
+    async fn take_handoff(&self, code_hash: &[u8], now: Timestamp) -> Result<Option<Handoff>>;
+}
+
+/// E-mail code logins, the auth tokens they lead to, and the durable mail
+/// outbox.
+#[async_trait]
+pub trait MailLoginStore: Send + Sync + 'static {
+    /// Count one hit in each rate-limit window; then, only if every count is
+    /// within its `max`, in one transaction: end every older login of the
+    /// same address, insert the new one, queue its mail and record the audit
+    /// event. Over a limit nothing is kept, the hits included. Returns the
+    /// counts (the caller tells which limit was hit).
+    async fn insert_mail_login(
+        &self,
+        hits: &[RateHit],
+        max: &[i64],
+        login: &MailLogin,
+        mail: &OutboxMail,
+        audit: &AuditEvent,
+    ) -> Result<Vec<i64>>;
+    /// Atomically spend one attempt of an unexpired login that has attempts
+    /// left; returns the row after the decrement, or `None`.
+    async fn spend_mail_login_attempt(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<MailLogin>>;
+    async fn delete_mail_login(&self, token_hash: &[u8]) -> Result<bool>;
+    async fn insert_mail_auth_token(&self, token: &MailAuthToken) -> Result<()>;
+    /// Atomically remove and return an unexpired token.
+    async fn take_mail_auth_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<MailAuthToken>>;
+    /// Lease up to `limit` due, unleased mails until `lease_until`.
+    async fn claim_outbox(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<OutboxMail>>;
+    /// Remove mails (sent, or given up), in one transaction.
+    async fn outbox_sent(&self, ids: &[Uuid]) -> Result<()>;
+    /// Release a mail for another try at `next_attempt_at`.
+    async fn outbox_retry(
+        &self,
+        id: Uuid,
+        attempts: i64,
+        next_attempt_at: Timestamp,
+        error: &str,
+    ) -> Result<()>;
+}
+
+/// Providers' tokens, kept as ciphertext only (the core's vault seals them).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    async fn put_provider_tokens(&self, tokens: &ProviderTokens) -> Result<()>;
+    async fn provider_tokens(&self, identity_id: Uuid) -> Result<Option<ProviderTokens>>;
+    /// A page of kept tokens, by identity id, after `after` (re-keying).
+    async fn provider_tokens_after(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<ProviderTokens>>;
+}
+
+/// Rate-limit counters: an atomic primitive; the core decides what a count means.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync + 'static {
+    /// Count one hit in each window, in one transaction, and return the
+    /// hits so far per window, atomically across every instance.
+    async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>>;
+}
+
+/// The audit trail.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
+    async fn insert_audit(&self, event: &AuditEvent) -> Result<()>;
+    async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>>;
+}
+
+/// Everything the core stores: one object implementing every aggregate's
+/// trait (`Arc<dyn Store>` at assembly).
+pub trait Store:
+    Database
+    + UserStore
+    + SessionStore
+    + FlowStore
+    + MailLoginStore
+    + TokenStore
+    + RateLimitStore
+    + AuditStore
+{
+}
+
+impl<T> Store for T where
+    T: Database
+        + UserStore
+        + SessionStore
+        + FlowStore
+        + MailLoginStore
+        + TokenStore
+        + RateLimitStore
+        + AuditStore
+{
+}
