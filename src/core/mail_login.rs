@@ -347,16 +347,17 @@ impl Core {
             user_agent: client.user_agent.clone(),
             detail: Some(json!({ "domain": mail.domain() }).to_string()),
         };
-        // The global count, login, mail and audit event together (a code
-        // that was answered for is always in the outbox); over the global
-        // limit nothing is kept, the hit included.
-        let counts = self
-            .store()
-            .insert_mail_login(&windows.hits, &windows.maxima, &login, &outbox, &audit)
-            .await?;
+        // The global windows count only requests that passed their own
+        // limits; a request the global limit refuses gives its hits back,
+        // so no flood can spend the shared budget or push its end.
+        let counts = self.store().rate_limit_hits(&windows.hits).await?;
         if let Err(e) = windows.verdict(&counts) {
+            self.store().give_back_hits(&windows.hits).await?;
             return Err(self.rate_limited(e, &mail, "global", client).await);
         }
+        self.store()
+            .insert_mail_login(&login, &outbox, &audit)
+            .await?;
         self.inner.outbox_notify.notify_one();
         Ok(SendCodeOutcome::Sent {
             mail_login_token: token,

@@ -183,19 +183,15 @@ pub trait FlowStore: Send + Sync + 'static {
 /// outbox.
 #[async_trait]
 pub trait MailLoginStore: Send + Sync + 'static {
-    /// Count one hit in each rate-limit window; then, only if every count is
-    /// within its `max`, in one transaction: end every older login of the
-    /// same address, insert the new one, queue its mail and record the audit
-    /// event. Over a limit nothing is kept, the hits included. Returns the
-    /// counts (the caller tells which limit was hit).
+    /// In one transaction: end every older login of the same address,
+    /// insert the new one, queue its mail and record the audit event (a code
+    /// that was answered for is always in the outbox).
     async fn insert_mail_login(
         &self,
-        hits: &[RateHit],
-        max: &[i64],
         login: &MailLogin,
         mail: &OutboxMail,
         audit: &AuditEvent,
-    ) -> Result<Vec<i64>>;
+    ) -> Result<()>;
     /// Atomically spend one attempt of an unexpired login that has attempts
     /// left; returns the row after the decrement, or `None`.
     async fn spend_mail_login_attempt(
@@ -249,6 +245,9 @@ pub trait RateLimitStore: Send + Sync + 'static {
     /// Count one hit in each window, in one transaction, and return the
     /// hits so far per window, atomically across every instance.
     async fn rate_limit_hits(&self, hits: &[RateHit]) -> Result<Vec<i64>>;
+    /// Take one hit back from each window (a request the core refused
+    /// must not spend the window, nor push its end); never below zero.
+    async fn give_back_hits(&self, hits: &[RateHit]) -> Result<()>;
 }
 
 /// The audit trail.
