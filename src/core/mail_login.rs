@@ -348,16 +348,17 @@ impl Core {
             detail: Some(json!({ "domain": mail.domain() }).to_string()),
         };
         // The global windows count only requests that passed their own
-        // limits; a request the global limit refuses gives its hits back,
-        // so no flood can spend the shared budget or push its end.
-        let counts = self.store().rate_limit_hits(&windows.hits).await?;
+        // limits; the core judges the counts (`admit`), and a request the
+        // global limit refuses keeps nothing, its hits included, so no flood
+        // can spend the shared budget or push its end.
+        let admit = |counts: &[i64]| windows.verdict(counts).is_ok();
+        let counts = self
+            .store()
+            .insert_mail_login(&windows.hits, &admit, &login, &outbox, &audit)
+            .await?;
         if let Err(e) = windows.verdict(&counts) {
-            self.store().give_back_hits(&windows.hits).await?;
             return Err(self.rate_limited(e, &mail, "global", client).await);
         }
-        self.store()
-            .insert_mail_login(&login, &outbox, &audit)
-            .await?;
         self.inner.outbox_notify.notify_one();
         Ok(SendCodeOutcome::Sent {
             mail_login_token: token,

@@ -381,6 +381,8 @@ async fn login_flows_are_single_use_and_expire(db: &TestDb) {
 async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &TestDb) {
     let s = Arc::clone(&db.store);
     s.insert_mail_login(
+        &[],
+        &|_| true,
         &mail_login(&[1; 32], "Code@Example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -388,6 +390,8 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
     .await
     .unwrap();
     s.insert_mail_login(
+        &[],
+        &|_| true,
         &mail_login(&[2; 32], "code@example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -413,6 +417,8 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
 
     // 50 concurrent guesses on a fresh login: exactly 3 get an attempt.
     s.insert_mail_login(
+        &[],
+        &|_| true,
         &mail_login(&[3; 32], "race@example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -436,6 +442,8 @@ async fn mail_logins_keep_only_the_newest_and_count_attempts_atomically(db: &Tes
 
     // Expired logins grant nothing; deletion is reported.
     s.insert_mail_login(
+        &[],
+        &|_| true,
         &mail_login(&[4; 32], "late@example.com"),
         &outbox("x@example.com"),
         &sent_event(),
@@ -570,6 +578,8 @@ async fn purge_removes_only_what_expired(db: &TestDb) {
     .await
     .unwrap();
     s.insert_mail_login(
+        &[],
+        &|_| true,
         &MailLogin {
             expires_at: T + 5,
             ..mail_login(&[1; 32], "p@example.com")
@@ -635,11 +645,80 @@ async fn migrations_are_idempotent_and_ping_fails_when_closed(db: &TestDb) {
     ));
 }
 
+async fn a_mail_login_is_stored_only_within_its_rate_limits(db: &TestDb) {
+    let s = &db.store;
+    let window = |k: &str| RateHit {
+        key: k.into(),
+        window_start: T,
+        expires_at: T + 300,
+    };
+    let hits = [window("mail:l"), window("global")];
+    // The core's judgement: within 1 and 5.
+    let within = |c: &[i64]| c.iter().zip([1, 5]).all(|(c, m)| *c <= m);
+    let counts = s
+        .insert_mail_login(
+            &hits,
+            &within,
+            &mail_login(&[1; 32], "l@example.com"),
+            &outbox("l@example.com"),
+            &sent_event(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![1, 1]);
+    assert!(
+        s.spend_mail_login_attempt(&[1; 32], T)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Over the first limit: counted, but nothing stored or queued.
+    let counts = s
+        .insert_mail_login(
+            &hits,
+            &within,
+            &mail_login(&[2; 32], "l@example.com"),
+            &outbox("l@example.com"),
+            &sent_event(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![2, 2]);
+    assert_eq!(s.spend_mail_login_attempt(&[2; 32], T).await.unwrap(), None);
+    assert!(
+        s.spend_mail_login_attempt(&[1; 32], T)
+            .await
+            .unwrap()
+            .is_some(),
+        "the older login stays"
+    );
+    // The refused hit was given back: a flood of refused requests never
+    // spends the window (the next one counts 2 again, and is refused again).
+    let counts = s
+        .insert_mail_login(
+            &hits,
+            &within,
+            &mail_login(&[3; 32], "l@example.com"),
+            &outbox("l@example.com"),
+            &sent_event(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts, vec![2, 2]);
+    let again = s.rate_limit_hits(&hits).await.unwrap();
+    assert_eq!(again, vec![2, 2], "only the first request's hit is kept");
+    assert_eq!(
+        s.claim_outbox(T, T + 60, 10).await.unwrap().len(),
+        1,
+        "one mail queued"
+    );
+}
+
 /// The store's rate-limit primitives: hits counted atomically per window,
 /// and given back (never below zero) when the core refuses a request; the
 /// core decides what a count means (see the mail-code tests). A mail login
 /// is stored with its queued mail.
-async fn rate_limit_hits_are_counted_and_given_back(db: &TestDb) {
+async fn refused_hits_are_given_back_never_below_zero(db: &TestDb) {
     let s = &db.store;
     let window = |k: &str| RateHit {
         key: k.into(),
@@ -649,6 +728,8 @@ async fn rate_limit_hits_are_counted_and_given_back(db: &TestDb) {
     let hits = [window("mail:l"), window("global")];
     assert_eq!(s.rate_limit_hits(&hits).await.unwrap(), vec![1, 1]);
     s.insert_mail_login(
+        &[],
+        &|_| true,
         &mail_login(&[1; 32], "l@example.com"),
         &outbox("l@example.com"),
         &sent_event(),
@@ -709,6 +790,8 @@ async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
     let s = Arc::clone(&db.store);
     for i in 0..6u8 {
         s.insert_mail_login(
+            &[],
+            &|_| true,
             &mail_login(&[i; 32], &format!("o{i}@example.com")),
             &outbox(&format!("o{i}@example.com")),
             &sent_event(),
@@ -750,7 +833,8 @@ async fn outbox_mails_are_leased_to_one_worker_and_retried(db: &TestDb) {
 }
 
 on_both_databases!(
-    rate_limit_hits_are_counted_and_given_back,
+    a_mail_login_is_stored_only_within_its_rate_limits,
+    refused_hits_are_given_back_never_below_zero,
     mail_auth_tokens_are_single_use,
     outbox_mails_are_leased_to_one_worker_and_retried,
     users_are_unique_by_case_insensitive_email,

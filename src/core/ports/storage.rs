@@ -183,15 +183,20 @@ pub trait FlowStore: Send + Sync + 'static {
 /// outbox.
 #[async_trait]
 pub trait MailLoginStore: Send + Sync + 'static {
-    /// In one transaction: end every older login of the same address,
-    /// insert the new one, queue its mail and record the audit event (a code
-    /// that was answered for is always in the outbox).
+    /// Count one hit in each window and show the counts to `admit` (the
+    /// core's judgement); only if it admits them, end every older login of
+    /// the same address, insert the new one, queue its mail and record the
+    /// audit event, atomically with the counts where the database allows it
+    /// (a code that was answered for is always in the outbox). Not admitted:
+    /// nothing is kept, the hits included. Returns the counts.
     async fn insert_mail_login(
         &self,
+        hits: &[RateHit],
+        admit: &(dyn for<'c> Fn(&'c [i64]) -> bool + Send + Sync),
         login: &MailLogin,
         mail: &OutboxMail,
         audit: &AuditEvent,
-    ) -> Result<()>;
+    ) -> Result<Vec<i64>>;
     /// Atomically spend one attempt of an unexpired login that has attempts
     /// left; returns the row after the decrement, or `None`.
     async fn spend_mail_login_attempt(

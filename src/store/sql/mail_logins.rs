@@ -57,15 +57,25 @@ pub(super) struct OutboxRow {
 impl MailLoginStore for SqlStore {
     async fn insert_mail_login(
         &self,
+        hits: &[RateHit],
+        admit: &(dyn for<'c> Fn(&'c [i64]) -> bool + Send + Sync),
         m: &MailLogin,
         mail: &OutboxMail,
         audit: &AuditEvent,
-    ) -> Result<()> {
+    ) -> Result<Vec<i64>> {
         self.refuse_while_down()?;
-        // Dialect seam (see `dialect`): PostgreSQL does it in one statement
-        // (a data-modifying `WITH`: one round trip, one commit); SQLite
-        // cannot modify data in `WITH`, so one transaction of four.
+        // Dialect seam (see `dialect`). PostgreSQL: the counts in a
+        // statement of their own (committed without waiting for the flush,
+        // so the global window's row is locked for microseconds), then the
+        // login in one more (a data-modifying `WITH`), or the hits given
+        // back. SQLite (one writer, no row locks): one transaction, the
+        // counts last, rolled back when not admitted.
         if let Pool::Postgres(p) = &self.pool {
+            let counts = self.rate_limit_hits(hits).await?;
+            if !admit(&counts) {
+                self.give_back_hits(hits).await?;
+                return Ok(counts);
+            }
             sqlx::query(dialect::PG_INSERT_MAIL_LOGIN)
                 .bind(&m.token_hash)
                 .bind(&m.mail)
@@ -94,7 +104,7 @@ impl MailLoginStore for SqlStore {
                 .execute(p)
                 .await
                 .map_err(|e| self.db_err(e))?;
-            return Ok(());
+            return Ok(counts);
         }
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
@@ -139,7 +149,13 @@ impl MailLoginStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(|e| self.db_err(e))?;
-            tx.commit().await.map_err(|e| self.db_err(e))
+            let counts = count_hits!(self, tx, hits);
+            if !admit(&counts) {
+                tx.rollback().await.map_err(|e| self.db_err(e))?;
+                return Ok(counts);
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))?;
+            Ok(counts)
         })
     }
 
