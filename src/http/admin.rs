@@ -11,7 +11,6 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Client, JsonBody};
-use super::mail_code::MailAuthTokenRequest;
 use super::{ApiError, AppState};
 use crate::core::secret::ct_eq;
 
@@ -52,6 +51,13 @@ where
     }
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VerifyMailAuthTokenRequest {
+    /// The `mailAuthToken` the application's client handed its back end.
+    mail_auth_token: String,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct VerifiedMailResponse {
     /// The address the token proves, as the person typed it.
@@ -62,7 +68,7 @@ pub struct VerifiedMailResponse {
 
 /// Verify and consume a `mailAuthToken` (single use): the address it proves.
 #[utoipa::path(post, path = "/admin/mail-auth-token/verify", tag = "admin",
-    request_body = MailAuthTokenRequest,
+    request_body = VerifyMailAuthTokenRequest,
     security(("admin_token" = [])),
     responses(
         (status = 200, description = "The token was valid and is now used up", body = VerifiedMailResponse),
@@ -72,7 +78,7 @@ pub struct VerifiedMailResponse {
 async fn verify_mail_auth_token(
     _: Admin,
     State(state): State<AppState>,
-    JsonBody(req): JsonBody<MailAuthTokenRequest>,
+    JsonBody(req): JsonBody<VerifyMailAuthTokenRequest>,
 ) -> Result<Json<VerifiedMailResponse>, ApiError> {
     match state
         .core

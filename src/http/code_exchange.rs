@@ -125,6 +125,12 @@ pub fn router() -> OpenApiRouter<AppState> {
         .route("/api/v1/auth/revoke/", delete(revoke))
 }
 
+/// Unknown paths and wrong methods under `/api/v1/auth` in this API's shape.
+pub const ERRORS: super::error::SurfaceErrors = super::error::SurfaceErrors {
+    prefix: PREFIX,
+    render: |status| ApiV1Error::new(status).into_response(),
+};
+
 /// The API's error body.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ApiV1Error {

@@ -103,26 +103,51 @@ impl From<crate::core::Error> for ApiError {
     }
 }
 
+/// A surface's own error shape for the paths under its prefix: unknown
+/// paths and wrong methods there are answered as the surface's clients
+/// expect. Surfaces declare theirs; this module knows none of them.
+#[derive(Debug, Clone, Copy)]
+pub struct SurfaceErrors {
+    pub prefix: &'static str,
+    pub render: fn(StatusCode) -> Response,
+}
+
+fn surface_error(
+    state: &super::AppState,
+    uri: &axum::http::Uri,
+    status: StatusCode,
+) -> Option<Response> {
+    state
+        .http
+        .surface_errors
+        .iter()
+        .find(|s| uri.path().starts_with(s.prefix))
+        .map(|s| (s.render)(status))
+}
+
 /// Unknown path: in the error shape of the API the path belongs to.
-pub async fn not_found(uri: axum::http::Uri) -> Response {
-    if uri.path().starts_with(super::code_exchange::PREFIX) {
-        return super::code_exchange::ApiV1Error::new(StatusCode::NOT_FOUND).into_response();
-    }
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+pub async fn not_found(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    uri: axum::http::Uri,
+) -> Response {
+    surface_error(&state, &uri, StatusCode::NOT_FOUND).unwrap_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
+    })
 }
 
 /// Known path, wrong method: in the error shape of the path's API.
-pub async fn method_not_allowed(uri: axum::http::Uri) -> Response {
-    if uri.path().starts_with(super::code_exchange::PREFIX) {
-        return super::code_exchange::ApiV1Error::new(StatusCode::METHOD_NOT_ALLOWED)
-            .into_response();
-    }
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "method not allowed on this endpoint",
-    )
-    .into_response()
+pub async fn method_not_allowed(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    uri: axum::http::Uri,
+) -> Response {
+    surface_error(&state, &uri, StatusCode::METHOD_NOT_ALLOWED).unwrap_or_else(|| {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )
+        .into_response()
+    })
 }
 
 /// A handler panicked (a bug): answer with a plain 500, log without payload.

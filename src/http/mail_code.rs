@@ -155,7 +155,7 @@ async fn sign_in_by_mail_code(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct MailAuthTokenRequest {
-    pub(crate) mail_auth_token: String,
+    mail_auth_token: String,
 }
 
 #[derive(Serialize, ToSchema)]

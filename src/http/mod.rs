@@ -54,6 +54,8 @@ pub struct HttpSettings {
     pub code_exchange: code_exchange::Settings,
     pub oauth: oauth::Settings,
     pub browser: browser::Settings,
+    /// The surfaces' own error shapes for their path prefixes.
+    pub surface_errors: Vec<error::SurfaceErrors>,
 }
 
 impl AppState {
@@ -69,6 +71,7 @@ impl AppState {
                 code_exchange: code_exchange::Settings::new(config),
                 oauth: oauth::Settings::new(config),
                 browser: browser::Settings::new(config),
+                surface_errors: vec![code_exchange::ERRORS],
             }),
         }
     }
