@@ -1,7 +1,7 @@
 //! The pure hot paths, measured with criterion (`cargo bench --bench hot`):
 //! session-id hashing, the session check (from the cache and from SQLite),
 //! mail-code comparison, and ID-token validation (RS256, keys cached).
-//! Load over HTTP is `bench/run.sh`; nothing here leaves 127.0.0.1.
+//! Load over HTTP is `loadtest/run.sh`; nothing here leaves 127.0.0.1.
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,19 +1,29 @@
 //! authgate: a self-hosted authentication server.
 //!
 //! The tree names the architecture (see README "Architecture"):
-//! - [`core`] holds the rules: users, identities, sessions, audit. It knows
-//!   nothing of HTTP and speaks to storage and mail through traits.
-//! - [`store`] is the one storage API, with SQLite and PostgreSQL under it.
+//! - [`core`] holds the rules: users, identities, sessions, sign-in flows,
+//!   mail logins, rate limits, audit, the token vault. It knows nothing of
+//!   HTTP and owns the ports it needs (`core::ports`: storage, mail).
+//! - [`store`] implements the storage ports in SQL for SQLite and PostgreSQL.
 //! - [`http`] is the axum server: the shared base (health, metrics, OpenAPI,
-//!   errors, layers) and, later, one module per API surface.
+//!   errors, layers) and one module per API surface.
 //! - [`providers`] are the sign-in providers (Microsoft, Google, GitHub, any
 //!   OpenID Connect issuer) behind the core's `IdentityProvider` trait.
-//! - [`mail`] delivers messages (console for development).
+//! - [`mail`] implements the mail ports: transports (SMTP, console) and
+//!   templates; MX look-ups.
 //! - [`config`] loads `authgate.toml` plus `AUTHGATE_<SECTION>__<KEY>`.
 //! - [`cli`] is the `authgate` command line.
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::todo,
+        clippy::unimplemented,
+        clippy::dbg_macro,
+        clippy::await_holding_lock
+    )
 )]
 
 pub mod cli;

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # authgate's hot paths against the ceiling, on the release binary, in one run:
-#   bench/run.sh
+#   loadtest/run.sh
 # For 10 thousand and 1 million sessions in SQLite: time from start to ready,
 # resident memory (idle, and after the load), the ceiling (GET /health/live),
 # the session check by cookie (GET /auth/me) and by raw id
 # (GET /api/v1/auth/valid) with tokens drawn at random; then the e-mail code
-# surface with a real SMTP server (bench/mail_code.sh). Every load phase runs
+# surface with a real SMTP server (loadtest/mail_code.sh). Every load phase runs
 # DURATION seconds (default 10) on CONNS connections (default 64); server on
 # CPU 0, wrk on CPU 1.
-#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench bench/run.sh
+#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench loadtest/run.sh
 # runs it all on PostgreSQL instead (the database, named bench*, is emptied
 # for each size).
 set -euo pipefail
@@ -47,7 +47,7 @@ for size in $SIZES; do
   dir="$work/$size"; mkdir -p "$dir"
   if [ -n "${BENCH_DATABASE_URL:-}" ]; then
     url=$BENCH_DATABASE_URL; target=$url
-    bench/reset_pg.sh "$url"
+    loadtest/reset_pg.sh "$url"
   else
     url="sqlite://$dir/authgate.db"; target="$dir/authgate.db"
   fi
@@ -62,7 +62,7 @@ level = "warn"
 TOML
   AUTHGATE_CONFIG="$dir/authgate.toml" $bin migrate > /dev/null
   echo "== seeding $size sessions" >&2
-  python3 bench/seed_sessions.py "$target" "$size" "$dir/tokens.txt"
+  python3 loadtest/seed_sessions.py "$target" "$size" "$dir/tokens.txt"
   t0=$(now_ms)
   AUTHGATE_CONFIG="$dir/authgate.toml" taskset -c 0 $bin serve > /dev/null 2>&1 & pid=$!
   until curl -sf "http://127.0.0.1:$p/health/ready" > /dev/null; do sleep 0.005; done
@@ -71,9 +71,9 @@ TOML
   idle=$(rss_mb "$pid")
   base="http://127.0.0.1:$p"
   echo "== $size sessions: ceiling, cookie check, raw-id check (${DURATION}s each, $CONNS connections)" >&2
-  read -r c_rps c_p50 c_p99 c_bad <<< "$(load bench/ceiling.lua "$base")"
-  read -r k_rps k_p50 k_p99 k_bad <<< "$(load bench/session_check.lua "$base" TOKENS="$dir/tokens.txt" MODE=cookie)"
-  read -r r_rps r_p50 r_p99 r_bad <<< "$(load bench/session_check.lua "$base" TOKENS="$dir/tokens.txt" MODE=raw)"
+  read -r c_rps c_p50 c_p99 c_bad <<< "$(load loadtest/ceiling.lua "$base")"
+  read -r k_rps k_p50 k_p99 k_bad <<< "$(load loadtest/session_check.lua "$base" TOKENS="$dir/tokens.txt" MODE=cookie)"
+  read -r r_rps r_p50 r_p99 r_bad <<< "$(load loadtest/session_check.lua "$base" TOKENS="$dir/tokens.txt" MODE=raw)"
   loaded=$(rss_mb "$pid")
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   results+=("$size|$ready|$idle|$loaded|$c_rps|$c_p50/$c_p99|$k_rps|$k_p50/$k_p99|$k_bad|$r_rps|$r_p50/$r_p99|$r_bad")
@@ -97,5 +97,5 @@ fi
 
 if [ "${SKIP_MAIL:-0}" != 1 ]; then
   echo
-  DURATION=$DURATION CONNS=$CONNS bench/mail_code.sh
+  DURATION=$DURATION CONNS=$CONNS loadtest/mail_code.sh
 fi

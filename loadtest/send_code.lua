@@ -18,4 +18,4 @@ function request()
   return wrk.format("POST", "/auth/send-mail-login-code-v2", {["Content-Type"] = "application/json"}, body)
 end
 
-dofile("bench/report.lua")
+dofile("loadtest/report.lua")

@@ -3,4 +3,4 @@ threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args) statuses = {} end
 function request() return wrk.format("GET", "/health/live") end
-dofile("bench/report.lua")
+dofile("loadtest/report.lua")

@@ -3,8 +3,8 @@
 # real SMTP server (aiosmtpd) receiving every mail. Bounded: each load phase
 # runs at most DURATION seconds (sign-in stops when its logins are used up).
 #
-#   bench/mail_code.sh                       # SQLite
-#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench bench/mail_code.sh
+#   loadtest/mail_code.sh                       # SQLite
+#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench loadtest/mail_code.sh
 #   (the database, named bench*, is emptied first)
 #
 # Server on CPU 0; load generator and SMTP server (the peers) on CPU 1 (taskset).
@@ -25,7 +25,7 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SMTP_PORT=$(port); APP_PORT=$(port)
 touch "$work/mails.txt"
-taskset -c 1 python3 bench/smtp_sink.py "$SMTP_PORT" "$work/mails.txt" & pids+=($!)
+taskset -c 1 python3 loadtest/smtp_sink.py "$SMTP_PORT" "$work/mails.txt" & pids+=($!)
 
 cat > "$work/authgate.toml" <<TOML
 [server]
@@ -43,7 +43,7 @@ global = [{ max = 100000000, window_secs = 60 }]
 [log]
 level = "warn"
 TOML
-[ -n "${BENCH_DATABASE_URL:-}" ] && bench/reset_pg.sh "$BENCH_DATABASE_URL"
+[ -n "${BENCH_DATABASE_URL:-}" ] && loadtest/reset_pg.sh "$BENCH_DATABASE_URL"
 until nc -z 127.0.0.1 "$SMTP_PORT" 2>/dev/null || python3 -c "import socket; socket.create_connection(('127.0.0.1',$SMTP_PORT))" 2>/dev/null; do sleep 0.1; done
 AUTHGATE_CONFIG="$work/authgate.toml" taskset -c 0 target/release/authgate serve > /dev/null & pids+=($!)
 until curl -sf "http://127.0.0.1:$APP_PORT/health/ready" >/dev/null; do sleep 0.05; done
@@ -51,7 +51,7 @@ base="http://127.0.0.1:$APP_PORT"
 db=$(echo "${BENCH_DATABASE_URL:-sqlite}" | sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#')
 
 echo "== send-mail-login-code-v2: ${DURATION}s, $CONNS connections ($db)"
-taskset -c 1 wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s bench/send_code.lua "$base" | tee "$work/send.txt" | grep -E "Requests/sec|status|p50_ms"
+taskset -c 1 wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency -s loadtest/send_code.lua "$base" | tee "$work/send.txt" | grep -E "Requests/sec|status|p50_ms"
 accepted=$(awk '/^status 200:/ {print $3}' "$work/send.txt")
 accepted=${accepted:-0}
 deadline=$((SECONDS + 300))
@@ -63,6 +63,6 @@ copies=$(grep -c '@bench.example' "$work/mails.txt")
 echo "accepted $accepted, distinct recipients delivered by SMTP $delivered (mails $copies), lost $((accepted > delivered ? accepted - delivered : 0))"
 
 echo "== sign-in-by-mail-code: $LOGINS prepared logins, $CONNS connections"
-python3 bench/prepare_logins.py "$base" "$LOGINS" "$work/mails.txt" "$work/pairs.txt"
-PAIRS="$work/pairs.txt" THREADS=2 taskset -c 1 wrk -t2 -c"$CONNS" -d"$((DURATION / 2))s" --latency -s bench/sign_in.lua "$base" | grep -E "Requests/sec|status|p50_ms"
+python3 loadtest/prepare_logins.py "$base" "$LOGINS" "$work/mails.txt" "$work/pairs.txt"
+PAIRS="$work/pairs.txt" THREADS=2 taskset -c 1 wrk -t2 -c"$CONNS" -d"$((DURATION / 2))s" --latency -s loadtest/sign_in.lua "$base" | grep -E "Requests/sec|status|p50_ms"
 echo "(a thread stops when its prepared logins are used up; many 410s would mean they ran out)"

@@ -34,7 +34,7 @@ function request()
   return wrk.format("POST", "/auth/sign-in-by-mail-code", {["Content-Type"] = "application/json"}, body)
 end
 
-dofile("bench/report.lua")
+dofile("loadtest/report.lua")
 
 local count_status = response
 function response(status, headers, body)
