@@ -139,14 +139,7 @@ impl Core {
                 .map(Error::from)
                 .unwrap_or(Error::Unauthorized));
         }
-        let user = self
-            .store()
-            .user_by_id(h.user_id.ok_or(Error::Unauthorized)?)
-            .await?
-            .ok_or(Error::Unauthorized)?;
-        if user.disabled {
-            return Err(Error::Disabled);
-        }
-        Ok(user)
+        self.enabled_user(h.user_id.ok_or(Error::Unauthorized)?)
+            .await
     }
 }

@@ -726,15 +726,21 @@ impl Core {
                 return Err(Error::Unauthorized);
             }
         }
+        Ok((self.enabled_user(c.user_id).await?, c.signup))
+    }
+
+    /// The user a one-time secret (confirmation, hand-off) was made for:
+    /// gone meanwhile is `Unauthorized`, disabled meanwhile `Disabled`.
+    pub(crate) async fn enabled_user(&self, id: Uuid) -> Result<User, Error> {
         let user = self
             .store()
-            .user_by_id(c.user_id)
+            .user_by_id(id)
             .await?
             .ok_or(Error::Unauthorized)?;
         if user.disabled {
             return Err(Error::Disabled);
         }
-        Ok((user, c.signup))
+        Ok(user)
     }
 
     async fn refuse_disabled(

@@ -21,7 +21,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Client, cookie_value, cookie_values, set_cookie};
+use super::extract::{CallbackParams, Client, cookie_value, cookie_values, set_cookie};
 use crate::config::Config;
 use crate::core::secret::TokenFormat;
 use crate::core::{
@@ -222,16 +222,6 @@ async fn login(
     }
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-pub struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    /// RFC 9207: the issuer of the authorization response.
-    iss: Option<String>,
-    /// The provider's error (e.g. `access_denied`), passed on to the front end.
-    error: Option<String>,
-}
-
 /// The provider sends the browser here. Success: a new session cookie and
 /// 302 to `{frontend_url}/dashboard` (or the flow's return path); failure:
 /// 302 to `{frontend_url}/login?error=<error_type>`.
@@ -250,19 +240,15 @@ async fn callback(
     let Ok(Query(params)) = query else {
         return s.error_redirect("invalid_request", secure);
     };
+    let flow_cookie = cookie_value(&headers, FLOW_COOKIE);
     let finished = core
         .finish_callback(
             &Callback {
                 provider: &s.provider,
                 surface: SURFACE,
                 redirect_uri: &s.redirect_uri,
-                state: params.state.as_deref(),
-                flow_cookie: cookie_value(&headers, FLOW_COOKIE).as_deref(),
-                code: params.code.as_deref(),
-                iss: params.iss.as_deref(),
-                error: params.error.as_deref(),
                 signup: s.signup,
-                ..Callback::default()
+                ..params.callback(flow_cookie.as_deref())
             },
             &client,
         )

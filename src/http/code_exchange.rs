@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{AnyTypeJsonBody, Client};
+use super::extract::{AnyTypeJsonBody, CallbackParams, Client};
 use crate::config::Config;
 use crate::core::handoff::{HANDOFF_PREFIX, Refusal};
 use crate::core::providers::MAX_CODE_LEN;
@@ -468,17 +468,6 @@ async fn oauth2_start(
     Ok(response)
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-pub struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    /// RFC 9207: the issuer of the authorization response.
-    iss: Option<String>,
-    /// The provider's error (e.g. `access_denied`).
-    error: Option<String>,
-    error_description: Option<String>,
-}
-
 /// The provider sends the browser back here for a flow `GET
 /// /api/v1/auth/oauth2` started. authgate checks the state against this
 /// browser's flow cookie, redeems the code with the flow's PKCE verifier,
@@ -504,19 +493,15 @@ async fn oauth2_callback(
     }
     let Query(params) = query.map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
     let core = &state.core;
+    let cookie = flow_cookie(&headers);
     let finished = core
         .finish_callback(
             &Callback {
                 provider: &settings.provider,
                 surface: SURFACE,
                 redirect_uri: &settings.callback_uri,
-                state: params.state.as_deref(),
-                flow_cookie: flow_cookie(&headers).as_deref(),
-                code: params.code.as_deref(),
-                iss: params.iss.as_deref(),
-                error: params.error.as_deref(),
                 signup: settings.signup,
-                ..Callback::default()
+                ..params.callback(cookie.as_deref())
             },
             &client,
         )
@@ -565,7 +550,6 @@ async fn oauth2_callback(
             (Err(other), _) => return Err(ApiV1Error::from(other)),
         },
     };
-    let code = core.hand_off(SURFACE, outcome).await?;
     let Some(mut to) = flow
         .redirect_to
         .as_deref()
@@ -573,6 +557,7 @@ async fn oauth2_callback(
     else {
         return Err(invalid_state());
     };
+    let code = core.hand_off(SURFACE, outcome).await?;
     to.query_pairs_mut().append_pair("code", &code);
     let location = HeaderValue::from_str(to.as_str())
         .map_err(|_| ApiV1Error::new(StatusCode::SERVICE_UNAVAILABLE))?;

@@ -229,3 +229,32 @@ mod tests {
         );
     }
 }
+
+/// What a provider sends the browser back to a callback with (every
+/// surface's callback takes the same query).
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct CallbackParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    /// RFC 9207: the issuer of the authorization response.
+    pub iss: Option<String>,
+    /// The provider's error (e.g. `access_denied`).
+    pub error: Option<String>,
+    /// The provider's words on its error.
+    pub error_description: Option<String>,
+}
+
+impl CallbackParams {
+    /// The core's view of this callback: what the provider sent, and the
+    /// flow cookie the browser carried. The surface adds who it is.
+    pub fn callback<'a>(&'a self, flow_cookie: Option<&'a str>) -> crate::core::Callback<'a> {
+        crate::core::Callback {
+            state: self.state.as_deref(),
+            flow_cookie,
+            code: self.code.as_deref(),
+            iss: self.iss.as_deref(),
+            error: self.error.as_deref(),
+            ..Default::default()
+        }
+    }
+}

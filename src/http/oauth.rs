@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::extract::{Client, JsonBody};
+use super::extract::{CallbackParams, Client, JsonBody};
 use crate::config::{Config, OauthConfig};
 use crate::core::secret::TokenFormat;
 use crate::core::{
@@ -233,16 +233,6 @@ async fn authorize(
     }
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
-pub struct CallbackParams {
-    state: Option<String>,
-    code: Option<String>,
-    /// RFC 9207: the issuer of the authorization response.
-    iss: Option<String>,
-    /// The provider's error (e.g. `access_denied`).
-    error: Option<String>,
-}
-
 /// The provider sends the browser here. Success: 302 to the front end with a
 /// one-time confirmation (`oauth.login_redirect` for a returning person,
 /// `oauth.signup_redirect` for a new one).
@@ -264,19 +254,16 @@ async fn callback(
     let Ok(Query(params)) = query else {
         return status(StatusCode::UNAUTHORIZED);
     };
+    let bound_to = super::extract::cookie_value(&headers, FLOW_COOKIE);
     let finished = core
         .finish_callback(
             &Callback {
                 provider: &provider,
                 surface: SURFACE,
                 redirect_uri: &settings.callback_uri(&provider),
-                state: params.state.as_deref(),
-                flow_cookie: super::extract::cookie_value(&headers, FLOW_COOKIE).as_deref(),
-                code: params.code.as_deref(),
-                iss: params.iss.as_deref(),
-                error: params.error.as_deref(),
                 signup: settings.signup,
                 client_built: settings.client_built.contains(&provider),
+                ..params.callback(bound_to.as_deref())
             },
             &client,
         )

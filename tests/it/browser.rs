@@ -374,28 +374,11 @@ async fn a_refresh_answering_for_another_person_ends_the_session(db: &TestDb) {
     let (alice_identity, mallory_identity) = (ids(alice.clone()).await, ids(mallory.clone()).await);
     assert_ne!(alice_identity, mallory_identity);
     let vault = Vault::from_base64(&[key.as_str()]).unwrap();
-    let sealed: Vec<u8> = {
-        let sql = format!(
+    let sealed: Vec<u8> = db
+        .scalar(&format!(
             "SELECT refresh_token FROM provider_tokens WHERE identity_id = '{mallory_identity}'"
-        );
-        if db.url.starts_with("postgres") {
-            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
-                .await
-                .unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        } else {
-            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db.url)
-                .await
-                .unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_one(&mut c)
-                .await
-                .unwrap()
-        }
-    };
+        ))
+        .await;
     let mallorys_refresh = vault
         .open(mallory_identity, "refresh", &sealed)
         .expect("Mallory's refresh token");

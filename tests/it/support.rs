@@ -94,8 +94,22 @@ impl TestDb {
 }
 
 impl TestDb {
-    /// One `COUNT(*)` (or other integer) read behind authgate's back.
+    /// One `COUNT(*)` read behind authgate's back.
     pub async fn count(&self, sql: &str) -> i64 {
+        self.scalar(sql).await
+    }
+
+    /// One value read behind authgate's back (the first column of the
+    /// first row).
+    pub async fn scalar<T>(&self, sql: &str) -> T
+    where
+        T: Send
+            + Unpin
+            + sqlx::Type<sqlx::Postgres>
+            + for<'r> sqlx::Decode<'r, sqlx::Postgres>
+            + sqlx::Type<sqlx::Sqlite>
+            + for<'r> sqlx::Decode<'r, sqlx::Sqlite>,
+    {
         let sql = sqlx::AssertSqlSafe(sql.to_string());
         if self.url.starts_with("postgres") {
             let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
