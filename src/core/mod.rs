@@ -30,7 +30,8 @@ pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup,
 pub use model::*;
 pub use providers::{
     AuthResponse, Callback, CallbackError, FinishedCallback, FlowStart, IdentityProvider, Linking,
-    ProviderError, ProviderProfile, ProviderTokenSet, Providers, ResolvedUser, StartedFlow,
+    ProviderError, ProviderProfile, ProviderTokenSet, Providers, ResolvedUser, StartedFlow, Then,
+    return_path,
 };
 pub use ratelimit::Limit;
 pub use sessions::{SessionCheck, SessionPolicy};

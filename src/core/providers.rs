@@ -202,6 +202,25 @@ pub struct Callback<'a> {
     pub error: Option<&'a str>,
     /// Create the user at first sign-in.
     pub signup: bool,
+    /// What follows once the provider vouched for the person.
+    pub then: Then<'a>,
+}
+
+/// What a callback does once it knows the person.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Then<'a> {
+    /// Nothing more: the surface hands the person on itself (a one-time
+    /// confirmation, a hand-off code) and signs them in when it is redeemed.
+    #[default]
+    Resolve,
+    /// Sign in here: keep the provider's tokens (when a vault key is
+    /// configured), end the sessions this browser held (`replacing`, their
+    /// tokens: one browser, one session), and start a session.
+    SignIn {
+        kind: &'static str,
+        format: TokenFormat,
+        replacing: &'a [String],
+    },
 }
 
 /// A callback that signed a person in at the provider.
@@ -210,6 +229,40 @@ pub struct FinishedCallback {
     pub flow: LoginFlow,
     pub profile: ProviderProfile,
     pub resolved: ResolvedUser,
+    /// With [`Then::SignIn`]: the new session's bearer token and the session.
+    pub session: Option<(String, super::Session)>,
+}
+
+impl FinishedCallback {
+    /// Where the person lands after the sign-in: the path the flow was
+    /// started with (checked then by [`return_path`]), else `default`.
+    pub fn landing<'a>(&'a self, default: &'a str) -> &'a str {
+        self.flow.redirect_to.as_deref().unwrap_or(default)
+    }
+}
+
+/// A post-login return target, only if it stays on `origin` (the front
+/// end's, as `scheme://host[:port]`): a path (`/reports?x=1`, never `//host`,
+/// a backslash or a control character) or an absolute URL of that origin,
+/// answered as its path and query. Anything else is `None`: no open
+/// redirect through a sign-in.
+pub fn return_path(origin: &str, given: &str) -> Option<String> {
+    if given.starts_with('/') {
+        if given.starts_with("//") || given.contains('\\') || given.chars().any(char::is_control) {
+            return None;
+        }
+        return Some(given.to_string());
+    }
+    let url = Url::parse(given).ok()?;
+    if url.origin().ascii_serialization() != origin {
+        return None;
+    }
+    let mut path = url.path().to_string();
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    Some(path)
 }
 
 /// Why a callback did not sign anyone in.
@@ -377,9 +430,10 @@ impl Core {
     /// A provider sent the browser back to one of authgate's callbacks:
     /// spend the flow, check that this browser started it (its flow cookie,
     /// in constant time), take the provider's error or the code, redeem it
-    /// with the flow's PKCE verifier and nonce, and resolve the user. Every
-    /// surface's callback is this sequence; they differ only in how they
-    /// answer.
+    /// with the flow's PKCE verifier and nonce, resolve the user (link or
+    /// sign up by the surface's policy) and, with [`Then::SignIn`], keep the
+    /// provider's tokens and sign in. Every surface's callback is this
+    /// sequence; they differ only in how they answer.
     pub async fn finish_callback(
         &self,
         cb: &Callback<'_>,
@@ -441,11 +495,53 @@ impl Core {
                 });
             }
         };
+        let session = match cb.then {
+            Then::Resolve => None,
+            Then::SignIn {
+                kind,
+                format,
+                replacing,
+            } => match self
+                .sign_in_vouched(&profile, &resolved, kind, format, replacing, meta)
+                .await
+            {
+                Ok(s) => Some(s),
+                Err(error) => {
+                    return Err(CallbackError::Failed {
+                        error,
+                        flow: Some(Box::new(flow)),
+                    });
+                }
+            },
+        };
         Ok(FinishedCallback {
             flow,
             profile,
             resolved,
+            session,
         })
+    }
+
+    /// [`Then::SignIn`]: keep the tokens, end the browser's old sessions,
+    /// start the new one.
+    async fn sign_in_vouched(
+        &self,
+        profile: &ProviderProfile,
+        resolved: &ResolvedUser,
+        kind: &'static str,
+        format: TokenFormat,
+        replacing: &[String],
+        meta: &ClientMeta,
+    ) -> Result<(String, super::Session), Error> {
+        self.keep_provider_tokens(resolved.identity.id, &profile.tokens)
+            .await?;
+        for old in replacing {
+            // The new session does not depend on it: logged, not refused.
+            if let Err(e) = self.revoke_session_token(old, meta).await {
+                tracing::warn!(error = %e, "sign-in: cannot end the browser's previous session");
+            }
+        }
+        self.sign_in(&resolved.user, kind, format, meta).await
     }
 
     /// Read a flow by its state without spending it (to send the browser to

@@ -221,7 +221,7 @@ impl Core {
     /// The user's access token at `provider`, refreshed with the refresh
     /// token when it has expired (or is about to). `Ok(None)` when none is
     /// kept; `Err(Unauthorized)` when it expired and could not be
-    /// refreshed (the caller ends the session).
+    /// refreshed ([`Self::session_provider_profile`] then ends the session).
     pub async fn provider_access_token(
         &self,
         user_id: Uuid,
@@ -359,11 +359,40 @@ impl Core {
 }
 
 impl Core {
+    /// What the provider says about the person behind a session, read with
+    /// the kept access token (refreshed when it has expired): the token and
+    /// the profile, or `None` when no token is kept. When the provider no
+    /// longer honours the sign-in (the refresh is refused, or the profile
+    /// describes someone else), neither does authgate: the session ends
+    /// here and the answer is `Unauthorized`.
+    pub async fn session_provider_profile(
+        &self,
+        session_token: &str,
+        user_id: Uuid,
+        provider: &str,
+        meta: &ClientMeta,
+    ) -> Result<Option<(AccessToken, serde_json::Value)>, Error> {
+        let read = async {
+            let Some(access) = self.provider_access_token(user_id, provider).await? else {
+                return Ok(None);
+            };
+            let profile = self.provider_profile(provider, &access).await?;
+            Ok(Some((access, profile)))
+        };
+        let result = read.await;
+        if let Err(Error::Unauthorized) = result {
+            if let Err(e) = self.revoke_session_token(session_token, meta).await {
+                tracing::warn!(error = %e, "cannot end a session whose provider sign-in is over");
+            }
+        }
+        result
+    }
+
     /// The provider's profile document read with a kept access token
     /// (Graph `/me`, GitHub `/user`, userinfo). It must describe the
     /// identity the token was kept for: a profile of anyone else (a token
-    /// swapped by a misbehaving provider) is `Unauthorized`, and the caller
-    /// ends the session.
+    /// swapped by a misbehaving provider) is `Unauthorized`
+    /// ([`Self::session_provider_profile`] then ends the session).
     pub async fn provider_profile(
         &self,
         provider: &str,

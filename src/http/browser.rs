@@ -25,8 +25,8 @@ use super::extract::{CallbackParams, Client, cookie_value, cookie_values, set_co
 use crate::config::Config;
 use crate::core::secret::TokenFormat;
 use crate::core::{
-    Callback, CallbackError, Error, FinishedCallback, FlowStart, ProviderError, SessionCheck,
-    Timestamp, clock::rfc3339,
+    Callback, CallbackError, Error, FlowStart, ProviderError, SessionCheck, Then, Timestamp,
+    clock::rfc3339, return_path,
 };
 
 const SURFACE: &str = "browser";
@@ -85,30 +85,6 @@ impl Settings {
 
     fn session_cookie(&self, value: &str, max_age: i64) -> Option<HeaderValue> {
         set_cookie(&self.cookie, value, "/", Some(max_age), self.cookie_secure)
-    }
-
-    /// A post-login return path, only if it stays on the front end: a path
-    /// (`/reports?x=1`) or an absolute URL of the front end's origin.
-    fn return_path(&self, given: &str) -> Option<String> {
-        if given.starts_with('/') {
-            if given.starts_with("//")
-                || given.contains('\\')
-                || given.chars().any(char::is_control)
-            {
-                return None;
-            }
-            return Some(given.to_string());
-        }
-        let url = Url::parse(given).ok()?;
-        if url.origin().ascii_serialization() != self.frontend_origin {
-            return None;
-        }
-        let mut path = url.path().to_string();
-        if let Some(q) = url.query() {
-            path.push('?');
-            path.push_str(q);
-        }
-        Some(path)
     }
 
     fn error_redirect(&self, error: &str, secure: bool) -> Response {
@@ -186,10 +162,12 @@ async fn login(
     }
     let return_to = match query {
         Ok(Query(LoginParams { return_to: None })) => None,
-        Ok(Query(LoginParams { return_to: Some(r) })) => match s.return_path(&r) {
-            Some(p) => Some(p),
-            None => return s.error_redirect("invalid_return_to", secure),
-        },
+        Ok(Query(LoginParams { return_to: Some(r) })) => {
+            match return_path(&s.frontend_origin, &r) {
+                Some(p) => Some(p),
+                None => return s.error_redirect("invalid_return_to", secure),
+            }
+        }
         Err(_) => return s.error_redirect("invalid_return_to", secure),
     };
     let started = state
@@ -241,6 +219,7 @@ async fn callback(
         return s.error_redirect("invalid_request", secure);
     };
     let flow_cookie = cookie_value(&headers, FLOW_COOKIE);
+    let replacing = cookie_values(&headers, &s.cookie);
     let finished = core
         .finish_callback(
             &Callback {
@@ -248,86 +227,43 @@ async fn callback(
                 surface: SURFACE,
                 redirect_uri: &s.redirect_uri,
                 signup: s.signup,
+                then: Then::SignIn {
+                    kind: SESSION_KIND,
+                    format: TokenFormat::UrlSafe32,
+                    replacing: &replacing,
+                },
                 ..params.callback(flow_cookie.as_deref())
             },
             &client,
         )
         .await;
-    let FinishedCallback {
-        flow,
-        profile,
-        resolved,
-    } = match finished {
-        Ok(f) => f,
-        Err(CallbackError::ProviderError { error, .. }) => return s.error_redirect(&error, secure),
-        Err(CallbackError::InvalidState) => return s.error_redirect("invalid_state", secure),
-        Err(CallbackError::NoCode(_)) => return s.error_redirect("no_code", secure),
-        Err(CallbackError::Failed {
-            error: Error::Provider(ProviderError::Unavailable(_)),
-            ..
-        }) => {
-            return s.error_redirect("provider_unavailable", secure);
-        }
-        Err(CallbackError::Failed {
-            error: Error::Provider(_),
-            ..
-        }) => {
-            return s.error_redirect("auth_failed", secure);
-        }
-        Err(CallbackError::Failed {
-            error: Error::Disabled,
-            ..
-        }) => {
-            return s.error_redirect("account_disabled", secure);
-        }
-        Err(CallbackError::Failed {
-            error: Error::NotFound,
-            ..
-        }) => {
-            return s.error_redirect("not_registered", secure);
-        }
-        Err(CallbackError::Failed { error: e, .. }) => {
-            tracing::error!(error = %e, "browser callback: cannot finish the sign-in");
-            return s.error_redirect("server_error", secure);
-        }
+    let error_type = match &finished {
+        Ok(f) => match &f.session {
+            Some((token, _)) => {
+                let to = format!("{}{}", s.frontend, f.landing(&s.success_path));
+                let cookies = [
+                    s.session_cookie(token, s.cookie_max_age),
+                    clear_flow_cookie(secure),
+                ];
+                return redirect(&to, &cookies);
+            }
+            None => "server_error",
+        },
+        Err(CallbackError::ProviderError { error, .. }) => error.as_str(),
+        Err(CallbackError::InvalidState) => "invalid_state",
+        Err(CallbackError::NoCode(_)) => "no_code",
+        Err(CallbackError::Failed { error, .. }) => match error {
+            Error::Provider(ProviderError::Unavailable(_)) => "provider_unavailable",
+            Error::Provider(_) => "auth_failed",
+            Error::Disabled => "account_disabled",
+            Error::NotFound => "not_registered",
+            e => {
+                tracing::error!(error = %e, "browser callback: cannot finish the sign-in");
+                "server_error"
+            }
+        },
     };
-    if let Err(e) = core
-        .keep_provider_tokens(resolved.identity.id, &profile.tokens)
-        .await
-    {
-        tracing::error!(error = %e, "browser callback: cannot keep the provider tokens");
-        return s.error_redirect("server_error", secure);
-    }
-    // A session this browser had before is over: one browser, one session.
-    for old in cookie_values(&headers, &s.cookie) {
-        if let Err(e) = core.revoke_session_token(&old, &client).await {
-            tracing::warn!(error = %e, "browser callback: cannot end the previous session");
-        }
-    }
-    let token = match core
-        .sign_in(
-            &resolved.user,
-            SESSION_KIND,
-            TokenFormat::UrlSafe32,
-            &client,
-        )
-        .await
-    {
-        Ok((token, _)) => token,
-        Err(Error::Disabled) => return s.error_redirect("account_disabled", secure),
-        Err(e) => {
-            tracing::error!(error = %e, "browser callback: cannot create the session");
-            return s.error_redirect("server_error", secure);
-        }
-    };
-    let path = flow.redirect_to.as_deref().unwrap_or(&s.success_path);
-    redirect(
-        &format!("{}{}", s.frontend, path),
-        &[
-            s.session_cookie(&token, s.cookie_max_age),
-            clear_flow_cookie(secure),
-        ],
-    )
+    s.error_redirect(error_type, secure)
 }
 
 /// The session behind the request's cookie, or the response to send.
@@ -503,27 +439,21 @@ async fn test_token(
     let s = &state.http.browser;
     let core = &state.core;
     let user = check.user;
-    // The provider no longer honours this sign-in, or answers for someone
-    // else: neither do we.
-    let expired = || async {
-        if let Err(e) = core.revoke_session_token(&token, &client).await {
-            tracing::warn!(error = %e, "cannot end a session whose refresh failed");
-        }
-        let mut r = error(StatusCode::UNAUTHORIZED, "Session expired");
-        if let Some(c) = s.session_cookie("", 0) {
-            r.headers_mut().insert(SET_COOKIE, c);
-        }
-        r
-    };
-    let access = match core.provider_access_token(user.id, &s.provider).await {
-        Ok(Some(a)) => a,
+    let read = core
+        .session_provider_profile(&token, user.id, &s.provider, &client)
+        .await;
+    let (access, profile) = match read {
+        Ok(Some(v)) => v,
         Ok(None) => return error(StatusCode::UNAUTHORIZED, "User access token not found"),
-        Err(Error::Unauthorized) => return expired().await,
-        Err(e) => return test_failed(&e.to_string()),
-    };
-    let profile = match core.provider_profile(&s.provider, &access).await {
-        Ok(p) => p,
-        Err(Error::Unauthorized) => return expired().await,
+        // The provider no longer honours this sign-in, or answers for
+        // someone else: the core ended the session; the cookie goes too.
+        Err(Error::Unauthorized) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "Session expired");
+            if let Some(c) = s.session_cookie("", 0) {
+                r.headers_mut().insert(SET_COOKIE, c);
+            }
+            return r;
+        }
         // The provider is not configured (any more).
         Err(Error::Invalid { .. }) => return error(StatusCode::NOT_FOUND, "Not Found"),
         Err(Error::Provider(e)) => {
@@ -592,11 +522,11 @@ mod tests {
         cfg.server.frontend_url = Some("https://app.example.com".parse().unwrap());
         let s = Settings::new(&cfg);
         assert_eq!(
-            s.return_path("/reports?x=1").as_deref(),
+            return_path(&s.frontend_origin, "/reports?x=1").as_deref(),
             Some("/reports?x=1")
         );
         assert_eq!(
-            s.return_path("https://app.example.com/a/b?c").as_deref(),
+            return_path(&s.frontend_origin, "https://app.example.com/a/b?c").as_deref(),
             Some("/a/b?c")
         );
         for bad in [
@@ -608,7 +538,7 @@ mod tests {
             "javascript:alert(1)",
             "reports",
         ] {
-            assert_eq!(s.return_path(bad), None, "{bad}");
+            assert_eq!(return_path(&s.frontend_origin, bad), None, "{bad}");
         }
     }
 
