@@ -380,10 +380,10 @@ impl Core {
             Ok(Some((access, profile)))
         };
         let result = read.await;
-        if let Err(Error::Unauthorized) = result {
-            if let Err(e) = self.revoke_session_token(session_token, meta).await {
-                tracing::warn!(error = %e, "cannot end a session whose provider sign-in is over");
-            }
+        if let Err(Error::Unauthorized) = result
+            && let Err(e) = self.revoke_session_token(session_token, meta).await
+        {
+            tracing::warn!(error = %e, "cannot end a session whose provider sign-in is over");
         }
         result
     }
