@@ -33,9 +33,10 @@ pub struct Config {
     /// Sign-in providers by name (`microsoft`, `google`, `github`, or any
     /// name with `kind = "oidc"`).
     pub providers: std::collections::BTreeMap<String, ProviderConfig>,
-    pub code_exchange: CodeExchangeConfig,
-    pub oauth: OauthConfig,
-    pub browser: BrowserConfig,
+    // The surfaces' sections, each declared by its module under `http/`.
+    pub code_exchange: crate::http::code_exchange::CodeExchangeConfig,
+    pub oauth: crate::http::oauth::OauthConfig,
+    pub browser: crate::http::browser::BrowserConfig,
     pub vault: VaultConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -417,91 +418,6 @@ impl ProviderConfig {
     }
 }
 
-/// The Microsoft code-exchange API (seed 000).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct CodeExchangeConfig {
-    /// The provider whose codes `POST /api/v1/auth/oauth2` redeems.
-    /// Unset: `microsoft` when it is configured; otherwise the surface
-    /// answers 404 (a name given here must be configured).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    /// Redirect URIs a client may name (`uri`, `?redirect=`); the first is
-    /// the default. Empty: the front end's URL (`server.frontend_url`).
-    /// Compared as spelled, except that an origin-only URI matches with or
-    /// without its trailing `/` (`https://app.example` = `https://app.example/`).
-    pub redirect_uris: Vec<String>,
-    /// Refuse codes whose authorize step authgate did not start (no `state`
-    /// in the body and no flow cookie). Off by default for the original's
-    /// clients, which post only `{code}`.
-    pub require_state: bool,
-    /// Create a user on first sign-in (off: the user must exist).
-    pub signup: bool,
-}
-
-impl CodeExchangeConfig {
-    /// The provider this surface uses: the configured one, else `microsoft`.
-    pub fn provider_name(&self) -> &str {
-        self.provider.as_deref().unwrap_or("microsoft")
-    }
-}
-
-/// The cookie-session surface (seed 002, ConsultFlow): `/auth/login`, ...
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BrowserConfig {
-    /// The provider `/auth/login` signs in with. Unset: `microsoft` when it
-    /// is configured; otherwise the surface answers 404.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    /// The session cookie's name.
-    pub cookie_name: String,
-    /// Prefix the name with `__Host-` (Secure, Path=/, no Domain: the
-    /// browser refuses it from anyone but this host). Needs https. Unset:
-    /// on whenever `server.public_url` is https.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cookie_host_prefix: Option<bool>,
-    /// Create a user at first sign-in (the original did).
-    pub signup: bool,
-    /// Where a signed-in browser lands, on the front end.
-    pub success_path: String,
-    /// Where a failed sign-in lands (`?error=<error_type>` is added).
-    pub error_path: String,
-}
-
-impl Default for BrowserConfig {
-    fn default() -> Self {
-        BrowserConfig {
-            provider: None,
-            cookie_name: "connect.sid".into(),
-            cookie_host_prefix: None,
-            signup: true,
-            success_path: "/dashboard".into(),
-            error_path: "/login".into(),
-        }
-    }
-}
-
-impl BrowserConfig {
-    pub fn provider_name(&self) -> &str {
-        self.provider.as_deref().unwrap_or("microsoft")
-    }
-
-    /// Whether the cookie is `__Host-` prefixed (by default on https).
-    pub fn host_prefix(&self, https: bool) -> bool {
-        self.cookie_host_prefix.unwrap_or(https)
-    }
-
-    /// The cookie's full name.
-    pub fn cookie(&self, https: bool) -> String {
-        if self.host_prefix(https) {
-            format!("__Host-{}", self.cookie_name)
-        } else {
-            self.cookie_name.clone()
-        }
-    }
-}
-
 /// Provider sign-ins started (`/auth/login`, `/api/v1/auth/oauth2`,
 /// `/oauth/init`): each is a database row for ten minutes, so one client
 /// may start only so many.
@@ -551,58 +467,6 @@ impl Config {
     /// `/auth/test-token`): a vault key is needed.
     pub fn keeps_provider_tokens(&self) -> bool {
         self.surfaces.browser && self.providers.contains_key(self.browser.provider_name())
-    }
-}
-
-/// The FreeSewing sign-in surface (seed 001): `/oauth/*`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OauthConfig {
-    /// Providers offered here (empty: every configured one).
-    pub providers: Vec<String>,
-    /// Languages `/oauth/init` accepts; stored as the user's locale.
-    pub languages: Vec<String>,
-    /// Create an account for a person seen for the first time.
-    pub signup: bool,
-    /// Where a returning person is sent: `{frontend}`, `{confirmation}`,
-    /// `{validation}`, `{provider}`, `{language}` are filled in. (`{state}`
-    /// is refused: whoever called `/oauth/init` knows it.)
-    pub login_redirect: String,
-    /// Where a new person is sent (same placeholders).
-    pub signup_redirect: String,
-    /// How long a confirmation may wait for `/oauth/login`.
-    pub confirmation_ttl_secs: i64,
-    /// Providers whose authorize URL the front end builds itself from
-    /// `/oauth/init`'s state (freesewing.org does, for GitHub and Google).
-    /// Weaker, so off (empty) by default: their callbacks are accepted
-    /// without the browser's flow cookie (login CSRF is possible), and their
-    /// codes are redeemed without PKCE or nonce (the client sent none). The
-    /// state stays single use, bound to its provider, and lives ten minutes.
-    pub client_built_authorize: Vec<String>,
-}
-
-impl Default for OauthConfig {
-    fn default() -> Self {
-        OauthConfig {
-            providers: Vec::new(),
-            languages: ["en", "de", "es", "fr", "nl"].map(String::from).to_vec(),
-            signup: true,
-            login_redirect: "{frontend}/login/callback/{confirmation}/{validation}".into(),
-            signup_redirect: "{frontend}/confirm/signup/{confirmation}/".into(),
-            confirmation_ttl_secs: 300,
-            client_built_authorize: Vec::new(),
-        }
-    }
-}
-
-impl OauthConfig {
-    /// Fill a redirect template.
-    pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
-        let mut out = template.to_string();
-        for (k, v) in values {
-            out = out.replace(&format!("{{{k}}}"), v);
-        }
-        out
     }
 }
 
@@ -684,7 +548,7 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-fn err(key: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         key: key.into(),
         message: message.into(),
@@ -1046,132 +910,13 @@ impl Config {
                 errors.push(err(&key("leeway_secs"), "must be between 0 and 600"));
             }
         }
-        let o = &self.oauth;
-        for (key, list) in [
-            ("oauth.providers", &o.providers),
-            ("oauth.client_built_authorize", &o.client_built_authorize),
-        ] {
-            for p in list {
-                if !self.providers.contains_key(p) {
-                    errors.push(err(key, format!("{p:?} is not a configured provider")));
-                }
-            }
-        }
-        if o.languages.is_empty()
-            || o.languages
-                .iter()
-                .any(|l| crate::core::Locale::parse(l).is_err())
-        {
-            errors.push(err(
-                "oauth.languages",
-                "must be a non-empty list of language codes",
-            ));
-        }
-        if !(30..=3600).contains(&o.confirmation_ttl_secs) {
-            errors.push(err(
-                "oauth.confirmation_ttl_secs",
-                "must be between 30 and 3600",
-            ));
-        }
-        let frontend = self
-            .server
-            .frontend_url
-            .clone()
-            .unwrap_or_else(|| self.server.public_url());
-        for (key, template) in [
-            ("oauth.login_redirect", &o.login_redirect),
-            ("oauth.signup_redirect", &o.signup_redirect),
-        ] {
-            // Every language a flow may carry must land on an allowed origin.
-            let off_origin = o.languages.iter().any(|language| {
-                let origins = self.server.allowed_origins(std::slice::from_ref(language));
-                let sample = OauthConfig::fill(
-                    template,
-                    &[
-                        ("frontend", frontend.as_str().trim_end_matches('/')),
-                        ("confirmation", "c"),
-                        ("validation", "v"),
-                        ("provider", "p"),
-                        ("language", language),
-                    ],
-                );
-                !Url::parse(&sample)
-                    .is_ok_and(|u| origins.contains(&u.origin().ascii_serialization()))
-            });
-            if off_origin {
-                errors.push(err(
-                    key,
-                    "must be a URL on the front end's origin or server.allowed_redirect_origins (for every language)",
-                ));
-            }
-            if template.contains("{state}") {
-                errors.push(err(
-                    key,
-                    "must not carry {state}: whoever called /oauth/init knows it; use {confirmation}",
-                ));
-            } else if !template.contains("{confirmation}") {
-                errors.push(err(key, "must carry {confirmation}"));
-            }
-        }
-        let b = &self.browser;
-        if let Some(p) = b.provider.as_ref().filter(|_| self.surfaces.browser)
-            && !self.providers.contains_key(p)
-        {
-            errors.push(err(
-                "browser.provider",
-                format!("{p:?} is not a configured provider"),
-            ));
-        }
-        let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-        if b.cookie_name.is_empty() || !b.cookie_name.chars().all(token_char) {
-            errors.push(err(
-                "browser.cookie_name",
-                "must be a non-empty cookie name (letters, digits, ._-)",
-            ));
-        }
-        if b.cookie_host_prefix == Some(true) && self.server.public_url().scheme() != "https" {
-            errors.push(err(
-                "browser.cookie_host_prefix",
-                "needs an https server.public_url (__Host- cookies are Secure)",
-            ));
-        }
-        for (key, path) in [
-            ("browser.success_path", &b.success_path),
-            ("browser.error_path", &b.error_path),
-        ] {
-            if !path.starts_with('/') || path.starts_with("//") || path.contains(['?', '#', '\\']) {
-                errors.push(err(
-                    key,
-                    "must be a path on the front end, such as /dashboard",
-                ));
-            }
-        }
         if !self.vault.keys.is_empty()
             && let Err(e) = crate::core::Vault::from_base64(&self.vault.keys)
         {
             errors.push(err("vault.keys", e));
         }
-        let ce = &self.code_exchange;
-        if let Some(p) = ce.provider.as_ref().filter(|_| self.surfaces.code_exchange)
-            && !self.providers.contains_key(p)
-        {
-            errors.push(err(
-                "code_exchange.provider",
-                format!("{p:?} is not a configured provider"),
-            ));
-        }
-        for u in &ce.redirect_uris {
-            let ok = Url::parse(u).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host().is_some()
-                    && u.fragment().is_none()
-            });
-            if !ok {
-                errors.push(err(
-                    "code_exchange.redirect_uris",
-                    format!("{u} must be an absolute http(s) URL without a fragment"),
-                ));
-            }
+        for surface in crate::http::SURFACES {
+            (surface.validate)(self, errors);
         }
     }
 

@@ -67,7 +67,7 @@ pub fn assemble(
         Some(t) => t,
         None => self::transport(cfg)?,
     };
-    let app = http::app(AppState::new(core.clone(), cfg), &cfg.server);
+    let app = http::app(AppState::new(core.clone(), cfg), cfg);
     let outbox =
         core.clone()
             .run_outbox(transport, cfg.mail.from.clone(), cfg.mail.outbox_policy());

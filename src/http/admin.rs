@@ -11,10 +11,21 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Client, JsonBody};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Surface};
+use crate::config::Config;
 use crate::core::secret::ct_eq;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub const DECLARATION: Surface = Surface {
+    tag: "admin",
+    description: "For the application's back end; `Authorization: Bearer <admin.token>`",
+    // Always routed; without `admin.token` every call is refused.
+    enabled: |_| true,
+    router,
+    errors: None,
+    validate: |_, _| {},
+};
+
+fn router(_: &Config) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(verify_mail_auth_token))
         .routes(routes!(introspect_session))

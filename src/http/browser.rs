@@ -20,9 +20,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use std::sync::Arc;
+
+use axum::Extension;
+
 use super::extract::{CallbackParams, Client, cookie_value, cookie_values, set_cookie};
-use crate::config::Config;
+use super::{AppState, Surface, with_settings};
+use crate::config::{Config, ConfigError, err};
 use crate::core::secret::TokenFormat;
 use crate::core::{
     Callback, CallbackError, Error, FlowStart, ProviderError, SessionCheck, Then, Timestamp,
@@ -126,13 +130,23 @@ fn unauthorized() -> Response {
     error(StatusCode::UNAUTHORIZED, "Unauthorized")
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub const DECLARATION: Surface = Surface {
+    tag: "browser",
+    description: "Cookie sessions for a browser front end, with Microsoft sign-in and a token vault (ConsultFlow's /auth API)",
+    enabled: |s| s.browser,
+    router,
+    errors: None,
+    validate,
+};
+
+fn router(cfg: &Config) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
         .routes(routes!(login))
         .routes(routes!(callback))
         .routes(routes!(logout))
         .routes(routes!(me))
-        .routes(routes!(test_token))
+        .routes(routes!(test_token));
+    with_settings(routes, Settings::new(cfg))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -152,10 +166,10 @@ pub struct LoginParams {
         (status = 404, description = "No provider is configured for this surface")))]
 async fn login(
     State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     query: Result<Query<LoginParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = &state.http.browser;
     let secure = s.cookie_secure;
     if state.core.provider(&s.provider).is_none() {
         return error(StatusCode::NOT_FOUND, "Not Found");
@@ -208,11 +222,11 @@ async fn login(
     responses((status = 302, description = "To the front end: the dashboard, or the login page with `?error=`")))]
 async fn callback(
     State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
     query: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let s = &state.http.browser;
     let core = &state.core;
     let secure = s.cookie_secure;
     let Ok(Query(params)) = query else {
@@ -269,9 +283,9 @@ async fn callback(
 /// The session behind the request's cookie, or the response to send.
 async fn session(
     state: &AppState,
+    s: &Settings,
     headers: &HeaderMap,
 ) -> Result<(String, SessionCheck), Response> {
-    let s = &state.http.browser;
     // Two cookies of this name (one tossed in by a sibling site) are
     // ambiguous: neither is believed.
     let mut tokens = cookie_values(headers, &s.cookie);
@@ -295,8 +309,7 @@ async fn session(
 /// A cookie-authenticated POST must come from a trusted origin: `Origin`,
 /// else `Referer`, must name the front end, authgate itself or an allowed
 /// origin. Neither header: refused (browsers send `Origin` on every POST).
-fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
-    let s = &state.http.browser;
+fn same_origin(s: &Settings, headers: &HeaderMap) -> bool {
     let origin = headers
         .get(ORIGIN)
         .and_then(|v| v.to_str().ok())
@@ -324,11 +337,11 @@ pub struct LogoutResponse {
         (status = 500, description = "`{\"error\": \"Logout failed\"}`")))]
 async fn logout(
     State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
 ) -> Response {
-    let s = &state.http.browser;
-    if !same_origin(&state, &headers) {
+    if !same_origin(&s, &headers) {
         return error(StatusCode::FORBIDDEN, "Forbidden");
     }
     // Every session cookie the browser sent ends (a tossed duplicate too).
@@ -372,12 +385,15 @@ pub struct MeResponse {
     responses(
         (status = 200, description = "The user", body = MeResponse),
         (status = 401, description = "`{\"error\": \"Unauthorized\"}`")))]
-async fn me(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (_, check) = match session(&state, &headers).await {
+async fn me(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, check) = match session(&state, &s, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let s = &state.http.browser;
     let user = check.user;
     let identity = match state.core.user_identities(user.id).await {
         Ok(mut list) => {
@@ -429,14 +445,14 @@ fn time_claim(claims: &Map<String, Value>, name: &str) -> Value {
         (status = 500, description = "`{\"success\": false, \"error\": \"Token test failed\", \"message\"}`")))]
 async fn test_token(
     State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
 ) -> Response {
-    let (token, check) = match session(&state, &headers).await {
+    let (token, check) = match session(&state, &s, &headers).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let s = &state.http.browser;
     let core = &state.core;
     let user = check.user;
     let read = core
@@ -510,6 +526,99 @@ fn test_failed(message: &str) -> Response {
         Json(json!({ "success": false, "error": "Token test failed", "message": message })),
     )
         .into_response()
+}
+
+/// The cookie-session surface (seed 002, ConsultFlow): `/auth/login`, ...
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrowserConfig {
+    /// The provider `/auth/login` signs in with. Unset: `microsoft` when it
+    /// is configured; otherwise the surface answers 404.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The session cookie's name.
+    pub cookie_name: String,
+    /// Prefix the name with `__Host-` (Secure, Path=/, no Domain: the
+    /// browser refuses it from anyone but this host). Needs https. Unset:
+    /// on whenever `server.public_url` is https.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_host_prefix: Option<bool>,
+    /// Create a user at first sign-in (the original did).
+    pub signup: bool,
+    /// Where a signed-in browser lands, on the front end.
+    pub success_path: String,
+    /// Where a failed sign-in lands (`?error=<error_type>` is added).
+    pub error_path: String,
+}
+
+impl Default for BrowserConfig {
+    fn default() -> Self {
+        BrowserConfig {
+            provider: None,
+            cookie_name: "connect.sid".into(),
+            cookie_host_prefix: None,
+            signup: true,
+            success_path: "/dashboard".into(),
+            error_path: "/login".into(),
+        }
+    }
+}
+
+impl BrowserConfig {
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or("microsoft")
+    }
+
+    /// Whether the cookie is `__Host-` prefixed (by default on https).
+    pub fn host_prefix(&self, https: bool) -> bool {
+        self.cookie_host_prefix.unwrap_or(https)
+    }
+
+    /// The cookie's full name.
+    pub fn cookie(&self, https: bool) -> String {
+        if self.host_prefix(https) {
+            format!("__Host-{}", self.cookie_name)
+        } else {
+            self.cookie_name.clone()
+        }
+    }
+}
+
+/// Checks of this surface's config section (`config check`, start).
+fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
+    let b = &cfg.browser;
+    if let Some(p) = b.provider.as_ref().filter(|_| cfg.surfaces.browser)
+        && !cfg.providers.contains_key(p)
+    {
+        errors.push(err(
+            "browser.provider",
+            format!("{p:?} is not a configured provider"),
+        ));
+    }
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if b.cookie_name.is_empty() || !b.cookie_name.chars().all(token_char) {
+        errors.push(err(
+            "browser.cookie_name",
+            "must be a non-empty cookie name (letters, digits, ._-)",
+        ));
+    }
+    if b.cookie_host_prefix == Some(true) && cfg.server.public_url().scheme() != "https" {
+        errors.push(err(
+            "browser.cookie_host_prefix",
+            "needs an https server.public_url (__Host- cookies are Secure)",
+        ));
+    }
+    for (key, path) in [
+        ("browser.success_path", &b.success_path),
+        ("browser.error_path", &b.error_path),
+    ] {
+        if !path.starts_with('/') || path.starts_with("//") || path.contains(['?', '#', '\\']) {
+            errors.push(err(
+                key,
+                "must be a path on the front end, such as /dashboard",
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,9 +15,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use std::sync::Arc;
+
+use axum::Extension;
+
 use super::extract::{AnyTypeJsonBody, CallbackParams, Client};
-use crate::config::Config;
+use super::{AppState, Surface, with_settings};
+use crate::config::{Config, ConfigError, err};
 use crate::core::handoff::{HANDOFF_PREFIX, Refusal};
 use crate::core::providers::MAX_CODE_LEN;
 use crate::core::secret::TokenFormat;
@@ -109,8 +113,17 @@ fn same_redirect_uri(a: &str, b: &str) -> bool {
 /// Paths of this API start with this.
 pub const PREFIX: &str = "/api/v1/";
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub const DECLARATION: Surface = Surface {
+    tag: "code exchange",
+    description: "Sessions of the Microsoft code-exchange API (/api/v1/auth)",
+    enabled: |s| s.code_exchange,
+    router,
+    errors: Some(ERRORS),
+    validate,
+};
+
+fn router(cfg: &Config) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
         .routes(routes!(oauth2_start, oauth2_exchange))
         .routes(routes!(oauth2_callback))
         .route("/api/v1/auth/oauth2/callback/", get(oauth2_callback))
@@ -122,7 +135,8 @@ pub fn router() -> OpenApiRouter<AppState> {
             get(oauth2_start).post(oauth2_exchange),
         )
         .route("/api/v1/auth/valid/", get(valid))
-        .route("/api/v1/auth/revoke/", delete(revoke))
+        .route("/api/v1/auth/revoke/", delete(revoke));
+    with_settings(routes, Settings::new(cfg))
 }
 
 /// Unknown paths and wrong methods under `/api/v1/auth` in this API's shape.
@@ -340,10 +354,10 @@ fn set_flow_cookie(value: &str, max_age: i64, secure: bool) -> Option<HeaderValu
         (status = 406, description = "The OAuth flow failed; `data` holds the provider's error document", body = ApiV1Error)))]
 async fn oauth2_exchange(
     State(state): State<AppState>,
+    Extension(settings): Extension<Arc<Settings>>,
     Client(client): Client,
     req: Request,
 ) -> Result<Response, ApiV1Error> {
-    let settings = &state.http.code_exchange;
     if state.core.provider(&settings.provider).is_none() {
         // No provider configured: this endpoint does not exist here.
         return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
@@ -434,11 +448,11 @@ pub struct StartParams {
         (status = 429, description = "Too many sign-ins started from this address (see `Retry-After`)", body = ApiV1Error)))]
 async fn oauth2_start(
     State(state): State<AppState>,
+    Extension(settings): Extension<Arc<Settings>>,
     Client(client): Client,
     query: Result<Query<StartParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiV1Error> {
     let Query(params) = query.map_err(|_| ApiV1Error::new(StatusCode::BAD_REQUEST))?;
-    let settings = &state.http.code_exchange;
     if state.core.provider(&settings.provider).is_none() {
         return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
     }
@@ -483,11 +497,11 @@ async fn oauth2_start(
         (status = 406, description = "No state, an unknown, used or expired one, or one this browser did not start", body = ApiV1Error)))]
 async fn oauth2_callback(
     State(state): State<AppState>,
+    Extension(settings): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
     query: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiV1Error> {
-    let settings = &state.http.code_exchange;
     if state.core.provider(&settings.provider).is_none() {
         return Err(ApiV1Error::new(StatusCode::NOT_FOUND));
     }
@@ -567,6 +581,59 @@ async fn oauth2_callback(
         response.headers_mut().insert(SET_COOKIE, clear);
     }
     Ok(response)
+}
+
+/// The Microsoft code-exchange API (seed 000).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CodeExchangeConfig {
+    /// The provider whose codes `POST /api/v1/auth/oauth2` redeems.
+    /// Unset: `microsoft` when it is configured; otherwise the surface
+    /// answers 404 (a name given here must be configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Redirect URIs a client may name (`uri`, `?redirect=`); the first is
+    /// the default. Empty: the front end's URL (`server.frontend_url`).
+    /// Compared as spelled, except that an origin-only URI matches with or
+    /// without its trailing `/` (`https://app.example` = `https://app.example/`).
+    pub redirect_uris: Vec<String>,
+    /// Refuse codes whose authorize step authgate did not start (no `state`
+    /// in the body and no flow cookie). Off by default for the original's
+    /// clients, which post only `{code}`.
+    pub require_state: bool,
+    /// Create a user on first sign-in (off: the user must exist).
+    pub signup: bool,
+}
+
+impl CodeExchangeConfig {
+    /// The provider this surface uses: the configured one, else `microsoft`.
+    pub fn provider_name(&self) -> &str {
+        self.provider.as_deref().unwrap_or("microsoft")
+    }
+}
+
+/// Checks of this surface's config section (`config check`, start).
+fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
+    let ce = &cfg.code_exchange;
+    if let Some(p) = ce.provider.as_ref().filter(|_| cfg.surfaces.code_exchange)
+        && !cfg.providers.contains_key(p)
+    {
+        errors.push(err(
+            "code_exchange.provider",
+            format!("{p:?} is not a configured provider"),
+        ));
+    }
+    for u in &ce.redirect_uris {
+        let ok = url::Url::parse(u).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.fragment().is_none()
+        });
+        if !ok {
+            errors.push(err(
+                "code_exchange.redirect_uris",
+                format!("{u} must be an absolute http(s) URL without a fragment"),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

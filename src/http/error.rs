@@ -112,35 +112,22 @@ pub struct SurfaceErrors {
     pub render: fn(StatusCode) -> Response,
 }
 
-fn surface_error(
-    state: &super::AppState,
-    uri: &axum::http::Uri,
-    status: StatusCode,
-) -> Option<Response> {
-    state
-        .http
-        .surface_errors
-        .iter()
+fn surface_error(uri: &axum::http::Uri, status: StatusCode) -> Option<Response> {
+    super::surface_errors()
         .find(|s| uri.path().starts_with(s.prefix))
         .map(|s| (s.render)(status))
 }
 
 /// Unknown path: in the error shape of the API the path belongs to.
-pub async fn not_found(
-    axum::extract::State(state): axum::extract::State<super::AppState>,
-    uri: axum::http::Uri,
-) -> Response {
-    surface_error(&state, &uri, StatusCode::NOT_FOUND).unwrap_or_else(|| {
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    surface_error(&uri, StatusCode::NOT_FOUND).unwrap_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
     })
 }
 
 /// Known path, wrong method: in the error shape of the path's API.
-pub async fn method_not_allowed(
-    axum::extract::State(state): axum::extract::State<super::AppState>,
-    uri: axum::http::Uri,
-) -> Response {
-    surface_error(&state, &uri, StatusCode::METHOD_NOT_ALLOWED).unwrap_or_else(|| {
+pub async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    surface_error(&uri, StatusCode::METHOD_NOT_ALLOWED).unwrap_or_else(|| {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

@@ -11,11 +11,22 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::extract::{Client, JsonBody};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Surface};
+use crate::config::Config;
 use crate::core::secret::TokenFormat;
 use crate::core::{CodeCheck, Email, Error, Locale, SendCodeOutcome};
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub const DECLARATION: Surface = Surface {
+    tag: "mail code",
+    description: "Passwordless sign-in by a code sent by e-mail (TimeLimit's /auth API)",
+    enabled: |s| s.mail_code,
+    router,
+    errors: None,
+    // Its settings are the core's (`mail_login`), checked with the rest.
+    validate: |_, _| {},
+};
+
+fn router(_: &Config) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(send_mail_login_code))
         .routes(routes!(sign_in_by_mail_code))

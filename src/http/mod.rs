@@ -1,6 +1,7 @@
 //! The HTTP server: one axum router with the shared base (health, metrics,
-//! OpenAPI, errors, layers) and one module per API surface (added by the
-//! surface issues). Surfaces translate wire formats to [`Core`] calls only.
+//! OpenAPI, errors, layers) and one module per API surface, each declaring
+//! itself in a [`Surface`] listed in [`SURFACES`]. Surfaces translate wire
+//! formats to [`Core`] calls only.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::{Config, ServerConfig, SurfacesConfig};
+use crate::config::{Config, ConfigError, ServerConfig, SurfacesConfig};
 use crate::core::Core;
 
 pub mod admin;
@@ -43,19 +44,14 @@ pub struct AppState {
     pub http: Arc<HttpSettings>,
 }
 
-/// The parts of the configuration the HTTP layer itself needs.
+/// The parts of the configuration the HTTP base itself needs (a surface's
+/// own settings travel with its routes).
 #[derive(Debug, Clone, Default)]
 pub struct HttpSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub admin_token: Option<String>,
-    pub surfaces: SurfacesConfig,
     /// Cookies get `Secure` (authgate is served over https).
     pub secure_cookies: bool,
-    pub code_exchange: code_exchange::Settings,
-    pub oauth: oauth::Settings,
-    pub browser: browser::Settings,
-    /// The surfaces' own error shapes for their path prefixes.
-    pub surface_errors: Vec<error::SurfaceErrors>,
 }
 
 impl AppState {
@@ -66,15 +62,46 @@ impl AppState {
             http: Arc::new(HttpSettings {
                 trusted_proxies: config.server.trusted_proxies.clone(),
                 admin_token: config.admin.token.clone(),
-                surfaces: config.surfaces.clone(),
                 secure_cookies: config.server.public_url().scheme() == "https",
-                code_exchange: code_exchange::Settings::new(config),
-                oauth: oauth::Settings::new(config),
-                browser: browser::Settings::new(config),
-                surface_errors: vec![code_exchange::ERRORS],
             }),
         }
     }
+}
+
+/// What a surface declares about itself: each surface module has one
+/// (`pub const DECLARATION`) and [`SURFACES`] lists them. Adding a surface is a
+/// module under `http/` and a line there (with its `[surfaces]` switch and
+/// its config section, which the module declares).
+pub struct Surface {
+    /// The OpenAPI tag its routes carry, and what the tag says.
+    pub tag: &'static str,
+    pub description: &'static str,
+    /// Whether `[surfaces]` serves it.
+    pub enabled: fn(&SurfacesConfig) -> bool,
+    /// Its routes, with its settings resolved from the config.
+    pub router: fn(&Config) -> OpenApiRouter<AppState>,
+    /// Its error shape under its path prefix, for the base's 404 and 405.
+    pub errors: Option<error::SurfaceErrors>,
+    /// The checks of its config section.
+    pub validate: fn(&Config, &mut Vec<ConfigError>),
+}
+
+/// Every surface, in the order of the OpenAPI document.
+pub const SURFACES: &[Surface] = &[
+    code_exchange::DECLARATION,
+    oauth::DECLARATION,
+    browser::DECLARATION,
+    mail_code::DECLARATION,
+    admin::DECLARATION,
+];
+
+/// Attach a surface's settings to its routes (its handlers take
+/// `Extension<Arc<S>>`).
+pub fn with_settings<S: Send + Sync + 'static>(
+    router: OpenApiRouter<AppState>,
+    settings: S,
+) -> OpenApiRouter<AppState> {
+    router.layer(axum::Extension(Arc::new(settings)))
 }
 
 #[derive(OpenApi)]
@@ -84,43 +111,42 @@ impl AppState {
         description = "Self-hosted authentication server: sessions, Microsoft/Google/GitHub sign-in and e-mail codes.",
         license(name = "Apache-2.0")
     ),
-    tags(
-        (name = "operations", description = "Health, readiness, metrics and this document"),
-        (name = "code exchange", description = "Sessions of the Microsoft code-exchange API (/api/v1/auth)"),
-        (name = "oauth", description = "Sign-in and sign-up with a provider through a one-time confirmation (FreeSewing's /oauth API)"),
-        (name = "browser", description = "Cookie sessions for a browser front end, with Microsoft sign-in and a token vault (ConsultFlow's /auth API)"),
-        (name = "mail code", description = "Passwordless sign-in by a code sent by e-mail (TimeLimit's /auth API)"),
-        (name = "admin", description = "For the application's back end; `Authorization: Bearer <admin.token>`")
-    )
+    tags((name = "operations", description = "Health, readiness, metrics and this document"))
 )]
 struct ApiDoc;
 
-/// Every route of the enabled surfaces, with its OpenAPI description.
-fn api(surfaces: &SurfacesConfig) -> OpenApiRouter<AppState> {
+/// Every route of the surfaces `serve` says, with its OpenAPI description.
+fn api(config: &Config, serve: impl Fn(&Surface) -> bool) -> OpenApiRouter<AppState> {
     let no_store = SetResponseHeaderLayer::overriding(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
-    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(health::router());
-    if surfaces.mail_code {
-        api = api.merge(mail_code::router().layer(no_store.clone()));
+    let mut doc = ApiDoc::openapi();
+    let tags = doc.tags.get_or_insert_with(Vec::new);
+    for s in SURFACES {
+        tags.push(
+            utoipa::openapi::tag::TagBuilder::new()
+                .name(s.tag)
+                .description(Some(s.description))
+                .build(),
+        );
     }
-    if surfaces.code_exchange {
-        api = api.merge(code_exchange::router().layer(no_store.clone()));
+    let mut api = OpenApiRouter::with_openapi(doc).merge(health::router());
+    for s in SURFACES.iter().filter(|s| serve(s)) {
+        api = api.merge((s.router)(config).layer(no_store.clone()));
     }
-    if surfaces.oauth {
-        api = api.merge(oauth::router().layer(no_store.clone()));
-    }
-    if surfaces.browser {
-        api = api.merge(browser::router().layer(no_store.clone()));
-    }
-    api.merge(admin::router().layer(no_store))
+    api
+}
+
+/// The surfaces' error shapes by path prefix.
+pub(crate) fn surface_errors() -> impl Iterator<Item = &'static error::SurfaceErrors> {
+    SURFACES.iter().filter_map(|s| s.errors.as_ref())
 }
 
 /// The OpenAPI document of every surface (served at `/openapi.json` with the
 /// enabled ones, printed by `authgate openapi`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api(&SurfacesConfig::default()).split_for_parts().1
+    api(&Config::default(), |_| true).split_for_parts().1
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -147,9 +173,9 @@ fn cors(server: &ServerConfig, languages: &[String]) -> tower_http::cors::CorsLa
         .max_age(Duration::from_secs(600))
 }
 
-pub fn app(state: AppState, server: &ServerConfig) -> Router {
-    let state_languages = state.http.oauth.languages.clone();
-    let (router, doc) = api(&state.http.surfaces).split_for_parts();
+pub fn app(state: AppState, config: &Config) -> Router {
+    let server = &config.server;
+    let (router, doc) = api(config, |s| (s.enabled)(&config.surfaces)).split_for_parts();
     let doc = Arc::new(doc);
     router
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))
@@ -184,7 +210,7 @@ pub fn app(state: AppState, server: &ServerConfig) -> Router {
                 tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
             }),
         )
-        .layer(cors(server, &state_languages))
+        .layer(cors(server, &config.oauth.languages))
         // Answers (callbacks above all) may carry codes in their URL: never
         // pass it on to another site.
         .layer(SetResponseHeaderLayer::if_not_present(

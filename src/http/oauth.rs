@@ -17,9 +17,13 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::AppState;
+use std::sync::Arc;
+
+use axum::Extension;
+
 use super::extract::{CallbackParams, Client, JsonBody};
-use crate::config::{Config, OauthConfig};
+use super::{AppState, Surface, with_settings};
+use crate::config::{Config, ConfigError, err};
 use crate::core::secret::TokenFormat;
 use crate::core::{
     Callback, CallbackError, Consent, Error, FinishedCallback, FlowStart, User, clock::rfc3339,
@@ -85,13 +89,23 @@ impl Settings {
     }
 }
 
-pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+pub const DECLARATION: Surface = Surface {
+    tag: "oauth",
+    description: "Sign-in and sign-up with a provider through a one-time confirmation (FreeSewing's /oauth API)",
+    enabled: |s| s.oauth,
+    router,
+    errors: None,
+    validate,
+};
+
+fn router(cfg: &Config) -> OpenApiRouter<AppState> {
+    let routes = OpenApiRouter::new()
         .routes(routes!(init))
         .routes(routes!(authorize))
         .routes(routes!(callback))
         .routes(routes!(login))
-        .routes(routes!(create_account))
+        .routes(routes!(create_account));
+    with_settings(routes, Settings::new(cfg))
 }
 
 /// A bare status with its reason phrase, like Express's `sendStatus`.
@@ -161,8 +175,12 @@ pub struct InitResponse {
         (status = 200, description = "The flow's state", body = InitResponse),
         (status = 400, description = "Unknown provider or language, or a malformed body"),
         (status = 429, description = "Too many sign-ins started from this address (see `Retry-After`)")))]
-async fn init(State(state): State<AppState>, Client(client): Client, req: Request) -> Response {
-    let settings = &state.http.oauth;
+async fn init(
+    State(state): State<AppState>,
+    Extension(settings): Extension<Arc<Settings>>,
+    Client(client): Client,
+    req: Request,
+) -> Response {
     let Ok(JsonBody(body)) = JsonBody::<InitRequest>::from_request(req, &state).await else {
         return status(StatusCode::BAD_REQUEST);
     };
@@ -244,12 +262,12 @@ async fn authorize(
         (status = 403, description = "The user is disabled")))]
 async fn callback(
     State(state): State<AppState>,
+    Extension(settings): Extension<Arc<Settings>>,
     Client(client): Client,
     Path(provider): Path<String>,
     headers: HeaderMap,
     query: Result<Query<CallbackParams>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let settings = &state.http.oauth;
     let core = &state.core;
     let Ok(Query(params)) = query else {
         return status(StatusCode::UNAUTHORIZED);
@@ -531,4 +549,127 @@ fn account(user: &User, consent: &Consent, now: i64) -> Value {
         "social": {"twitter": "", "instagram": "", "github": ""},
         "newsletter": false
     })
+}
+
+/// The FreeSewing sign-in surface (seed 001): `/oauth/*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OauthConfig {
+    /// Providers offered here (empty: every configured one).
+    pub providers: Vec<String>,
+    /// Languages `/oauth/init` accepts; stored as the user's locale.
+    pub languages: Vec<String>,
+    /// Create an account for a person seen for the first time.
+    pub signup: bool,
+    /// Where a returning person is sent: `{frontend}`, `{confirmation}`,
+    /// `{validation}`, `{provider}`, `{language}` are filled in. (`{state}`
+    /// is refused: whoever called `/oauth/init` knows it.)
+    pub login_redirect: String,
+    /// Where a new person is sent (same placeholders).
+    pub signup_redirect: String,
+    /// How long a confirmation may wait for `/oauth/login`.
+    pub confirmation_ttl_secs: i64,
+    /// Providers whose authorize URL the front end builds itself from
+    /// `/oauth/init`'s state (freesewing.org does, for GitHub and Google).
+    /// Weaker, so off (empty) by default: their callbacks are accepted
+    /// without the browser's flow cookie (login CSRF is possible), and their
+    /// codes are redeemed without PKCE or nonce (the client sent none). The
+    /// state stays single use, bound to its provider, and lives ten minutes.
+    pub client_built_authorize: Vec<String>,
+}
+
+impl Default for OauthConfig {
+    fn default() -> Self {
+        OauthConfig {
+            providers: Vec::new(),
+            languages: ["en", "de", "es", "fr", "nl"].map(String::from).to_vec(),
+            signup: true,
+            login_redirect: "{frontend}/login/callback/{confirmation}/{validation}".into(),
+            signup_redirect: "{frontend}/confirm/signup/{confirmation}/".into(),
+            confirmation_ttl_secs: 300,
+            client_built_authorize: Vec::new(),
+        }
+    }
+}
+
+impl OauthConfig {
+    /// Fill a redirect template.
+    pub fn fill(template: &str, values: &[(&str, &str)]) -> String {
+        let mut out = template.to_string();
+        for (k, v) in values {
+            out = out.replace(&format!("{{{k}}}"), v);
+        }
+        out
+    }
+}
+
+/// Checks of this surface's config section (`config check`, start).
+fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
+    let o = &cfg.oauth;
+    for (key, list) in [
+        ("oauth.providers", &o.providers),
+        ("oauth.client_built_authorize", &o.client_built_authorize),
+    ] {
+        for p in list {
+            if !cfg.providers.contains_key(p) {
+                errors.push(err(key, format!("{p:?} is not a configured provider")));
+            }
+        }
+    }
+    if o.languages.is_empty()
+        || o.languages
+            .iter()
+            .any(|l| crate::core::Locale::parse(l).is_err())
+    {
+        errors.push(err(
+            "oauth.languages",
+            "must be a non-empty list of language codes",
+        ));
+    }
+    if !(30..=3600).contains(&o.confirmation_ttl_secs) {
+        errors.push(err(
+            "oauth.confirmation_ttl_secs",
+            "must be between 30 and 3600",
+        ));
+    }
+    let frontend = cfg
+        .server
+        .frontend_url
+        .clone()
+        .unwrap_or_else(|| cfg.server.public_url());
+    for (key, template) in [
+        ("oauth.login_redirect", &o.login_redirect),
+        ("oauth.signup_redirect", &o.signup_redirect),
+    ] {
+        // Every language a flow may carry must land on an allowed origin.
+        let off_origin = o.languages.iter().any(|language| {
+            let origins = cfg.server.allowed_origins(std::slice::from_ref(language));
+            let sample = OauthConfig::fill(
+                template,
+                &[
+                    ("frontend", frontend.as_str().trim_end_matches('/')),
+                    ("confirmation", "c"),
+                    ("validation", "v"),
+                    ("provider", "p"),
+                    ("language", language),
+                ],
+            );
+            !url::Url::parse(&sample)
+                .is_ok_and(|u| origins.contains(&u.origin().ascii_serialization()))
+        });
+        if off_origin {
+            errors.push(err(
+                    key,
+                    "must be a URL on the front end's origin or server.allowed_redirect_origins (for every language)",
+                ));
+        }
+        if template.contains("{state}") {
+            errors.push(err(
+                key,
+                "must not carry {state}: whoever called /oauth/init knows it; use {confirmation}",
+            ));
+        } else if !template.contains("{confirmation}") {
+            errors.push(err(key, "must carry {confirmation}"));
+        }
+    }
 }

@@ -227,7 +227,7 @@ async fn idle_and_slow_connections_cannot_exhaust_the_server() {
     let db = TestDb::sqlite().await;
     let core = db.core(Arc::new(SystemClock));
     let cfg = authgate::config::Config::default();
-    let app = authgate::http::app(authgate::http::AppState::new(core, &cfg), &cfg.server);
+    let app = authgate::http::app(authgate::http::AppState::new(core, &cfg), &cfg);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -239,7 +239,7 @@ impl TestServer {
     pub async fn start(core: Core) -> TestServer {
         let cfg = authgate::config::Config::default();
         let state = authgate::http::AppState::new(core, &cfg);
-        Self::serve(authgate::http::app(state, &cfg.server)).await
+        Self::serve(authgate::http::app(state, &cfg)).await
     }
 
     /// Any router, served by `authgate::http::serve`.
