@@ -52,7 +52,7 @@ async fn run() {
             "microsoft".into(),
             microsoft_provider(&peer, TENANT, &graph),
         );
-        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap()];
+        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap().into()];
     })
     .await;
     let client = reqwest::Client::builder()

@@ -208,10 +208,7 @@ async fn run(command: Command, cfg: Config, path: Option<PathBuf>) -> anyhow::Re
         Command::Migrate => {
             init_logging(&cfg, false);
             open_core(&cfg).await?;
-            println!(
-                "database migrated ({})",
-                config::mask_url_password(&cfg.database.url)
-            );
+            println!("database migrated ({})", cfg.database.url.masked());
             Ok(())
         }
         Command::User(cmd) => {
@@ -291,8 +288,8 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
         max_connections: cfg.database.max_connections,
         acquire_timeout: Duration::from_secs(cfg.database.acquire_timeout_secs),
     };
-    let shown = config::mask_url_password(&cfg.database.url);
-    let store = store::connect(&cfg.database.url, &opts)
+    let shown = cfg.database.url.masked();
+    let store = store::connect(cfg.database.url.expose(), &opts)
         .await
         .with_context(|| format!("cannot open database {shown}"))?;
     store

@@ -25,7 +25,8 @@ pub fn transport(cfg: &Config) -> anyhow::Result<Arc<dyn Transport>> {
             let url = cfg
                 .mail
                 .smtp_url
-                .as_deref()
+                .as_ref()
+                .map(crate::config::SecretUrl::expose)
                 .context("mail.smtp_url is required")?;
             Arc::new(
                 SmtpTransport::from_url(url, Duration::from_secs(cfg.mail.smtp_timeout_secs))
@@ -89,7 +90,7 @@ pub fn assemble(
         let core = core.clone();
         let url = cfg.database.url.clone();
         async move {
-            if url.starts_with("postgres") && core.store_backend() == "postgres" {
+            if url.expose().starts_with("postgres") && core.store_backend() == "postgres" {
                 listen_for_session_changes(core, url).await;
             } else {
                 warm_session_cache(&core).await;
@@ -106,10 +107,10 @@ pub fn assemble(
 /// PostgreSQL for announced session changes and apply them; while not
 /// listening (connecting, connection lost) the cache is off, and everything
 /// cached before is dropped when listening starts again.
-pub async fn listen_for_session_changes(core: Core, url: String) {
+pub async fn listen_for_session_changes(core: Core, url: crate::config::SecretUrl) {
     use sqlx::postgres::PgListener;
     loop {
-        match PgListener::connect(&url).await {
+        match PgListener::connect(url.expose()).await {
             Ok(mut listener) => match listener.listen(crate::store::SESSIONS_CHANNEL).await {
                 Ok(()) => {
                     core.apply_sessions_changed("all");
@@ -153,13 +154,19 @@ fn warm_session_cache(core: &Core) -> impl Future<Output = ()> + Send + 'static 
 /// The token vault from `vault.keys`, else from the key file (none when
 /// neither holds a key).
 pub fn vault(cfg: &Config) -> anyhow::Result<Option<crate::core::Vault>> {
-    let keys = if cfg.vault.keys.is_empty() {
-        match cfg.vault.key_file_for(&cfg.database.url) {
+    let from_file;
+    let keys: Vec<&str> = if cfg.vault.keys.is_empty() {
+        from_file = match cfg.vault.key_file_for(cfg.database.url.expose()) {
             Some(file) if file.exists() => read_key_file(&file)?,
             _ => return Ok(None),
-        }
+        };
+        from_file.iter().map(String::as_str).collect()
     } else {
-        cfg.vault.keys.clone()
+        cfg.vault
+            .keys
+            .iter()
+            .map(crate::config::Secret::expose)
+            .collect()
     };
     crate::core::Vault::from_base64(&keys)
         .map(Some)
@@ -190,7 +197,7 @@ fn ensure_vault_key(cfg: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     let provider = cfg.browser.provider_name();
-    let Some(file) = cfg.vault.key_file_for(&cfg.database.url) else {
+    let Some(file) = cfg.vault.key_file_for(cfg.database.url.expose()) else {
         anyhow::bail!(
             "vault.keys is empty, and /auth/test-token needs {provider}'s tokens kept encrypted: \
              set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
@@ -267,7 +274,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         %address,
         public_url = %cfg.server.public_url(),
-        database = %crate::config::mask_url_password(&cfg.database.url),
+        database = %cfg.database.url.masked(),
         providers = ?cfg.providers.keys().collect::<Vec<_>>(),
         vault_keys = cfg.vault.keys.len(),
         open_files = open_files.unwrap_or(0),

@@ -187,7 +187,7 @@ impl Session {
 
 /// An OAuth/OIDC login in progress: short-lived and single-use. The `state`
 /// itself is stored only as a hash; the row is removed when taken.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LoginFlow {
     pub state_hash: Vec<u8>,
     pub provider: String,
@@ -205,6 +205,19 @@ pub struct LoginFlow {
     pub data: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+/// The PKCE verifier and the nonce are secrets: never printed.
+impl std::fmt::Debug for LoginFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginFlow")
+            .field("provider", &self.provider)
+            .field("surface", &self.surface)
+            .field("language", &self.language)
+            .field("redirect_to", &self.redirect_to)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A pending e-mail code sign-in: token and code are stored only as hashes.

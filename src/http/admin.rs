@@ -49,7 +49,13 @@ where
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        match (app.http.admin_token.as_deref(), presented) {
+        match (
+            app.http
+                .admin_token
+                .as_ref()
+                .map(crate::config::Secret::expose),
+            presented,
+        ) {
             (Some(expected), Some(given)) if ct_eq(expected.as_bytes(), given.as_bytes()) => {
                 Ok(Admin)
             }

@@ -49,7 +49,7 @@ pub struct AppState {
 #[derive(Debug, Clone, Default)]
 pub struct HttpSettings {
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub admin_token: Option<String>,
+    pub admin_token: Option<crate::config::Secret>,
     /// Cookies get `Secure` (authgate is served over https).
     pub secure_cookies: bool,
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 use url::Url;
 
-use crate::config::{Config, ProviderConfig, ProviderKind};
+use crate::config::{Config, ProviderConfig, ProviderKind, Secret};
 use crate::core::providers::{AuthResponse, AuthorizeRequest, ExchangeRequest, RefreshRequest};
 use crate::core::{IdentityProvider, ProviderError, ProviderProfile, ProviderTokenSet, Providers};
 
@@ -77,7 +77,7 @@ pub struct Provider {
     name: String,
     flavor: Flavor,
     client_id: String,
-    client_secret: String,
+    client_secret: Secret,
     scopes: Vec<String>,
     http: Http,
     issuer: Option<IssuerRule>,
@@ -186,7 +186,7 @@ impl Provider {
             name: name.to_string(),
             flavor,
             client_id: p.client_id.clone(),
-            client_secret: p.client_secret.clone().unwrap_or_default(),
+            client_secret: p.client_secret.clone().unwrap_or_else(|| Secret::new("")),
             scopes,
             http,
             issuer,
@@ -251,7 +251,7 @@ impl Provider {
         Ok(Endpoints {
             oauth: OAuth::new(
                 &self.client_id,
-                &self.client_secret,
+                self.client_secret.expose(),
                 &auth,
                 &token,
                 self.scopes.clone(),

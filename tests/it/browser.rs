@@ -48,7 +48,7 @@ fn configure(cfg: &mut Config, t: &Tenant, key: Option<&str>) {
         "microsoft".into(),
         microsoft_provider(&t.peer, TENANT, &t.graph),
     );
-    cfg.vault.keys = key.map(|k| vec![k.to_string()]).unwrap_or_default();
+    cfg.vault.keys = key.map(|k| vec![k.into()]).unwrap_or_default();
 }
 
 fn client() -> reqwest::Client {

@@ -177,7 +177,7 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
             "microsoft".into(),
             microsoft_provider(&peer, TENANT, &graph),
         );
-        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap()];
+        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap().into()];
         c.admin.token = Some(ADMIN_TOKEN.into());
     })
     .await;

@@ -217,6 +217,85 @@ fn config_check_prints_effective_values_with_secrets_masked() {
 }
 
 #[test]
+fn secrets_may_be_read_from_files_named_by_file_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let put = |name: &str, text: &str| {
+        let f = dir.path().join(name);
+        std::fs::write(&f, text).unwrap();
+        f
+    };
+    let token = put("admin-token", "token-from-a-file-0123456789abcdefgh\n");
+    let secret = put("github-secret", "gh-secret-from-a-file\r\n");
+    let db = dir.path().join("from-file.db");
+    let db_url = put("db-url", &format!("sqlite://{}\n", db.display()));
+    let file = put(
+        "authgate.toml",
+        &format!(
+            "[admin]\ntoken_file = {:?}\n[providers.github]\nclient_id = \"gh\"\nclient_secret_file = {:?}\n",
+            token.display().to_string(),
+            secret.display().to_string()
+        ),
+    );
+    let check = || {
+        let mut c = authgate(dir.path());
+        c.env("AUTHGATE_CONFIG", &file)
+            .env("AUTHGATE_DATABASE__URL_FILE", &db_url)
+            .args(["config", "check"]);
+        c
+    };
+    let out = run_ok(&mut check());
+    // The values were read (they are set, masked) and the line break dropped
+    // (the database URL is the file's line, usable as it is).
+    assert!(out.contains("token = \"********\""), "{out}");
+    assert!(out.contains("client_secret = \"********\""), "{out}");
+    assert!(
+        out.contains(&format!("url = \"sqlite://{}\"", db.display())),
+        "{out}"
+    );
+    assert!(
+        !out.contains("token-from-a-file") && !out.contains("gh-secret-from-a-file"),
+        "{out}"
+    );
+    // A file's value is checked as the key's own would be.
+    std::fs::write(&token, "short\n").unwrap();
+    let out = check().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("admin.token:"), "{}", stderr(&out));
+    // Both a key and its file: refused, naming the file key.
+    let out = check()
+        .env(
+            "AUTHGATE_ADMIN__TOKEN",
+            "token-from-the-environment-0123456789",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("admin.token_file") && err.contains("not both"),
+        "{err}"
+    );
+    // A file that cannot be read or is empty: named, with its path.
+    std::fs::remove_file(&token).unwrap();
+    let out = check().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("admin.token_file") && err.contains("admin-token"),
+        "{err}"
+    );
+    std::fs::write(&secret, "\n").unwrap();
+    std::fs::write(&token, "token-from-a-file-0123456789abcdefgh").unwrap();
+    let out = check().output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("providers.github.client_secret_file") && err.contains("is empty"),
+        "{err}"
+    );
+}
+
+#[test]
 fn provider_config_is_checked_and_its_secret_masked() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");

@@ -613,7 +613,7 @@ async fn code_arrives_by_real_smtp(db: &TestDb) {
     let smtpd = Smtpd::start(&python, port, dir.path()).await;
     let app = App::start(db, |c| {
         c.mail.transport = authgate::config::MailTransport::Smtp;
-        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
         c.mail.from = "TimeLimit <noreply@timelimit.example>".into();
     })
     .await;
@@ -653,7 +653,7 @@ async fn mail_survives_an_smtp_outage(db: &TestDb) {
     let port = free_port();
     let app = App::start(db, |c| {
         c.mail.transport = authgate::config::MailTransport::Smtp;
-        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
     })
     .await;
     // SMTP is down: the request is still answered at once.
@@ -727,7 +727,7 @@ async fn a_hung_smtp_server_does_not_stop_delivery(db: &TestDb) {
     let mut hung = SilentListener::start(port).await;
     let app = App::start(db, |c| {
         c.mail.transport = authgate::config::MailTransport::Smtp;
-        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
         c.mail.smtp_timeout_secs = 1;
     })
     .await;
@@ -769,7 +769,7 @@ async fn a_slow_smtp_server_still_gets_the_mail(db: &TestDb) {
     let relay_port = relay.port;
     let app = App::start(db, |c| {
         c.mail.transport = authgate::config::MailTransport::Smtp;
-        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{relay_port}"));
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{relay_port}").into());
         c.mail.smtp_timeout_secs = 2;
     })
     .await;

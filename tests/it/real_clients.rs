@@ -80,7 +80,7 @@ async fn timelimit_app_signs_in_with_gzipped_bodies(db: &TestDb) {
     let smtpd = Smtpd::start(&python, port, dir.path()).await;
     let app = App::start(db, |c| {
         c.mail.transport = authgate::config::MailTransport::Smtp;
-        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}"));
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
     })
     .await;
     let addr = app.server.addr;

@@ -132,7 +132,7 @@ pub async fn session_cache_on(core: &Core, db: &TestDb) -> Option<tokio::task::J
     assert!(!core.session_cache_enabled(), "off until listening");
     let listener = tokio::spawn(authgate::cli::serve::listen_for_session_changes(
         core.clone(),
-        db.url.clone(),
+        db.url.clone().into(),
     ));
     let start = std::time::Instant::now();
     while !core.session_cache_enabled() {

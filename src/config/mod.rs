@@ -20,6 +20,9 @@ pub const DEFAULT_FILE: &str = "authgate.toml";
 pub const ENV_PREFIX: &str = "AUTHGATE_";
 const MASK: &str = "********";
 
+mod secret;
+pub use secret::{Secret, SecretUrl};
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -105,7 +108,10 @@ impl ServerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite://authgate.db` (default) or `postgres://user@host:5432/db`.
-    pub url: String,
+    pub url: SecretUrl,
+    /// A file holding `url` (one line), e.g. a container secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url_file: Option<PathBuf>,
     pub max_connections: u32,
     /// Seconds to wait for a free connection before a request fails.
     pub acquire_timeout_secs: u64,
@@ -115,6 +121,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         DatabaseConfig {
             url: "sqlite://authgate.db".into(),
+            url_file: None,
             max_connections: 16,
             acquire_timeout_secs: 5,
         }
@@ -179,7 +186,11 @@ pub struct MailConfig {
     pub transport: MailTransport,
     /// `smtp://[user:pass@]host:port` (plain or STARTTLS if offered) or
     /// `smtps://...` (TLS). Required when `transport = "smtp"`.
-    pub smtp_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_url: Option<SecretUrl>,
+    /// A file holding `smtp_url` (one line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_url_file: Option<PathBuf>,
     /// The From header, e.g. `authgate <noreply@example.com>`.
     pub from: String,
     /// Seconds before the first retry of a failed delivery (doubling).
@@ -196,6 +207,7 @@ impl Default for MailConfig {
         MailConfig {
             transport: MailTransport::Console,
             smtp_url: None,
+            smtp_url_file: None,
             from: "authgate <noreply@authgate.localhost>".into(),
             retry_initial_secs: 2,
             retry_max_secs: 60,
@@ -359,7 +371,11 @@ pub struct ProviderConfig {
     /// name must say `oidc`.
     pub kind: Option<ProviderKind>,
     pub client_id: String,
-    pub client_secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// A file holding `client_secret` (one line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
     /// OpenID issuer (`oidc`; `google` defaults to https://accounts.google.com).
     pub issuer: Option<Url>,
     /// Microsoft: `common`, `organizations`, `consumers` or a tenant id.
@@ -441,7 +457,7 @@ impl Default for LoginFlowsConfig {
 pub struct VaultConfig {
     /// Base64 of 32 random bytes each (`authgate vault key` makes one). The
     /// first encrypts; all decrypt. Empty: the key file's keys.
-    pub keys: Vec<String>,
+    pub keys: Vec<Secret>,
     /// A file of keys, one per line, first encrypting (read when `keys` is
     /// empty). Default with SQLite: `<database file>.vault-key`, made (mode
     /// 0600) at the first start that needs a key. PostgreSQL has no default:
@@ -475,7 +491,11 @@ impl Config {
 pub struct AdminConfig {
     /// Bearer token for `/admin/*` (at least 32 characters). Unset: the
     /// admin endpoints answer 401 to everyone.
-    pub token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    /// A file holding `token` (one line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -596,11 +616,73 @@ impl Config {
     }
 
     pub fn from_figment(fig: Figment) -> Result<Config, ConfigErrors> {
-        let cfg: Config = fig
+        let mut cfg: Config = fig
             .extract()
             .map_err(|e| ConfigErrors(e.into_iter().map(from_figment).collect()))?;
+        cfg.read_secret_files(&fig)?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Every secret key `k` may instead be read from the file named by
+    /// `k_file` (`AUTHGATE_ADMIN__TOKEN_FILE=/run/secrets/admin`, as lldap
+    /// does): its content, without the trailing line break. Setting both is
+    /// an error, as is a file that cannot be read or is empty.
+    fn read_secret_files(&mut self, fig: &Figment) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut read = |key: &str, file: &Option<PathBuf>| -> Option<String> {
+            let file = file.as_ref()?;
+            if fig.contains(key) {
+                errors.push(err(
+                    &format!("{key}_file"),
+                    format!("set {key} or {key}_file, not both"),
+                ));
+                return None;
+            }
+            match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    let value = text.strip_suffix('\n').unwrap_or(&text);
+                    let value = value.strip_suffix('\r').unwrap_or(value);
+                    if value.is_empty() {
+                        errors.push(err(
+                            &format!("{key}_file"),
+                            format!("{} is empty", file.display()),
+                        ));
+                        return None;
+                    }
+                    Some(value.to_string())
+                }
+                Err(e) => {
+                    errors.push(err(
+                        &format!("{key}_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    ));
+                    None
+                }
+            }
+        };
+        if let Some(v) = read("database.url", &self.database.url_file) {
+            self.database.url = v.into();
+        }
+        if let Some(v) = read("mail.smtp_url", &self.mail.smtp_url_file) {
+            self.mail.smtp_url = Some(v.into());
+        }
+        if let Some(v) = read("admin.token", &self.admin.token_file) {
+            self.admin.token = Some(v.into());
+        }
+        for (name, p) in &mut self.providers {
+            if let Some(v) = read(
+                &format!("providers.{name}.client_secret"),
+                &p.client_secret_file,
+            ) {
+                p.client_secret = Some(v.into());
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// Checks serde cannot express: ranges, URL shapes, cross-key rules.
@@ -647,20 +729,21 @@ impl Config {
             ));
         }
         let d = &self.database;
-        if !(d.url.starts_with("sqlite:")
-            || d.url.starts_with("postgres:")
-            || d.url.starts_with("postgresql:"))
+        let url = d.url.expose();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
         {
             errors.push(err(
                 "database.url",
                 "must start with sqlite:// or postgres://",
             ));
-        } else if d.url.starts_with("sqlite:") && d.url.contains(":memory:") {
+        } else if url.starts_with("sqlite:") && url.contains(":memory:") {
             errors.push(err(
                 "database.url",
                 "an in-memory SQLite database would be lost at exit and differ per connection; use a file",
             ));
-        } else if d.url.starts_with("postgres") && Url::parse(&d.url).is_err() {
+        } else if url.starts_with("postgres") && Url::parse(url).is_err() {
             errors.push(err("database.url", "is not a valid postgres:// URL"));
         }
         if d.max_connections == 0 {
@@ -688,7 +771,7 @@ impl Config {
                 "mail.smtp_url",
                 "is required when mail.transport = \"smtp\"",
             )),
-            (_, Some(u)) => match Url::parse(u) {
+            (_, Some(u)) => match Url::parse(u.expose()) {
                 Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host().is_some() => {}
                 _ => errors.push(err(
                     "mail.smtp_url",
@@ -782,7 +865,7 @@ impl Config {
             errors.push(err("mail_login.dns_timeout_secs", "must be at least 1"));
         }
         if let Some(t) = &self.admin.token
-            && t.len() < 32
+            && t.expose().len() < 32
         {
             errors.push(err(
                 "admin.token",
@@ -827,7 +910,8 @@ impl Config {
                 errors.push(err(&key("client_id"), "is required"));
             }
             if p.client_secret
-                .as_deref()
+                .as_ref()
+                .map(Secret::expose)
                 .is_none_or(|s| s.trim().is_empty())
             {
                 errors.push(err(
@@ -911,7 +995,14 @@ impl Config {
             }
         }
         if !self.vault.keys.is_empty()
-            && let Err(e) = crate::core::Vault::from_base64(&self.vault.keys)
+            && let Err(e) = crate::core::Vault::from_base64(
+                &self
+                    .vault
+                    .keys
+                    .iter()
+                    .map(Secret::expose)
+                    .collect::<Vec<_>>(),
+            )
         {
             errors.push(err("vault.keys", e));
         }
@@ -922,17 +1013,8 @@ impl Config {
 
     /// The effective configuration as TOML, with every secret masked.
     pub fn to_masked_toml(&self) -> String {
-        let mut masked = self.clone();
-        masked.database.url = mask_url_password(&masked.database.url);
-        masked.mail.smtp_url = masked.mail.smtp_url.as_deref().map(mask_url_password);
-        masked.admin.token = masked.admin.token.as_ref().map(|_| MASK.to_string());
-        for k in &mut masked.vault.keys {
-            *k = MASK.to_string();
-        }
-        for p in masked.providers.values_mut() {
-            p.client_secret = p.client_secret.as_ref().map(|_| MASK.to_string());
-        }
-        toml::to_string_pretty(&masked).unwrap_or_else(|e| format!("# could not render: {e}\n"))
+        // The secrets' types serialize masked.
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# could not render: {e}\n"))
     }
 }
 
@@ -1059,7 +1141,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let c = Config::from_toml_str("").unwrap();
         assert_eq!(c.server.listen.to_string(), "127.0.0.1:3001");
-        assert_eq!(c.database.url, "sqlite://authgate.db");
+        assert_eq!(c.database.url.expose(), "sqlite://authgate.db");
         assert_eq!(c.mail.transport, MailTransport::Console);
         assert_eq!(c.server.public_url().as_str(), "http://127.0.0.1:3001/");
     }
