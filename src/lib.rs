@@ -6,12 +6,14 @@
 //!   HTTP and owns the ports it needs (`core::ports`: storage, mail).
 //! - [`store`] implements the storage ports in SQL for SQLite and PostgreSQL.
 //! - [`http`] is the axum server: the shared base (health, metrics, OpenAPI,
-//!   errors, layers) and one module per API surface.
+//!   errors, layers) and one module per API surface, each declaring itself
+//!   (`http::Surface`) in `http::SURFACES`.
 //! - [`providers`] are the sign-in providers (Microsoft, Google, GitHub, any
 //!   OpenID Connect issuer) behind the core's `IdentityProvider` trait.
 //! - [`mail`] implements the mail ports: transports (SMTP, console) and
 //!   templates; MX look-ups.
-//! - [`config`] loads `authgate.toml` plus `AUTHGATE_<SECTION>__<KEY>`.
+//! - [`config`] loads `authgate.toml` plus `AUTHGATE_<SECTION>__<KEY>` (and
+//!   `_file` secrets); secrets are `config::Secret`s.
 //! - [`cli`] is the `authgate` command line.
 #![cfg_attr(
     not(test),
