@@ -16,7 +16,8 @@ LOGINS=${LOGINS:-20000}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install -q 'aiosmtpd==1.4.6'
-cargo build --release -q
+# BIN=path: measure that binary (another build, for an A/B) instead.
+[ -n "${BIN:-}" ] || cargo build --release -q
 
 work=$(mktemp -d)
 pids=()
@@ -45,7 +46,7 @@ level = "warn"
 TOML
 [ -n "${BENCH_DATABASE_URL:-}" ] && loadtest/reset_pg.sh "$BENCH_DATABASE_URL"
 until nc -z 127.0.0.1 "$SMTP_PORT" 2>/dev/null || python3 -c "import socket; socket.create_connection(('127.0.0.1',$SMTP_PORT))" 2>/dev/null; do sleep 0.1; done
-AUTHGATE_CONFIG="$work/authgate.toml" taskset -c 0 target/release/authgate serve > /dev/null & pids+=($!)
+AUTHGATE_CONFIG="$work/authgate.toml" taskset -c 0 ${BIN:-target/release/authgate} serve > /dev/null & pids+=($!)
 until curl -sf "http://127.0.0.1:$APP_PORT/health/ready" >/dev/null; do sleep 0.05; done
 base="http://127.0.0.1:$APP_PORT"
 db=$(echo "${BENCH_DATABASE_URL:-sqlite}" | sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#')

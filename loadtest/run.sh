@@ -18,8 +18,9 @@ CONNS=${CONNS:-64}
 SIZES=${SIZES:-"10000 1000000"}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -q
-bin=target/release/authgate
+# BIN=path: measure that binary (another build, for an A/B) instead.
+[ -n "${BIN:-}" ] || cargo build --release -q
+bin=${BIN:-target/release/authgate}
 
 work=$(mktemp -d)
 pid=

@@ -35,18 +35,13 @@ const SURFACE: &str = "oauth";
 const FLOW_COOKIE: &str = "authgate_oauth_state";
 const FLOW_COOKIE_PATH: &str = "/oauth/callback";
 
-/// This surface's settings, resolved from the config.
-#[derive(Debug, Clone, Default)]
+/// This surface's settings: its config section, and what is resolved from
+/// the rest of the config.
+#[derive(Debug, Clone)]
 pub struct Settings {
+    pub config: OauthConfig,
+    /// The providers offered (`oauth.providers`, else every configured one).
     pub providers: Vec<String>,
-    pub languages: Vec<String>,
-    pub signup: bool,
-    pub login_redirect: String,
-    pub signup_redirect: String,
-    pub confirmation_ttl_secs: i64,
-    /// Providers whose authorize URL the front end builds (no browser
-    /// binding, no PKCE or nonce; `oauth.client_built_authorize`).
-    pub client_built: Vec<String>,
     /// The front end's URL without a trailing slash (`{frontend}`).
     pub frontend: String,
     /// authgate's public URL without a trailing slash (callback URLs).
@@ -66,21 +61,12 @@ impl Settings {
             .frontend_url
             .clone()
             .unwrap_or_else(|| cfg.server.public_url());
+        let public = cfg.server.public_url();
         Settings {
+            config: o.clone(),
             providers,
-            languages: o.languages.clone(),
-            signup: o.signup,
-            login_redirect: o.login_redirect.clone(),
-            signup_redirect: o.signup_redirect.clone(),
-            confirmation_ttl_secs: o.confirmation_ttl_secs,
-            client_built: o.client_built_authorize.clone(),
             frontend: frontend.as_str().trim_end_matches('/').to_string(),
-            public: cfg
-                .server
-                .public_url()
-                .as_str()
-                .trim_end_matches('/')
-                .to_string(),
+            public: public.as_str().trim_end_matches('/').to_string(),
         }
     }
 
@@ -186,7 +172,7 @@ async fn init(
     };
     if !settings.providers.contains(&body.provider)
         || state.core.provider(&body.provider).is_none()
-        || !settings.languages.contains(&body.language)
+        || !settings.config.languages.contains(&body.language)
     {
         return status(StatusCode::BAD_REQUEST);
     }
@@ -279,8 +265,8 @@ async fn callback(
                 provider: &provider,
                 surface: SURFACE,
                 redirect_uri: &settings.callback_uri(&provider),
-                signup: settings.signup,
-                client_built: settings.client_built.contains(&provider),
+                signup: settings.config.signup,
+                client_built: settings.config.client_built_authorize.contains(&provider),
                 ..params.callback(bound_to.as_deref())
             },
             &client,
@@ -298,9 +284,9 @@ async fn callback(
         Err(CallbackError::Failed { error, .. }) => return fail(error),
     };
     let template = if resolved.created {
-        &settings.signup_redirect
+        &settings.config.signup_redirect
     } else {
-        &settings.login_redirect
+        &settings.config.login_redirect
     };
     // Always a fresh secret made here, known only to the browser this
     // redirect goes to: never the flow's state, which whoever called
@@ -312,7 +298,7 @@ async fn callback(
             SURFACE,
             None,
             template.contains("{validation}"),
-            settings.confirmation_ttl_secs,
+            settings.config.confirmation_ttl_secs,
         )
         .await;
     let (confirmation, validation) = match issued {
