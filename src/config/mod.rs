@@ -40,6 +40,7 @@ pub struct Config {
     pub code_exchange: crate::http::code_exchange::CodeExchangeConfig,
     pub oauth: crate::http::oauth::OauthConfig,
     pub browser: crate::http::browser::BrowserConfig,
+    pub pages: crate::http::pages::PagesConfig,
     pub vault: VaultConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -339,6 +340,8 @@ pub struct SurfacesConfig {
     /// `/auth/login`, `/auth/callback`, `/auth/logout`, `/auth/me`,
     /// `/auth/test-token` (the ConsultFlow cookie sessions).
     pub browser: bool,
+    /// `/`, `/login`, `/account`, `/logout`: authgate's own pages.
+    pub pages: bool,
 }
 
 impl Default for SurfacesConfig {
@@ -348,6 +351,7 @@ impl Default for SurfacesConfig {
             code_exchange: true,
             oauth: true,
             browser: true,
+            pages: true,
         }
     }
 }

@@ -445,6 +445,18 @@ impl Core {
         format: TokenFormat,
         client: &ClientMeta,
     ) -> Result<(User, String, bool), Error> {
+        self.sign_in_with_mail_auth_token_as(token, "mail", format, client)
+            .await
+    }
+
+    /// As [`Self::sign_in_with_mail_auth_token`], for a session of `kind`.
+    pub async fn sign_in_with_mail_auth_token_as(
+        &self,
+        token: &str,
+        kind: &str,
+        format: TokenFormat,
+        client: &ClientMeta,
+    ) -> Result<(User, String, bool), Error> {
         let verified = self
             .take_mail_auth_token(token)
             .await?
@@ -469,7 +481,7 @@ impl Core {
             Err(Error::NotFound) => return Err(Error::Forbidden("sign-up is not allowed")),
             Err(e) => return Err(e),
         };
-        let (session, _) = self.sign_in(&user, "mail", format, client).await?;
+        let (session, _) = self.sign_in(&user, kind, format, client).await?;
         Ok((user, session, created))
     }
 }

@@ -33,6 +33,7 @@ pub mod health;
 pub mod mail_code;
 pub mod metrics;
 pub mod oauth;
+pub mod pages;
 
 pub use error::ApiError;
 
@@ -91,6 +92,7 @@ pub const SURFACES: &[Surface] = &[
     code_exchange::DECLARATION,
     oauth::DECLARATION,
     browser::DECLARATION,
+    pages::DECLARATION,
     mail_code::DECLARATION,
     admin::DECLARATION,
 ];
