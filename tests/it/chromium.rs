@@ -87,8 +87,62 @@ document.getElementById("logout").onclick = async () => {{
         .route("/login", get(move || async move { Html(login) }))
 }
 
+/// Chromium under chromedriver, with its own profile; `javascript: false`
+/// turns script off (a person who browses without it).
+pub struct Browser {
+    pub client: Client,
+    _driver: Peer,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub async fn start(driver: &str, chromium: &str, javascript: bool) -> Browser {
+        let port = free_port();
+        let driver = Peer(
+            std::process::Command::new(driver)
+                .arg(format!("--port={port}"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start chromedriver"),
+        );
+        wait_for_port(port, "chromedriver").await;
+        let profile = tempfile::tempdir().unwrap();
+        let mut caps = serde_json::Map::new();
+        let mut options = json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", format!("--user-data-dir={}", profile.path().display()),
+            ],
+        });
+        if !javascript {
+            options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
+        }
+        caps.insert("goog:chromeOptions".into(), options);
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session with Chromium");
+        Browser {
+            client,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    /// The programs, or `None` (skipped; a failure under CI).
+    pub fn programs() -> Option<(String, String)> {
+        let driver = peer_program("AUTHGATE_TEST_CHROMEDRIVER", "/usr/bin/chromedriver")?;
+        let chromium =
+            std::env::var("AUTHGATE_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        Some((driver, chromium))
+    }
+}
+
 /// Wait (bounded) until the element's text is not empty; returns it.
-async fn text_of(c: &Client, css: &str) -> String {
+pub async fn text_of(c: &Client, css: &str) -> String {
     let start = Instant::now();
     loop {
         if let Ok(e) = c.find(Locator::Css(css)).await {
@@ -108,7 +162,7 @@ async fn text_of(c: &Client, css: &str) -> String {
 
 /// Click the element once it is there (bounded); a page still replacing
 /// itself (stale element) is tried again.
-async fn click(c: &Client, css: &str) {
+pub async fn click(c: &Client, css: &str) {
     let start = Instant::now();
     loop {
         let clicked = match c.find(Locator::Css(css)).await {
@@ -128,7 +182,7 @@ async fn click(c: &Client, css: &str) {
 }
 
 /// Wait (bounded) until nothing matches `css` (the page moved on).
-async fn gone(c: &Client, css: &str) {
+pub async fn gone(c: &Client, css: &str) {
     let start = Instant::now();
     while c.find(Locator::Css(css)).await.is_ok() {
         assert!(start.elapsed() < Duration::from_secs(20), "{css} stayed");
@@ -136,7 +190,7 @@ async fn gone(c: &Client, css: &str) {
     }
 }
 
-async fn type_into(c: &Client, css: &str, text: &str) {
+pub async fn type_into(c: &Client, css: &str, text: &str) {
     c.wait()
         .at_most(Duration::from_secs(20))
         .for_element(Locator::Css(css))
@@ -183,33 +237,8 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
     .await;
     let _front = TestServer::serve_on(front_listener, front_end(&authgate)).await;
 
-    let port = free_port();
-    let _driver = Peer(
-        std::process::Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start chromedriver"),
-    );
-    wait_for_port(port, "chromedriver").await;
-    let profile = tempfile::tempdir().unwrap();
-    let mut caps = serde_json::Map::new();
-    caps.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": chromium,
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", format!("--user-data-dir={}", profile.path().display()),
-            ],
-        }),
-    );
-    let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("a WebDriver session with Chromium");
+    let browser = Browser::start(&driver, &chromium, true).await;
+    let c = browser.client.clone();
 
     let outcome = async {
         c.goto(&front).await.unwrap();

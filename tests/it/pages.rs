@@ -2,14 +2,163 @@
 //! through the forms (code read from the mail), `/account`, `/logout`; the
 //! CSRF and origin checks; the headers every page carries; the languages.
 //! (The real-browser run with JavaScript off is in `chromium`.)
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fantoccini::{Client, Locator};
 use reqwest::redirect::Policy;
 
-use crate::support::{App, TestDb, code_in, on_both_databases};
+use crate::chromium::{Browser, click, text_of, type_into};
+use crate::support::{App, Smtpd, TestDb, code_in, free_port, on_both_databases};
 
 on_both_databases!(
     sign_in_by_mail_code_through_the_pages,
     forms_without_the_csrf_token_or_from_elsewhere_are_refused,
+    in_chromium_without_javascript_by_a_mailed_code,
 );
+
+/// Where the page tests put their screenshots (README: "The pages").
+pub fn screenshot_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The page at two widths, a phone's and a desktop's.
+async fn screenshots(c: &Client, name: &str) {
+    for width in [390, 1280] {
+        c.set_window_size(width, 900).await.unwrap();
+        let png = c.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        std::fs::write(screenshot_dir().join(format!("{name}-{width}.png")), png).unwrap();
+    }
+}
+
+/// axe-core's source (`npm ci` in `tests/peers/axe`); missing: skipped,
+/// or a failure under CI.
+fn axe_source() -> Option<String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/peers/axe/node_modules/axe-core/axe.min.js");
+    match std::fs::read_to_string(&file) {
+        Ok(s) => Some(s),
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "{} is missing (cd tests/peers/axe && npm ci), and under CI every real-peer suite must run",
+                file.display()
+            )
+        }
+        Err(_) => {
+            eprintln!("note: skipping a case that needs axe-core (cd tests/peers/axe && npm ci)");
+            None
+        }
+    }
+}
+
+/// axe-core run in the page: its violations.
+async fn axe_violations(c: &Client, source: &str) -> Vec<String> {
+    c.execute(source, vec![]).await.unwrap();
+    let found = c
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, { resultTypes: ['violations'] })
+                .then(r => done(r.violations.map(v => v.id + ' (' + v.impact + '): ' + v.nodes.map(n => n.html).join(' | '))))
+                .catch(e => done(['axe failed: ' + e]));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(found).unwrap()
+}
+
+/// A person with script off signs in by the code that the real SMTP
+/// server received, sees their account and signs out; screenshots of each
+/// page at two widths. Then, with script on (for axe-core only), every page
+/// is checked for accessibility in two languages.
+async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
+    let Some((driver, chromium)) = Browser::programs() else {
+        return;
+    };
+    let Some(python) = Smtpd::python() else {
+        return;
+    };
+    let Some(axe) = axe_source() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let smtpd = Smtpd::start(&python, port, dir.path()).await;
+    let app = start(db, |c| {
+        c.mail.transport = authgate::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
+        c.mail_login.product_name = "Example".into();
+    })
+    .await;
+    let browser = Browser::start(&driver, &chromium, false).await;
+    let c = &browser.client;
+    let address = "pages@example.com".to_string();
+    async {
+        c.goto(&app.url("/")).await.unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+        assert_eq!(text_of(c, "h1").await, "Sign in");
+        screenshots(c, "login").await;
+        type_into(c, "#email", &address).await;
+        click(c, "#send").await;
+        assert_eq!(text_of(c, "h1").await, "Check your mail");
+        screenshots(c, "code").await;
+        let raw = Smtpd::wait_for_mail(&smtpd.maildir, &address, Duration::from_secs(15)).await;
+        type_into(c, "#code", &code_in(&raw)).await;
+        click(c, "#verify").await;
+        assert_eq!(text_of(c, "#account-email").await, address);
+        assert!(c.current_url().await.unwrap().path().ends_with("/account"));
+        screenshots(c, "account").await;
+        click(c, "#sign-out").await;
+        assert_eq!(text_of(c, "h1").await, "Sign in");
+        c.goto(&app.url("/account")).await.unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    }
+    .await;
+    let _ = c.clone().close().await;
+
+    // axe-core needs script: a second browser with it on.
+    let browser = Browser::start(&driver, &chromium, true).await;
+    let c = &browser.client;
+    let address = "axe@example.com".to_string();
+    let checked = async {
+        let mut report = Vec::new();
+        for lang in ["en", "de"] {
+            c.goto(&app.url(&format!("/login?lang={lang}"))).await.unwrap();
+            report.push((format!("/login ({lang})"), axe_violations(c, &axe).await));
+        }
+        type_into(c, "#email", &address).await;
+        click(c, "#send").await;
+        text_of(c, "#code-hint").await;
+        report.push(("code entry (de)".into(), axe_violations(c, &axe).await));
+        let raw = Smtpd::wait_for_mail(&smtpd.maildir, &address, Duration::from_secs(15)).await;
+        type_into(c, "#code", &code_in(&raw)).await;
+        click(c, "#verify").await;
+        text_of(c, "#account-email").await;
+        report.push(("/account (de)".into(), axe_violations(c, &axe).await));
+        c.goto(&app.url("/account?lang=en")).await.unwrap();
+        report.push(("/account (en)".into(), axe_violations(c, &axe).await));
+        // An error page: a form whose CSRF token was tampered with.
+        c.execute(
+            "document.querySelector('input[name=csrf]').value = 'tampered'; document.forms[0].submit();",
+            vec![],
+        )
+        .await
+        .unwrap();
+        text_of(c, "#problem").await;
+        report.push(("error page".into(), axe_violations(c, &axe).await));
+        screenshots(c, "error").await;
+        // The page cannot be framed, and runs nothing inline.
+        assert!(c.find(Locator::Css("script")).await.is_err());
+        report
+    }
+    .await;
+    let _ = c.clone().close().await;
+    for (page, violations) in &checked {
+        assert!(violations.is_empty(), "axe-core on {page}: {violations:#?}");
+    }
+    assert_eq!(checked.len(), 6);
+}
 
 /// authgate on a port known before it starts, its public URL naming it.
 pub async fn start(db: &TestDb, configure: impl FnOnce(&mut authgate::config::Config)) -> App {
@@ -50,7 +199,8 @@ fn assert_page_headers(r: &reqwest::Response) {
         "{csp}"
     );
     assert_eq!(h["cache-control"], "no-store");
-    assert_eq!(h["referrer-policy"], "no-referrer");
+    // Other sites learn nothing; the pages' own posts keep their Origin.
+    assert_eq!(h["referrer-policy"], "same-origin");
     assert_eq!(h["x-content-type-options"], "nosniff");
 }
 
@@ -280,6 +430,37 @@ async fn forms_without_the_csrf_token_or_from_elsewhere_are_refused(db: &TestDb)
         .unwrap();
     assert_eq!(r.status(), 403);
     assert_eq!(app.mails_to("ann@example.com"), 0, "nothing was sent");
+    // authgate opened under another name than `server.public_url` (a
+    // newcomer at http://localhost:3001/): a post from the host the request
+    // went to is the page's own.
+    let elsewhere = App::start(db, |_| {}).await;
+    let b = browser();
+    let html = b
+        .get(elsewhere.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = input(&html, "csrf").unwrap();
+    let own = elsewhere.url("").trim_end_matches('/').to_string();
+    let r = b
+        .post(elsewhere.url("/login/code"))
+        .header("origin", &own)
+        .form(&[("csrf", csrf.as_str()), ("email", "bob@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{own}");
+    let r = b
+        .post(elsewhere.url("/login/code"))
+        .header("origin", "http://127.0.0.1:1")
+        .form(&[("csrf", csrf.as_str()), ("email", "bob@example.com")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "another port is another origin");
     // A body that is not a form: the friendly page, not a bare 4xx.
     let r = b
         .post(app.url("/login/verify"))

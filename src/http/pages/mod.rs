@@ -180,6 +180,14 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
+        ))
+        // Not `no-referrer`: with it, browsers send `Origin: null` on the
+        // pages' own form posts, and the origin check could not tell them
+        // from a forged one. `same-origin` tells other sites nothing (and
+        // no page URL carries a secret: codes and tokens travel in bodies).
+        .layer(SetResponseHeaderLayer::overriding(
+            axum::http::header::REFERRER_POLICY,
+            HeaderValue::from_static("same-origin"),
         ));
     with_settings(OpenApiRouter::from(pages), Settings::new(cfg))
 }
@@ -400,7 +408,9 @@ fn csrf_token(s: &Settings, headers: &HeaderMap) -> (String, Option<HeaderValue>
 }
 
 /// A form post is this page's own: from authgate's origin (`Origin`, else
-/// `Referer`), with the CSRF token of this browser's cookie.
+/// `Referer`: `server.public_url`'s, or the very host the request was sent
+/// to, so that a newcomer who opens `http://localhost:3001/` is not
+/// refused), with the CSRF token of this browser's cookie.
 fn trusted_post(s: &Settings, headers: &HeaderMap, token: &str) -> bool {
     let origin = headers
         .get(axum::http::header::ORIGIN)
@@ -414,7 +424,18 @@ fn trusted_post(s: &Settings, headers: &HeaderMap, token: &str) -> bool {
                 .map(|u| u.origin().ascii_serialization())
         });
     let cookie = cookie_value(headers, &s.csrf_cookie);
-    origin.as_deref() == Some(s.origin.as_str())
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    let same_host = |o: &str| {
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        rest.is_some() && rest == host
+    };
+    origin
+        .as_deref()
+        .is_some_and(|o| o == s.origin || same_host(o))
         && cookie.is_some_and(|c| !token.is_empty() && ct_eq(c.as_bytes(), token.as_bytes()))
 }
 
