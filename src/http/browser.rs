@@ -595,19 +595,7 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
             format!("{p:?} is not a configured provider"),
         ));
     }
-    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if b.cookie_name.is_empty() || !b.cookie_name.chars().all(token_char) {
-        errors.push(err(
-            "browser.cookie_name",
-            "must be a non-empty cookie name (letters, digits, ._-)",
-        ));
-    }
-    if b.cookie_host_prefix == Some(true) && cfg.server.public_url().scheme() != "https" {
-        errors.push(err(
-            "browser.cookie_host_prefix",
-            "needs an https server.public_url (__Host- cookies are Secure)",
-        ));
-    }
+    super::extract::check_cookie_keys(cfg, "browser", &b.cookie_name, b.cookie_host_prefix, errors);
     for (key, path) in [
         ("browser.success_path", &b.success_path),
         ("browser.error_path", &b.error_path),

@@ -258,3 +258,29 @@ impl CallbackParams {
         }
     }
 }
+
+/// The checks of a surface's session-cookie keys (`<section>.cookie_name`,
+/// `<section>.cookie_host_prefix`), the same for every surface with a
+/// cookie.
+pub fn check_cookie_keys(
+    cfg: &crate::config::Config,
+    section: &str,
+    name: &str,
+    host_prefix: Option<bool>,
+    errors: &mut Vec<crate::config::ConfigError>,
+) {
+    use crate::config::err;
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token_char) {
+        errors.push(err(
+            &format!("{section}.cookie_name"),
+            "must be a non-empty cookie name (letters, digits, ._-)",
+        ));
+    }
+    if host_prefix == Some(true) && cfg.server.public_url().scheme() != "https" {
+        errors.push(err(
+            &format!("{section}.cookie_host_prefix"),
+            "needs an https server.public_url (__Host- cookies are Secure)",
+        ));
+    }
+}

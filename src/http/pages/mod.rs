@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::extract::{Client, cookie_value, cookie_values, set_cookie};
+use super::extract::{Client, check_cookie_keys, cookie_value, cookie_values, set_cookie};
 use super::{AppState, Surface, with_settings};
 use crate::config::{Config, ConfigError, err};
 use crate::core::secret::{TokenFormat, ct_eq, new_token};
@@ -94,19 +94,7 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
     if !hex {
         errors.push(err("pages.primary_color", "must be a colour as #rrggbb"));
     }
-    let token_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
-    if p.cookie_name.is_empty() || !p.cookie_name.chars().all(token_char) {
-        errors.push(err(
-            "pages.cookie_name",
-            "must be a non-empty cookie name (letters, digits, ._-)",
-        ));
-    }
-    if p.cookie_host_prefix == Some(true) && cfg.server.public_url().scheme() != "https" {
-        errors.push(err(
-            "pages.cookie_host_prefix",
-            "needs an https server.public_url (__Host- cookies are Secure)",
-        ));
-    }
+    check_cookie_keys(cfg, "pages", &p.cookie_name, p.cookie_host_prefix, errors);
     for (key, url) in [
         ("pages.logo_url", &p.logo_url),
         ("pages.stylesheet_url", &p.stylesheet_url),
@@ -439,6 +427,58 @@ fn trusted_post(s: &Settings, headers: &HeaderMap, token: &str) -> bool {
         && cookie.is_some_and(|c| !token.is_empty() && ct_eq(c.as_bytes(), token.as_bytes()))
 }
 
+/// A form one of the pages posted: parsed, from this page's origin with
+/// this browser's CSRF token, in the page's language. Anything else is
+/// answered with the friendly error page (400 or 403).
+struct PageForm<T> {
+    form: T,
+    lang: &'static str,
+}
+
+/// What every page form carries.
+trait Posted {
+    fn csrf(&self) -> &str;
+    fn lang(&self) -> Option<&str> {
+        None
+    }
+}
+
+impl<T> axum::extract::FromRequest<AppState> for PageForm<T>
+where
+    T: serde::de::DeserializeOwned + Posted + Send,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: axum::extract::Request, state: &AppState) -> Result<Self, Response> {
+        let Some(s) = req.extensions().get::<Arc<Settings>>().cloned() else {
+            return Err((StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response());
+        };
+        let headers = req.headers().clone();
+        let Ok(Form(form)) = Form::<T>::from_request(req, state).await else {
+            let lang = language(None, &headers, None);
+            return Err(Page::new(&s, lang).error(StatusCode::BAD_REQUEST, "err_forbidden"));
+        };
+        let lang = language(form.lang(), &headers, None);
+        if !trusted_post(&s, &headers, form.csrf()) {
+            return Err(Page::new(&s, lang).error(StatusCode::FORBIDDEN, "err_forbidden"));
+        }
+        Ok(PageForm { form, lang })
+    }
+}
+
+macro_rules! posted {
+    ($($form:ty),*) => {$(
+        impl Posted for $form {
+            fn csrf(&self) -> &str {
+                &self.csrf
+            }
+            fn lang(&self) -> Option<&str> {
+                self.lang.as_deref()
+            }
+        }
+    )*};
+}
+
 // ---- handlers
 
 #[derive(Deserialize, Default)]
@@ -524,16 +564,8 @@ async fn send_code(
     Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
-    form: Result<Form<SendCodeForm>, axum::extract::rejection::FormRejection>,
+    PageForm { form: f, lang }: PageForm<SendCodeForm>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        let lang = language(None, &headers, None);
-        return Page::new(&s, lang).error(StatusCode::BAD_REQUEST, "err_forbidden");
-    };
-    let lang = language(f.lang.as_deref(), &headers, None);
-    if !trusted_post(&s, &headers, &f.csrf) {
-        return Page::new(&s, lang).error(StatusCode::FORBIDDEN, "err_forbidden");
-    }
     let given = f.email.trim();
     let Ok(mail) = Email::parse(given) else {
         return login_form(
@@ -611,16 +643,8 @@ async fn verify_code(
     Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
-    form: Result<Form<VerifyForm>, axum::extract::rejection::FormRejection>,
+    PageForm { form: f, lang }: PageForm<VerifyForm>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
-        let lang = language(None, &headers, None);
-        return Page::new(&s, lang).error(StatusCode::BAD_REQUEST, "err_forbidden");
-    };
-    let lang = language(f.lang.as_deref(), &headers, None);
-    if !trusted_post(&s, &headers, &f.csrf) {
-        return Page::new(&s, lang).error(StatusCode::FORBIDDEN, "err_forbidden");
-    }
     let core = &state.core;
     let auth = match core.check_mail_code(&f.login, &f.code, &client).await {
         Ok(CodeCheck::Accepted { mail_auth_token }) => mail_auth_token,
@@ -704,20 +728,19 @@ async fn account(
 struct LogoutForm {
     #[serde(default)]
     csrf: String,
+    #[serde(default)]
+    lang: Option<String>,
 }
+
+posted!(SendCodeForm, VerifyForm, LogoutForm);
 
 async fn logout(
     State(state): State<AppState>,
     Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
-    form: Result<Form<LogoutForm>, axum::extract::rejection::FormRejection>,
+    PageForm { lang, .. }: PageForm<LogoutForm>,
 ) -> Response {
-    let lang = language(None, &headers, None);
-    let token = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    if !trusted_post(&s, &headers, &token) {
-        return Page::new(&s, lang).error(StatusCode::FORBIDDEN, "err_forbidden");
-    }
     for old in cookie_values(&headers, &s.session_cookie) {
         if let Err(e) = state.core.revoke_session_token(&old, &client).await {
             return Page::new(&s, lang).core_error(&e);
