@@ -420,6 +420,13 @@ pub struct ProviderConfig {
     pub trusted_audiences: Option<Vec<String>>,
     /// Seconds for each HTTP call to the provider (default 10).
     pub timeout_secs: Option<u64>,
+    /// The name authgate's sign-in page shows on this provider's button
+    /// (default: Microsoft, Google, GitHub, or the section's name).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// An icon for the button (an https URL or a path on authgate).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icon_url: Option<String>,
     /// Clock leeway for `exp`/`iat`/`nbf`, seconds (default 60).
     pub leeway_secs: Option<i64>,
     /// Least seconds between two JWKS re-fetches forced by an unknown key id

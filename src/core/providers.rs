@@ -357,11 +357,9 @@ impl Core {
             .ok_or_else(|| Error::invalid("provider", format!("{name:?} is not configured")))
     }
 
-    /// Start a sign-in with a provider: a fresh state, PKCE verifier and
-    /// nonce, stored (hashed state) for [`FLOW_TTL_SECS`].
-    pub async fn start_flow(&self, start: FlowStart) -> Result<StartedFlow, Error> {
-        let provider = self.provider_or_unknown(&start.provider)?;
-        if let Some(ip) = start.ip.as_deref().and_then(super::ratelimit::ip_key) {
+    /// One more flow started by this client: within `login_flows.per_ip`?
+    async fn count_flow_start(&self, ip: Option<&str>) -> Result<(), Error> {
+        if let Some(ip) = ip.and_then(super::ratelimit::ip_key) {
             let key = format!("flow:{ip}");
             let windows = super::ratelimit::Windows::new(
                 self.now(),
@@ -370,6 +368,64 @@ impl Core {
             let counts = self.store().rate_limit_hits(&windows.hits).await?;
             windows.verdict(&counts)?;
         }
+        Ok(())
+    }
+
+    /// Keep where a sign-in without a provider (an e-mail code on a page)
+    /// goes afterwards: a flow with no provider holding `redirect_to`, for
+    /// [`FLOW_TTL_SECS`], counted as a flow start of this client. Returns
+    /// its state (for the browser's cookie); [`Self::take_return`] spends it.
+    pub async fn remember_return(
+        &self,
+        surface: &'static str,
+        redirect_to: String,
+        ip: Option<&str>,
+    ) -> Result<String, Error> {
+        self.count_flow_start(ip).await?;
+        let state = secret::new_token(TokenFormat::UrlSafe32)?;
+        let now = self.now();
+        self.store()
+            .insert_login_flow(&LoginFlow {
+                state_hash: secret::hash_token(&state).to_vec(),
+                provider: String::new(),
+                surface: surface.to_string(),
+                pkce_verifier: String::new(),
+                nonce: String::new(),
+                language: None,
+                redirect_to: Some(redirect_to),
+                redirect_uri: None,
+                data: None,
+                created_at: now,
+                expires_at: now + FLOW_TTL_SECS,
+            })
+            .await?;
+        Ok(state)
+    }
+
+    /// Where a remembered sign-in goes (once); `None` when unknown, used,
+    /// expired or another surface's.
+    pub async fn take_return(&self, state: &str, surface: &str) -> Result<Option<String>, Error> {
+        match self.take_flow(state, Some(""), surface).await {
+            Ok(flow) => Ok(flow.redirect_to),
+            Err(Error::Unauthorized) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where a remembered sign-in would go, without spending it.
+    pub async fn peek_return(&self, state: &str, surface: &str) -> Result<Option<String>, Error> {
+        match self.peek_flow(state, surface).await {
+            Ok(flow) if flow.provider.is_empty() => Ok(flow.redirect_to),
+            Ok(_) | Err(Error::Unauthorized) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Start a sign-in with a provider: a fresh state, PKCE verifier and
+    /// nonce, stored (hashed state) for [`FLOW_TTL_SECS`].
+    pub async fn start_flow(&self, start: FlowStart) -> Result<StartedFlow, Error> {
+        let provider = self.provider_or_unknown(&start.provider)?;
+        self.count_flow_start(start.ip.as_deref()).await?;
         let state = secret::new_token(TokenFormat::UrlSafe32)?;
         let verifier = secret::new_token(TokenFormat::UrlSafe32)?;
         let nonce = secret::new_token(TokenFormat::UrlSafe32)?;

@@ -9,12 +9,17 @@ use fantoccini::{Client, Locator};
 use reqwest::redirect::Policy;
 
 use crate::chromium::{Browser, click, text_of, type_into};
-use crate::support::{App, Smtpd, TestDb, code_in, free_port, on_both_databases};
+use crate::support::{
+    App, OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_PUBLIC_URL, Smtpd, TestDb,
+    authorize_at_peer, code_in, free_port, on_both_databases,
+};
 
 on_both_databases!(
     sign_in_by_mail_code_through_the_pages,
     forms_without_the_csrf_token_or_from_elsewhere_are_refused,
     in_chromium_without_javascript_by_a_mailed_code,
+    return_to_is_kept_server_side_and_only_for_allowed_origins,
+    a_provider_sign_in_through_the_pages,
 );
 
 /// Where the page tests put their screenshots (README: "The pages").
@@ -472,4 +477,217 @@ async fn forms_without_the_csrf_token_or_from_elsewhere_are_refused(db: &TestDb)
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("<!doctype html>"));
+}
+
+/// The e-mail code sign-in through the forms in `b`, from `/login` with
+/// this query; the answer to the code's post.
+async fn mail_sign_in(app: &App, b: &reqwest::Client, query: &str, to: &str) -> reqwest::Response {
+    let origin = app.url("").trim_end_matches('/').to_string();
+    let r = b
+        .get(app.url(&format!("/login{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let csrf = input(&html, "csrf").unwrap();
+    let seen = app.mails_to(to);
+    let html = b
+        .post(app.url("/login/code"))
+        .header("origin", &origin)
+        .form(&[("csrf", csrf.as_str()), ("email", to)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let login = input(&html, "login").unwrap();
+    let code = code_in(&app.mail_after(to, seen).await);
+    // A return target in the post's URL or body is never read.
+    b.post(app.url("/login/verify?return_to=https://evil.example/"))
+        .header("origin", &origin)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("login", login.as_str()),
+            ("code", code.as_str()),
+            ("return_to", "https://evil.example/"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn return_to_is_kept_server_side_and_only_for_allowed_origins(db: &TestDb) {
+    let app = start(db, |c| {
+        c.server.frontend_url = Some("http://front.example".parse().unwrap());
+    })
+    .await;
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    for given in [
+        (
+            "http://front.example/after?x=1",
+            "http://front.example/after?x=1",
+        ),
+        ("/account?lang=de", "/account?lang=de"),
+        ("https://evil.example/", "/account"),
+        ("//evil.example/x", "/account"),
+        ("/\\evil.example", "/account"),
+        ("javascript:alert(1)", "/account"),
+        ("http://front.example.evil.example/", "/account"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        // One address per case: two codes per address per five minutes.
+        let (i, (given, lands)) = (given.0, given.1);
+        let to = format!("ret{i}@example.com");
+        let b = browser();
+        let r = mail_sign_in(&app, &b, &format!("?return_to={}", enc(given)), &to).await;
+        assert_eq!(r.status(), 303, "{given}");
+        assert_eq!(r.headers()["location"], lands, "{given}");
+    }
+    // Every kept target was spent by its sign-in (or never kept).
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM login_flows WHERE surface = 'pages'")
+            .await,
+        0
+    );
+    // Signed in already: /login goes straight on, to an allowed target only.
+    let b = browser();
+    mail_sign_in(&app, &b, "", "again@example.com").await;
+    for (given, lands) in [
+        ("/account?x=1", "/account?x=1"),
+        ("https://evil.example/", "/account"),
+    ] {
+        let r = b
+            .get(app.url(&format!("/login?return_to={}", enc(given))))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        assert_eq!(r.headers()["location"], lands);
+    }
+}
+
+async fn a_provider_sign_in_through_the_pages(db: &TestDb) {
+    let Some(node) = OidcPeer::node() else { return };
+    let peer = OidcPeer::google(
+        &node,
+        serde_json::json!({"g-ann": {"email": "ann@gmail.example", "email_verified": true, "name": "Ann"}}),
+    )
+    .await;
+    let issuer = peer.issuer.clone();
+    let app = App::start(db, |c| {
+        c.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
+        c.providers.insert(
+            "google".into(),
+            authgate::config::ProviderConfig {
+                client_id: PEER_CLIENT_ID.into(),
+                client_secret: Some(PEER_CLIENT_SECRET.into()),
+                issuer: Some(issuer.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let b = browser();
+    let html = b
+        .get(app.url("/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(
+            "id=\"provider-google\" href=\"/login/provider/google?lang=en\">Continue with Google<"
+        ),
+        "{html}"
+    );
+    let r = b
+        .get(app.url("/login/provider/google?lang=de"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(to.starts_with(&peer.issuer), "{to}");
+    let flow_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        flow_cookie.starts_with("authgate_flow=")
+            && flow_cookie.contains("Path=/login/callback")
+            && flow_cookie.contains("HttpOnly"),
+        "{flow_cookie}"
+    );
+    let back = authorize_at_peer(&to, "g-ann").await;
+    assert_eq!(back.path(), "/login/callback/google");
+    let callback = app.url(&format!("{}?{}", back.path(), back.query().unwrap()));
+    // The callback URL alone, in another browser (no flow cookie): refused.
+    let r = browser().get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<html lang=\"en\">") && page.contains("expired"),
+        "{page}"
+    );
+    // That spent the flow: the right browser must start again.
+    let r = b.get(&callback).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = b
+        .get(app.url("/login/provider/google"))
+        .send()
+        .await
+        .unwrap();
+    let back = authorize_at_peer(r.headers()["location"].to_str().unwrap(), "g-ann").await;
+    let r = b
+        .get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/account");
+    let html = b
+        .get(app.url("/account"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("id=\"account-email\">ann@gmail.example<"),
+        "{html}"
+    );
+
+    // The provider's refusal: a page in the flow's language.
+    let r = b
+        .get(app.url("/login/provider/google?lang=nl"))
+        .send()
+        .await
+        .unwrap();
+    let to = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = to
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .map(|(_, v)| v.into_owned())
+        .unwrap();
+    let r = b
+        .get(app.url(&format!(
+            "/login/callback/google?error=access_denied&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let page = r.text().await.unwrap();
+    assert!(
+        page.contains("<html lang=\"nl\">") && page.contains("aanbieder"),
+        "{page}"
+    );
+    // A provider that is not configured: the not-found page.
+    let r = b.get(app.url("/login/provider/nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }

@@ -743,6 +743,7 @@ impl OidcPeer {
             format!("{PEER_PUBLIC_URL}/oauth/callback/from/microsoft"),
             format!("{PEER_PUBLIC_URL}/auth/callback"),
             format!("{PEER_PUBLIC_URL}/api/v1/auth/oauth2/callback"),
+            format!("{PEER_PUBLIC_URL}/login/callback/google"),
         ];
         redirect_uris.extend(redirects.iter().cloned());
         let cfg = serde_json::json!({

@@ -28,11 +28,22 @@ use utoipa_axum::router::OpenApiRouter;
 use super::extract::{Client, check_cookie_keys, cookie_value, cookie_values, set_cookie};
 use super::{AppState, Surface, with_settings};
 use crate::config::{Config, ConfigError, err};
+use crate::core::providers::FLOW_TTL_SECS;
 use crate::core::secret::{TokenFormat, ct_eq, new_token};
-use crate::core::{CodeCheck, Email, Error, Locale, SendCodeOutcome, clock::rfc3339};
+use crate::core::{
+    Callback, CallbackError, CodeCheck, Email, Error, FlowStart, Locale, ProviderError,
+    SendCodeOutcome, Then, clock::rfc3339, return_path,
+};
 
 /// The `kind` of the sessions these pages make.
 const SESSION_KIND: &str = "page";
+/// The core's name for this surface (flows, audit).
+const SURFACE: &str = "pages";
+/// Binds a provider flow to the browser that went to the provider.
+const FLOW_COOKIE: &str = "authgate_flow";
+const FLOW_COOKIE_PATH: &str = "/login/callback";
+/// Holds the state of a pending e-mail sign-in's return target.
+const RETURN_COOKIE: &str = "authgate_return";
 /// The locales with their own texts (as the mails).
 const LOCALES: [&str; 5] = ["en", "de", "fr", "es", "nl"];
 /// Pages may load authgate's own stylesheets and images from anywhere over
@@ -71,6 +82,9 @@ pub struct PagesConfig {
     /// https. Unset: on whenever `server.public_url` is https.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cookie_host_prefix: Option<bool>,
+    /// Create an account at a person's first sign-in with a provider here
+    /// (e-mail codes follow `mail_login.signup`).
+    pub signup: bool,
 }
 
 impl Default for PagesConfig {
@@ -82,6 +96,7 @@ impl Default for PagesConfig {
             stylesheet_url: None,
             cookie_name: "authgate_session".into(),
             cookie_host_prefix: None,
+            signup: true,
         }
     }
 }
@@ -95,10 +110,16 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
         errors.push(err("pages.primary_color", "must be a colour as #rrggbb"));
     }
     check_cookie_keys(cfg, "pages", &p.cookie_name, p.cookie_host_prefix, errors);
-    for (key, url) in [
-        ("pages.logo_url", &p.logo_url),
-        ("pages.stylesheet_url", &p.stylesheet_url),
-    ] {
+    let icons: Vec<(String, &Option<String>)> = cfg
+        .providers
+        .iter()
+        .map(|(name, p)| (format!("providers.{name}.icon_url"), &p.icon_url))
+        .collect();
+    let urls = [
+        ("pages.logo_url".to_string(), &p.logo_url),
+        ("pages.stylesheet_url".to_string(), &p.stylesheet_url),
+    ];
+    for (key, url) in urls.iter().chain(icons.iter()) {
         if let Some(u) = url
             && !(u.starts_with("https://") || (u.starts_with('/') && !u.starts_with("//")))
         {
@@ -120,7 +141,15 @@ pub struct Settings {
     max_age: i64,
     /// authgate's own origin: form posts must come from it.
     origin: String,
+    /// `server.public_url` without its trailing slash.
+    public: String,
+    /// Origins a `return_to` may lead to (authgate's, the front end's and
+    /// `server.allowed_redirect_origins`).
+    return_origins: Vec<String>,
     code_minutes: i64,
+    /// The configured providers' buttons: (name, label, icon).
+    providers: Vec<(String, String, Option<String>)>,
+    signup: bool,
 }
 
 impl Settings {
@@ -146,8 +175,48 @@ impl Settings {
             secure: https || p.cookie_host_prefix == Some(true),
             max_age: cfg.session.absolute_timeout_secs,
             origin: public.origin().ascii_serialization(),
+            public: public.as_str().trim_end_matches('/').to_string(),
+            return_origins: {
+                let mut o = vec![public.origin().ascii_serialization()];
+                o.extend(cfg.server.allowed_origins(&cfg.oauth.languages));
+                o
+            },
             code_minutes: cfg.mail_login.code_ttl_secs / 60,
+            providers: cfg
+                .providers
+                .iter()
+                .map(|(name, p)| {
+                    let label = p
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| match name.as_str() {
+                            "microsoft" => "Microsoft".into(),
+                            "google" => "Google".into(),
+                            "github" => "GitHub".into(),
+                            other => other.to_string(),
+                        });
+                    (name.clone(), label, p.icon_url.clone())
+                })
+                .collect(),
+            signup: p.signup,
         }
+    }
+
+    /// A `return_to` this page may send the person on to: a path on
+    /// authgate, or a URL of an allowed origin. Anything else (another
+    /// site, `//host`, `/\host`, `javascript:`) is `None`: the default page.
+    fn return_target(&self, given: &str) -> Option<String> {
+        if given.starts_with('/') {
+            return return_path(&self.origin, given);
+        }
+        let url = url::Url::parse(given).ok()?;
+        let origin = url.origin().ascii_serialization();
+        let path = return_path(self.return_origins.iter().find(|o| **o == origin)?, given)?;
+        Some(format!("{origin}{path}"))
+    }
+
+    fn callback_uri(&self, provider: &str) -> String {
+        format!("{}/login/callback/{provider}", self.public)
     }
 }
 
@@ -157,6 +226,8 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/login", get(login_page))
         .route("/login/code", post(send_code))
         .route("/login/verify", post(verify_code))
+        .route("/login/provider/{provider}", get(provider_start))
+        .route("/login/callback/{provider}", get(provider_callback))
         .route("/account", get(account))
         .route("/logout", post(logout))
         .route("/assets/authgate.css", get(stylesheet))
@@ -484,6 +555,9 @@ macro_rules! posted {
 #[derive(Deserialize, Default)]
 struct LangQuery {
     lang: Option<String>,
+    /// Where to go after signing in (`/login` only): checked, then kept
+    /// server-side; never read back from a URL on the way out.
+    return_to: Option<String>,
 }
 
 /// The live session behind this browser's cookie (exactly one cookie).
@@ -524,29 +598,68 @@ fn login_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
+    login_form_with(s, lang, headers, email, error, status, None)
+}
+
+fn login_form_with(
+    s: &Settings,
+    lang: &'static str,
+    headers: &HeaderMap,
+    email: &str,
+    error: Option<&str>,
+    status: StatusCode,
+    extra_cookie: Option<HeaderValue>,
+) -> Response {
     let (csrf, cookie) = csrf_token(s, headers);
-    let page = Page::new(s, lang).status(status).cookie(cookie);
+    let page = Page::new(s, lang)
+        .status(status)
+        .cookie(cookie)
+        .cookie(extra_cookie);
     let error = error.map(|k| page.text(k));
+    let providers: Vec<minijinja::Value> = s
+        .providers
+        .iter()
+        .map(|(name, label, icon)| context! { name => name, label => label, icon => icon })
+        .collect();
     page.render(
         "login.html",
         "sign_in_title",
-        context! { csrf => csrf, email => email, error => error },
+        context! { csrf => csrf, email => email, error => error, providers => providers },
     )
 }
 
 async fn login_page(
     State(state): State<AppState>,
     Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
     headers: HeaderMap,
     query: Result<Query<LangQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
     let lang = language(q.lang.as_deref(), &headers, None);
+    let target = q.return_to.as_deref().and_then(|r| s.return_target(r));
     match signed_in(&state, &s, &headers).await {
-        Ok(Some(_)) => see_other("/account", vec![]),
-        Ok(None) => login_form(&s, lang, &headers, "", None, StatusCode::OK),
-        Err(e) => Page::new(&s, lang).core_error(&e),
+        Ok(Some(_)) => return see_other(target.as_deref().unwrap_or("/account"), vec![]),
+        Ok(None) => {}
+        Err(e) => return Page::new(&s, lang).core_error(&e),
     }
+    // A return target is kept server-side; the browser holds only its key.
+    let mut cookie = None;
+    if let Some(target) = target {
+        match state
+            .core
+            .remember_return(SURFACE, target, client.ip.as_deref())
+            .await
+        {
+            Ok(key) => {
+                cookie = set_cookie(RETURN_COOKIE, &key, "/login", Some(FLOW_TTL_SECS), s.secure)
+            }
+            // Too many started: the sign-in still works, to the default page.
+            Err(Error::RateLimited { .. }) => {}
+            Err(e) => return Page::new(&s, lang).core_error(&e),
+        }
+    }
+    login_form_with(&s, lang, &headers, "", None, StatusCode::OK, cookie)
 }
 
 #[derive(Deserialize)]
@@ -663,19 +776,158 @@ async fn verify_code(
     let signed = core
         .sign_in_with_mail_auth_token_as(&auth, SESSION_KIND, TokenFormat::UrlSafe32, &client)
         .await;
-    match signed {
-        Ok((_, token, _)) => see_other(
-            "/account",
-            vec![set_cookie(
-                &s.session_cookie,
-                &token,
-                "/",
-                Some(s.max_age),
+    let token = match signed {
+        Ok((_, token, _)) => token,
+        Err(e) => return Page::new(&s, lang).core_error(&e),
+    };
+    let landing = match cookie_value(&headers, RETURN_COOKIE) {
+        Some(key) => core.take_return(&key, SURFACE).await.ok().flatten(),
+        None => None,
+    };
+    see_other(
+        landing.as_deref().unwrap_or("/account"),
+        vec![
+            set_cookie(&s.session_cookie, &token, "/", Some(s.max_age), s.secure),
+            set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
+        ],
+    )
+}
+
+/// A provider's button: to the provider (state, PKCE, nonce), the flow
+/// bound to this browser by a cookie and carrying the kept return target.
+async fn provider_start(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    axum::extract::Path(provider): axum::extract::Path<String>,
+    query: Result<Query<LangQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let lang = language(q.lang.as_deref(), &headers, None);
+    if !s.providers.iter().any(|(name, _, _)| *name == provider) {
+        return Page::new(&s, lang).error(StatusCode::NOT_FOUND, "err_not_found");
+    }
+    let core = &state.core;
+    let redirect_to = match cookie_value(&headers, RETURN_COOKIE) {
+        Some(key) => core.peek_return(&key, SURFACE).await.ok().flatten(),
+        None => None,
+    };
+    let started = core
+        .start_flow(FlowStart {
+            provider: provider.clone(),
+            surface: SURFACE,
+            redirect_uri: s.callback_uri(&provider),
+            language: Some(lang.to_string()),
+            redirect_to,
+            ip: client.ip.clone(),
+            ..FlowStart::default()
+        })
+        .await;
+    match started {
+        Ok(flow) => {
+            let mut r = StatusCode::FOUND.into_response();
+            if let Ok(v) = HeaderValue::from_str(flow.authorize_url.as_str()) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            let cookie = set_cookie(
+                FLOW_COOKIE,
+                &flow.state,
+                FLOW_COOKIE_PATH,
+                Some(FLOW_TTL_SECS),
                 s.secure,
-            )],
-        ),
+            );
+            r.headers_mut().extend(cookie.map(|c| (SET_COOKIE, c)));
+            r
+        }
+        Err(Error::Provider(e)) => {
+            tracing::warn!(provider, error = %e, "page: cannot start a provider sign-in");
+            Page::new(&s, lang).error(StatusCode::BAD_GATEWAY, "err_unavailable")
+        }
         Err(e) => Page::new(&s, lang).core_error(&e),
     }
+}
+
+/// The provider sends the browser back: the core's one provider sign-in,
+/// then the session cookie and the kept return target (default `/account`).
+async fn provider_callback(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    axum::extract::Path(provider): axum::extract::Path<String>,
+    query: Result<Query<super::extract::CallbackParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let fallback = language(None, &headers, None);
+    let Ok(Query(params)) = query else {
+        return Page::new(&s, fallback).error(StatusCode::BAD_REQUEST, "err_expired");
+    };
+    let core = &state.core;
+    let flow_cookie = cookie_value(&headers, FLOW_COOKIE);
+    let replacing = cookie_values(&headers, &s.session_cookie);
+    let redirect_uri = s.callback_uri(&provider);
+    let finished = core
+        .finish_callback(
+            &Callback {
+                provider: &provider,
+                surface: SURFACE,
+                redirect_uri: &redirect_uri,
+                signup: s.signup,
+                then: Then::SignIn {
+                    kind: SESSION_KIND,
+                    format: TokenFormat::UrlSafe32,
+                    replacing: &replacing,
+                },
+                ..params.callback(flow_cookie.as_deref())
+            },
+            &client,
+        )
+        .await;
+    let clear_flow = set_cookie(FLOW_COOKIE, "", FLOW_COOKIE_PATH, Some(0), s.secure);
+    let flow_lang = |flow: Option<&crate::core::LoginFlow>| {
+        language(flow.and_then(|f| f.language.as_deref()), &headers, None)
+    };
+    let (lang, status, key) = match &finished {
+        Ok(f) => match &f.session {
+            Some((token, _)) => {
+                if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {
+                    let _ = core.take_return(&key, SURFACE).await;
+                }
+                return see_other(
+                    f.landing("/account"),
+                    vec![
+                        set_cookie(&s.session_cookie, token, "/", Some(s.max_age), s.secure),
+                        clear_flow,
+                        set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
+                    ],
+                );
+            }
+            None => (fallback, StatusCode::INTERNAL_SERVER_ERROR, "err_internal"),
+        },
+        Err(CallbackError::InvalidState) => (fallback, StatusCode::BAD_REQUEST, "err_expired"),
+        Err(CallbackError::ProviderError { flow, .. }) => (
+            flow_lang(flow.as_deref()),
+            StatusCode::BAD_REQUEST,
+            "err_provider",
+        ),
+        Err(CallbackError::NoCode(flow)) => (
+            flow_lang(Some(flow)),
+            StatusCode::BAD_REQUEST,
+            "err_provider",
+        ),
+        Err(CallbackError::Failed { error, flow }) => {
+            let lang = flow_lang(flow.as_deref());
+            match error {
+                Error::Provider(ProviderError::Unavailable(_)) => {
+                    (lang, StatusCode::BAD_GATEWAY, "err_unavailable")
+                }
+                Error::Provider(_) => (lang, StatusCode::BAD_REQUEST, "err_provider"),
+                Error::NotFound => (lang, StatusCode::FORBIDDEN, "err_not_registered"),
+                e => return Page::new(&s, lang).cookie(clear_flow).core_error(e),
+            }
+        }
+    };
+    Page::new(&s, lang).cookie(clear_flow).error(status, key)
 }
 
 async fn account(
