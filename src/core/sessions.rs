@@ -356,6 +356,50 @@ impl Core {
         Ok(())
     }
 
+    /// A person ends one of their own sessions by its id; another person's
+    /// (or an unknown) id is `NotFound`, and nothing ends.
+    pub async fn end_own_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        meta: &ClientMeta,
+    ) -> Result<(), Error> {
+        let own = self
+            .list_sessions(Some(user_id), u32::MAX)
+            .await?
+            .iter()
+            .any(|s| s.id == session_id);
+        if !own {
+            return Err(Error::NotFound);
+        }
+        self.revoke_session(session_id, meta).await
+    }
+
+    /// A person ends every session of theirs but `keep` (the one in use).
+    /// Returns how many ended.
+    pub async fn end_other_sessions(
+        &self,
+        user_id: Uuid,
+        keep: Uuid,
+        meta: &ClientMeta,
+    ) -> Result<u64, Error> {
+        let mut ended = 0;
+        for s in self.list_sessions(Some(user_id), u32::MAX).await? {
+            if s.id != keep && self.store().delete_session(s.id).await? {
+                ended += 1;
+            }
+        }
+        self.sessions_changed(None).await;
+        self.audit(
+            "session.revoked_others",
+            Some(user_id),
+            meta,
+            Some(json!({ "count": ended })),
+        )
+        .await;
+        Ok(ended)
+    }
+
     /// End every session of a user. Returns how many ended.
     pub async fn revoke_user_sessions(
         &self,

@@ -120,6 +120,98 @@ impl Core {
         self.find_user(&UserKey::Id(user.id)).await
     }
 
+    /// A person edits their own name and language (`None`: cleared). The
+    /// name follows [`super::model::parse_display_name`]; cached sessions
+    /// show the change at once.
+    pub async fn update_profile(
+        &self,
+        user_id: Uuid,
+        display_name: Option<&str>,
+        locale: Option<&Locale>,
+        meta: &ClientMeta,
+    ) -> Result<User, Error> {
+        let name = display_name
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(super::model::parse_display_name)
+            .transpose()?;
+        if !self
+            .store()
+            .update_user_profile(
+                user_id,
+                name.as_deref(),
+                locale.map(Locale::as_str),
+                self.now(),
+            )
+            .await?
+        {
+            return Err(Error::NotFound);
+        }
+        self.sessions_changed(None).await;
+        self.audit(
+            "user.updated",
+            Some(user_id),
+            meta,
+            Some(json!({ "fields": ["display_name", "locale"] })),
+        )
+        .await;
+        self.find_user(&UserKey::Id(user_id)).await
+    }
+
+    /// Everything authgate holds on a person, for them to download: the
+    /// user, identities (never a token), live sessions (never an id or a
+    /// token) and audit events (their details without session ids). Times
+    /// are RFC 3339.
+    pub async fn personal_data(&self, user_id: Uuid) -> Result<serde_json::Value, Error> {
+        use super::clock::rfc3339;
+        let user = self.find_user(&UserKey::Id(user_id)).await?;
+        let identities = self.store().identities_of(user_id).await?;
+        let sessions = self.list_sessions(Some(user_id), u32::MAX).await?;
+        let events = self.audit_events(Some(user_id), 10_000).await?;
+        Ok(json!({
+            "user": {
+                "id": user.id,
+                "email": user.email.as_ref().map(Email::as_str),
+                "display_name": user.display_name,
+                "locale": user.locale.as_ref().map(Locale::as_str),
+                "disabled": user.disabled,
+                "created_at": rfc3339(user.created_at),
+                "updated_at": rfc3339(user.updated_at),
+            },
+            "identities": identities.iter().map(|i| json!({
+                "provider": i.provider,
+                "issuer": i.issuer,
+                "subject": i.subject,
+                "email": i.email,
+                "email_verified": i.email_verified,
+                "created_at": rfc3339(i.created_at),
+                "last_used_at": rfc3339(i.last_used_at),
+            })).collect::<Vec<_>>(),
+            "sessions": sessions.iter().map(|s| json!({
+                "kind": s.kind,
+                "ip": s.ip,
+                "user_agent": s.user_agent,
+                "created_at": rfc3339(s.created_at),
+                "last_seen_at": rfc3339(s.last_seen_at),
+                "expires_at": rfc3339(s.expires_at),
+            })).collect::<Vec<_>>(),
+            "audit_events": events.iter().map(|e| json!({
+                "at": rfc3339(e.at),
+                "kind": e.kind,
+                "ip": e.ip,
+                "user_agent": e.user_agent,
+                "detail": e.detail.as_deref().and_then(|d| {
+                    // Sessions are given without their ids, here too.
+                    let mut v: serde_json::Value = serde_json::from_str(d).ok()?;
+                    if let Some(o) = v.as_object_mut() {
+                        o.remove("session");
+                    }
+                    Some(v)
+                }),
+            })).collect::<Vec<_>>(),
+        }))
+    }
+
     /// Delete a user with their identities, sessions and provider tokens.
     pub async fn delete_user(&self, key: &UserKey, meta: &ClientMeta) -> Result<User, Error> {
         let user = self.find_user(key).await?;

@@ -20,6 +20,7 @@ on_both_databases!(
     in_chromium_without_javascript_by_a_mailed_code,
     return_to_is_kept_server_side_and_only_for_allowed_origins,
     a_provider_sign_in_through_the_pages,
+    the_account_page_edits_ends_sessions_gives_the_data_and_deletes,
 );
 
 /// Where the page tests put their screenshots (README: "The pages").
@@ -690,4 +691,240 @@ async fn a_provider_sign_in_through_the_pages(db: &TestDb) {
     // A provider that is not configured: the not-found page.
     let r = b.get(app.url("/login/provider/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+}
+
+/// A page's form posted from `b` (authgate's origin, the page's CSRF token).
+async fn post_form(
+    app: &App,
+    b: &reqwest::Client,
+    path: &str,
+    csrf: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut form = vec![("csrf", csrf)];
+    form.extend_from_slice(fields);
+    b.post(app.url(path))
+        .header("origin", app.url("").trim_end_matches('/'))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn page(b: &reqwest::Client, url: String) -> String {
+    b.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+async fn the_account_page_edits_ends_sessions_gives_the_data_and_deletes(db: &TestDb) {
+    let app = start(db, |_| {}).await;
+    let (laptop, phone, tablet) = (browser(), browser(), browser());
+    for b in [&laptop, &phone, &tablet] {
+        let r = mail_sign_in(&app, b, "", "cleo@example.com").await;
+        assert_eq!(r.status(), 303);
+        // Two codes per address per five minutes: the clock moves on.
+        app.clock.advance(301);
+    }
+    let html = page(&laptop, app.url("/account")).await;
+    let csrf = input(&html, "csrf").unwrap();
+    assert_eq!(html.matches("Sign out this device").count(), 2, "{html}");
+    assert!(html.contains("id=\"sign-out-others\""));
+
+    // Rename and choose a language.
+    let r = post_form(
+        &app,
+        &laptop,
+        "/account/profile",
+        &csrf,
+        &[("name", "  Cleo Example "), ("language", "nl")],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/account?lang=nl&saved=1");
+    let html = page(&laptop, app.url("/account?lang=nl&saved=1")).await;
+    assert!(
+        html.contains("<html lang=\"nl\">") && html.contains("Opgeslagen."),
+        "{html}"
+    );
+    assert!(html.contains("value=\"Cleo Example\""), "{html}");
+    assert!(html.contains("<option value=\"nl\" selected>"), "{html}");
+    // The stored language is the page's from now on, without `lang`.
+    assert!(
+        page(&laptop, app.url("/account"))
+            .await
+            .contains("<html lang=\"nl\">")
+    );
+    let bad = "x".repeat(201);
+    let r = post_form(
+        &app,
+        &laptop,
+        "/account/profile",
+        &csrf,
+        &[("name", &bad), ("language", "en")],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("id=\"name-error\"") && html.contains("aria-describedby=\"name-error\""),
+        "{html}"
+    );
+    // Without the CSRF token: refused, nothing changed.
+    let r = post_form(
+        &app,
+        &laptop,
+        "/account/profile",
+        "",
+        &[("name", "Mallory"), ("language", "en")],
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+
+    // Sign out the phone from the laptop: the phone is refused at once.
+    let user = app
+        .core
+        .find_user(&authgate::core::UserKey::Email(
+            authgate::core::Email::parse("cleo@example.com").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(user.display_name.as_deref(), Some("Cleo Example"));
+    let sessions = app.core.list_sessions(Some(user.id), 10).await.unwrap();
+    assert_eq!(sessions.len(), 3);
+    let html = page(&laptop, app.url("/account")).await;
+    let ids: Vec<String> = html
+        .split("name=\"session\" value=\"")
+        .skip(1)
+        .map(|r| r[..36].to_string())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    let phone_html = page(&phone, app.url("/account")).await;
+    let phone_id = sessions
+        .iter()
+        .map(|s| s.id.to_string())
+        .find(|id| !phone_html.contains(&format!("value=\"{id}\"")))
+        .expect("the phone's own session has no sign-out button on the phone");
+    let r = post_form(
+        &app,
+        &laptop,
+        "/account/sessions/end",
+        &csrf,
+        &[("session", &phone_id)],
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let r = phone.get(app.url("/account")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "/login", "the phone is signed out");
+    // Someone else's session (or any unknown id) is not found, and lives.
+    let other = app
+        .core
+        .add_user(
+            authgate::core::NewUser::parse("dan@example.com", None, None).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let (_, dans) = app
+        .core
+        .sign_in(
+            &other,
+            "page",
+            authgate::core::secret::TokenFormat::UrlSafe32,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let r = post_form(
+        &app,
+        &laptop,
+        "/account/sessions/end",
+        &csrf,
+        &[("session", &dans.id.to_string())],
+    )
+    .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(
+        app.core
+            .list_sessions(Some(other.id), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Sign out all others: the tablet goes, the laptop stays.
+    let r = post_form(&app, &laptop, "/account/sessions/end-others", &csrf, &[]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        tablet
+            .get(app.url("/account"))
+            .send()
+            .await
+            .unwrap()
+            .headers()["location"],
+        "/login"
+    );
+    assert_eq!(
+        laptop
+            .get(app.url("/account"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // Download my data: everything, no token, no session id.
+    let r = laptop.get(app.url("/account/data")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .contains("attachment")
+    );
+    let text = r.text().await.unwrap();
+    let data: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(data["user"]["email"], "cleo@example.com");
+    assert_eq!(data["user"]["display_name"], "Cleo Example");
+    assert_eq!(data["user"]["locale"], "nl");
+    assert_eq!(data["sessions"].as_array().unwrap().len(), 1);
+    assert!(data["sessions"][0].get("id").is_none());
+    let kinds: Vec<&str> = data["audit_events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"user.updated") && kinds.contains(&"session.revoked_others"),
+        "{kinds:?}"
+    );
+    let laptop_cookie = app.core.list_sessions(Some(user.id), 10).await.unwrap()[0]
+        .id
+        .to_string();
+    assert!(!text.contains(&laptop_cookie), "no session id in the data");
+
+    // Delete my account: a confirmation page, then gone; audit kept.
+    let html = page(&laptop, app.url("/account/delete?lang=en")).await;
+    assert!(html.contains("Delete your account?"), "{html}");
+    let csrf = input(&html, "csrf").unwrap();
+    let r = post_form(&app, &laptop, "/account/delete", &csrf, &[("lang", "en")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login?lang=en");
+    assert!(
+        app.core
+            .find_user(&authgate::core::UserKey::Id(user.id))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        laptop
+            .get(app.url("/account"))
+            .send()
+            .await
+            .unwrap()
+            .headers()["location"],
+        "/login"
+    );
+    let kept = app.core.audit_events(Some(user.id), 100).await.unwrap();
+    assert!(kept.iter().any(|e| e.kind == "user.deleted"), "{kept:?}");
 }

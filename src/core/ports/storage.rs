@@ -83,6 +83,14 @@ pub trait UserStore: Send + Sync + 'static {
         disabled: bool,
         now: Timestamp,
     ) -> Result<Option<u64>>;
+    /// Set a user's display name and locale; `false` if there is no such user.
+    async fn update_user_profile(
+        &self,
+        id: Uuid,
+        display_name: Option<&str>,
+        locale: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool>;
     /// Delete a user and, by cascade, identities, sessions, provider tokens.
     async fn delete_user(&self, id: Uuid) -> Result<bool>;
     /// All rows in one transaction; creates missing users, updates changed ones.

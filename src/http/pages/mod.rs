@@ -229,6 +229,11 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/login/provider/{provider}", get(provider_start))
         .route("/login/callback/{provider}", get(provider_callback))
         .route("/account", get(account))
+        .route("/account/profile", post(update_profile))
+        .route("/account/sessions/end", post(end_session))
+        .route("/account/sessions/end-others", post(end_other_sessions))
+        .route("/account/data", get(download_data))
+        .route("/account/delete", get(delete_page).post(delete_account))
         .route("/logout", post(logout))
         .route("/assets/authgate.css", get(stylesheet))
         .route("/assets/theme.css", get(theme))
@@ -283,6 +288,7 @@ fn environment() -> &'static Environment<'static> {
             ("code.html", include_str!("templates/code.html")),
             ("account.html", include_str!("templates/account.html")),
             ("error.html", include_str!("templates/error.html")),
+            ("delete.html", include_str!("templates/delete.html")),
         ] {
             if let Err(e) = env.add_template(name, source) {
                 tracing::error!(template = name, error = %e, "a built-in page template does not parse");
@@ -555,6 +561,9 @@ macro_rules! posted {
 #[derive(Deserialize, Default)]
 struct LangQuery {
     lang: Option<String>,
+    /// `/account?saved=1` after a profile change.
+    #[serde(default)]
+    saved: Option<String>,
     /// Where to go after signing in (`/login` only): checked, then kept
     /// server-side; never read back from a URL on the way out.
     return_to: Option<String>,
@@ -930,6 +939,20 @@ async fn provider_callback(
     Page::new(&s, lang).cookie(clear_flow).error(status, key)
 }
 
+/// The signed-in person, or the way to `/login`.
+async fn require_session(
+    state: &AppState,
+    s: &Settings,
+    headers: &HeaderMap,
+    lang: Option<&str>,
+) -> Result<crate::core::SessionCheck, Response> {
+    match signed_in(state, s, headers).await {
+        Ok(Some((_, check))) => Ok(check),
+        Ok(None) => Err(see_other("/login", vec![])),
+        Err(e) => Err(Page::new(s, language(lang, headers, None)).core_error(&e)),
+    }
+}
+
 async fn account(
     State(state): State<AppState>,
     Extension(s): Extension<Arc<Settings>>,
@@ -937,21 +960,33 @@ async fn account(
     query: Result<Query<LangQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let q = query.map(|Query(q)| q).unwrap_or_default();
-    let (_, check) = match signed_in(&state, &s, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return see_other("/login", vec![]),
-        Err(e) => return Page::new(&s, language(q.lang.as_deref(), &headers, None)).core_error(&e),
+    let check = match require_session(&state, &s, &headers, q.lang.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let user = check.user;
-    let lang = language(q.lang.as_deref(), &headers, user.locale.as_ref());
+    let lang = language(q.lang.as_deref(), &headers, check.user.locale.as_ref());
+    account_page(&state, &s, &headers, &check, lang, q.saved.is_some(), None).await
+}
+
+async fn account_page(
+    state: &AppState,
+    s: &Settings,
+    headers: &HeaderMap,
+    check: &crate::core::SessionCheck,
+    lang: &'static str,
+    saved: bool,
+    error: Option<(&str, &str)>,
+) -> Response {
+    let user = &check.user;
     let sessions = match state.core.list_sessions(Some(user.id), 100).await {
         Ok(list) => list,
-        Err(e) => return Page::new(&s, lang).core_error(&e),
+        Err(e) => return Page::new(s, lang).core_error(&e),
     };
     let rows: Vec<minijinja::Value> = sessions
         .into_iter()
         .map(|x| {
             context! {
+                id => x.id.to_string(),
                 current => x.id == check.session.id,
                 device => x.user_agent,
                 ip => x.ip,
@@ -960,20 +995,212 @@ async fn account(
             }
         })
         .collect();
-    let (csrf, cookie) = csrf_token(&s, &headers);
-    let page = Page::new(&s, lang).cookie(cookie);
-    let language_name = page.text("language_name");
+    let (csrf, cookie) = csrf_token(s, headers);
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let page = Page::new(s, lang).status(status).cookie(cookie);
+    let user_lang = user
+        .locale
+        .as_ref()
+        .map(|l| language(Some(l.as_str()), &HeaderMap::new(), None))
+        .unwrap_or(lang);
+    let (name, error) = match error {
+        Some((given, key)) => (Some(given.to_string()), Some(page.text(key))),
+        None => (user.display_name.clone(), None),
+    };
     page.render(
         "account.html",
         "account_title",
         context! {
             csrf => csrf,
             email => user.email.as_ref().map(|e| e.as_str().to_string()),
-            name => user.display_name,
-            language_name => language_name,
+            name => name,
+            error => error,
+            saved => saved,
+            user_lang => user_lang,
             sessions => rows,
         },
     )
+}
+
+#[derive(Deserialize)]
+struct ProfileForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    language: String,
+}
+
+impl Posted for ProfileForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+    fn lang(&self) -> Option<&str> {
+        Some(&self.language)
+    }
+}
+
+async fn update_profile(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    PageForm { form: f, lang }: PageForm<ProfileForm>,
+) -> Response {
+    let check = match require_session(&state, &s, &headers, Some(lang)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    // Only the languages the pages speak can be chosen.
+    let locale = LOCALES
+        .contains(&f.language.as_str())
+        .then(|| Locale::parse(&f.language).ok())
+        .flatten()
+        .or(check.user.locale.clone());
+    match state
+        .core
+        .update_profile(check.user.id, Some(&f.name), locale.as_ref(), &client)
+        .await
+    {
+        Ok(_) => see_other(&format!("/account?lang={lang}&saved=1"), vec![]),
+        Err(Error::Invalid { .. }) => {
+            account_page(
+                &state,
+                &s,
+                &headers,
+                &check,
+                lang,
+                false,
+                Some((&f.name, "invalid_name")),
+            )
+            .await
+        }
+        Err(e) => Page::new(&s, lang).core_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct EndSessionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    lang: Option<String>,
+    #[serde(default)]
+    session: String,
+}
+
+async fn end_session(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    PageForm { form: f, lang }: PageForm<EndSessionForm>,
+) -> Response {
+    let check = match require_session(&state, &s, &headers, Some(lang)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(id) = uuid::Uuid::parse_str(&f.session) else {
+        return Page::new(&s, lang).error(StatusCode::NOT_FOUND, "err_not_found");
+    };
+    match state.core.end_own_session(check.user.id, id, &client).await {
+        Ok(()) => see_other("/account", vec![]),
+        Err(Error::NotFound) => Page::new(&s, lang).error(StatusCode::NOT_FOUND, "err_not_found"),
+        Err(e) => Page::new(&s, lang).core_error(&e),
+    }
+}
+
+async fn end_other_sessions(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    PageForm { lang, .. }: PageForm<LogoutForm>,
+) -> Response {
+    let check = match require_session(&state, &s, &headers, Some(lang)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state
+        .core
+        .end_other_sessions(check.user.id, check.session.id, &client)
+        .await
+    {
+        Ok(_) => see_other("/account", vec![]),
+        Err(e) => Page::new(&s, lang).core_error(&e),
+    }
+}
+
+/// "Download my data": everything authgate holds on the person, as JSON.
+async fn download_data(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    headers: HeaderMap,
+) -> Response {
+    let check = match require_session(&state, &s, &headers, None).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match state.core.personal_data(check.user.id).await {
+        Ok(data) => {
+            let mut r = axum::Json(data).into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_DISPOSITION,
+                HeaderValue::from_static("attachment; filename=\"authgate-data.json\""),
+            );
+            r
+        }
+        Err(e) => {
+            Page::new(&s, language(None, &headers, check.user.locale.as_ref())).core_error(&e)
+        }
+    }
+}
+
+async fn delete_page(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    headers: HeaderMap,
+    query: Result<Query<LangQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let check = match require_session(&state, &s, &headers, q.lang.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let lang = language(q.lang.as_deref(), &headers, check.user.locale.as_ref());
+    let (csrf, cookie) = csrf_token(&s, &headers);
+    Page::new(&s, lang).cookie(cookie).render(
+        "delete.html",
+        "delete_title",
+        context! { csrf => csrf },
+    )
+}
+
+/// Delete the account: every session ends; the audit history stays.
+async fn delete_account(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    PageForm { lang, .. }: PageForm<LogoutForm>,
+) -> Response {
+    let check = match require_session(&state, &s, &headers, Some(lang)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let key = crate::core::UserKey::Id(check.user.id);
+    match state.core.delete_user(&key, &client).await {
+        Ok(_) => see_other(
+            &format!("/login?lang={lang}"),
+            vec![set_cookie(&s.session_cookie, "", "/", Some(0), s.secure)],
+        ),
+        Err(e) => Page::new(&s, lang).core_error(&e),
+    }
 }
 
 #[derive(Deserialize)]
@@ -984,7 +1211,7 @@ struct LogoutForm {
     lang: Option<String>,
 }
 
-posted!(SendCodeForm, VerifyForm, LogoutForm);
+posted!(SendCodeForm, VerifyForm, LogoutForm, EndSessionForm);
 
 async fn logout(
     State(state): State<AppState>,
@@ -1056,7 +1283,13 @@ mod tests {
     #[test]
     fn every_template_renders() {
         let env = environment();
-        for name in ["login.html", "code.html", "account.html", "error.html"] {
+        for name in [
+            "login.html",
+            "code.html",
+            "account.html",
+            "error.html",
+            "delete.html",
+        ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
     }

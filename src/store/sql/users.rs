@@ -108,6 +108,29 @@ impl UserStore for SqlStore {
         rows.into_iter().map(User::try_from).collect()
     }
 
+    async fn update_user_profile(
+        &self,
+        id: Uuid,
+        display_name: Option<&str>,
+        locale: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool> {
+        with_writer!(self, |p| {
+            let updated = sqlx::query(
+                "UPDATE users SET display_name = $2, locale = $3, updated_at = $4 WHERE id = $1",
+            )
+            .bind(id.to_string())
+            .bind(display_name)
+            .bind(locale)
+            .bind(now)
+            .execute(p)
+            .await
+            .map_err(|e| self.db_err(e))?
+            .rows_affected();
+            Ok(updated > 0)
+        })
+    }
+
     async fn set_user_disabled(
         &self,
         id: Uuid,
