@@ -159,11 +159,90 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         report
     }
     .await;
-    let _ = c.clone().close().await;
     for (page, violations) in &checked {
         assert!(violations.is_empty(), "axe-core on {page}: {violations:#?}");
     }
     assert_eq!(checked.len(), 6);
+
+    // Keyboard only: Tab and Enter through the e-mail code sign-in, the
+    // focused element asserted at each step.
+    let keyboard = async {
+        c.goto(&app.url("/account")).await.unwrap();
+        click(c, "#sign-out").await;
+        text_of(c, "#email-hint").await;
+        c.goto(&app.url("/login?lang=en")).await.unwrap();
+        press(c, TAB).await;
+        assert_eq!(focused(c).await, "email");
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys("keys@example.com")
+            .await
+            .unwrap();
+        press(c, TAB).await;
+        assert_eq!(focused(c).await, "send");
+        press(c, ENTER).await;
+        text_of(c, "#code-hint").await;
+        // The code field has the focus on arrival.
+        assert_eq!(focused(c).await, "code");
+        let raw =
+            Smtpd::wait_for_mail(&smtpd.maildir, "keys@example.com", Duration::from_secs(15)).await;
+        c.active_element()
+            .await
+            .unwrap()
+            .send_keys(&code_in(&raw))
+            .await
+            .unwrap();
+        press(c, TAB).await;
+        assert_eq!(focused(c).await, "verify");
+        press(c, ENTER).await;
+        assert_eq!(text_of(c, "#account-email").await, "keys@example.com");
+    };
+    keyboard.await;
+
+    // Framed by another site: the browser refuses (CSP frame-ancestors),
+    // while the same site's own frame loads.
+    let framer = crate::support::TestServer::serve(axum::Router::new().route(
+        "/",
+        axum::routing::get({
+            let login = app.url("/login");
+            move || async move {
+                axum::response::Html(format!(
+                    r#"<!doctype html><title>framer</title><iframe id="a" src="{login}"></iframe><iframe id="b" src="/own"></iframe>"#
+                ))
+            }
+        }),
+    ).route("/own", axum::routing::get(|| async { axum::response::Html("<p id=\"own\">own</p>") })))
+    .await;
+    c.goto(&framer.url("/")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.clone().enter_frame(1).await.unwrap();
+    assert_eq!(text_of(c, "#own").await, "own", "frames load in general");
+    c.clone().enter_parent_frame().await.unwrap();
+    c.clone().enter_frame(0).await.unwrap();
+    assert!(
+        c.find(Locator::Css("main.card")).await.is_err(),
+        "authgate's page must not render inside another site's frame"
+    );
+    let _ = c.clone().close().await;
+}
+
+const TAB: &str = "\u{e004}";
+const ENTER: &str = "\u{e007}";
+
+/// Press a key in whatever has the focus.
+async fn press(c: &Client, key: &str) {
+    let target = match c.active_element().await {
+        Ok(e) => e,
+        Err(_) => c.find(Locator::Css("body")).await.unwrap(),
+    };
+    target.send_keys(key).await.unwrap();
+}
+
+/// The focused element's id.
+async fn focused(c: &Client) -> String {
+    let e = c.active_element().await.unwrap();
+    e.attr("id").await.unwrap().unwrap_or_default()
 }
 
 /// authgate on a port known before it starts, its public URL naming it.
