@@ -202,6 +202,10 @@ pub struct Callback<'a> {
     pub error: Option<&'a str>,
     /// Create the user at first sign-in.
     pub signup: bool,
+    /// The person signed in in this browser, if any: a flow started by
+    /// [`Core::start_link_flow`] for them connects the identity to their
+    /// account instead of signing in.
+    pub signed_in: Option<Uuid>,
     /// What follows once the provider vouched for the person.
     pub then: Then<'a>,
 }
@@ -231,7 +235,13 @@ pub struct FinishedCallback {
     pub resolved: ResolvedUser,
     /// With [`Then::SignIn`]: the new session's bearer token and the session.
     pub session: Option<(String, super::Session)>,
+    /// The flow connected the identity to the signed-in person's account
+    /// (no new session).
+    pub linked: bool,
 }
+
+/// The `data` of a flow that connects a provider to a signed-in account.
+const LINK_PREFIX: &str = "link:";
 
 impl FinishedCallback {
     /// Where the person lands after the sign-in: the path the flow was
@@ -535,6 +545,44 @@ impl Core {
             )
             .await;
         let locale = flow.language.as_deref().and_then(|l| Locale::parse(l).ok());
+        // A flow started to connect this provider to an account: only for
+        // that account's own browser, signed in still.
+        let link_for = flow
+            .data
+            .as_deref()
+            .and_then(|d| d.strip_prefix(LINK_PREFIX))
+            .map(|id| Uuid::parse_str(id).ok());
+        if let Some(owner) = link_for {
+            if owner.is_none() || owner != cb.signed_in {
+                return Err(CallbackError::Failed {
+                    error: Error::Unauthorized,
+                    flow: Some(Box::new(flow)),
+                });
+            }
+            let linked = match redeemed {
+                Ok(profile) => match owner {
+                    Some(user_id) => self
+                        .link_signed_in(&profile, user_id, meta)
+                        .await
+                        .map(|r| (profile, r)),
+                    None => Err(Error::Unauthorized),
+                },
+                Err(e) => Err(e),
+            };
+            return match linked {
+                Ok((profile, resolved)) => Ok(FinishedCallback {
+                    flow,
+                    profile,
+                    resolved,
+                    session: None,
+                    linked: true,
+                }),
+                Err(error) => Err(CallbackError::Failed {
+                    error,
+                    flow: Some(Box::new(flow)),
+                }),
+            };
+        }
         let resolved = match redeemed {
             Ok(profile) => self
                 .resolve_user(&profile, cb.surface, cb.signup, locale.as_ref(), meta)
@@ -575,7 +623,124 @@ impl Core {
             profile,
             resolved,
             session,
+            linked: false,
         })
+    }
+
+    /// Start connecting `provider` to a signed-in person's account: a flow
+    /// as [`Self::start_flow`] that remembers whose account it is for.
+    pub async fn start_link_flow(
+        &self,
+        user_id: Uuid,
+        mut start: FlowStart,
+    ) -> Result<StartedFlow, Error> {
+        start.data = Some(format!("{LINK_PREFIX}{user_id}"));
+        self.start_flow(start).await
+    }
+
+    /// Connect a provider identity to the account of the person signed in
+    /// (the proof that linking needs: they hold both). An identity that
+    /// belongs to another account is refused (`Conflict`), never moved.
+    pub async fn link_signed_in(
+        &self,
+        profile: &ProviderProfile,
+        user_id: Uuid,
+        meta: &ClientMeta,
+    ) -> Result<ResolvedUser, Error> {
+        let store = self.store();
+        let now = self.now();
+        let email = profile.email.as_deref().and_then(|e| Email::parse(e).ok());
+        let vouched = profile.email_verified && email.is_some();
+        if let Some((identity, owner)) = store
+            .identity_with_user(&profile.provider, &profile.issuer, &profile.subject)
+            .await?
+        {
+            if owner.id != user_id {
+                self.audit(
+                    "identity.link_refused",
+                    Some(user_id),
+                    meta,
+                    Some(json!({ "provider": profile.provider, "reason": "another_account" })),
+                )
+                .await;
+                return Err(Error::Conflict("identity"));
+            }
+            store
+                .touch_identity(identity.id, email.as_ref().map(Email::as_str), vouched, now)
+                .await?;
+            return Ok(ResolvedUser {
+                user: owner,
+                identity,
+                created: false,
+            });
+        }
+        let user = self.enabled_user(user_id).await?;
+        let identity = Identity {
+            id: Uuid::now_v7(),
+            user_id,
+            provider: profile.provider.clone(),
+            issuer: profile.issuer.clone(),
+            subject: profile.subject.clone(),
+            email: email.as_ref().map(|e| e.as_str().to_string()),
+            email_verified: vouched,
+            created_at: now,
+            last_used_at: now,
+        };
+        match store.insert_identity(&identity).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(Error::Conflict("identity")),
+            Err(e) => return Err(e.into()),
+        }
+        self.inner.session_cache.evict_identities(user_id);
+        self.audit(
+            "identity.linked",
+            Some(user_id),
+            meta,
+            Some(json!({ "provider": profile.provider, "by": "signed_in" })),
+        )
+        .await;
+        Ok(ResolvedUser {
+            user,
+            identity,
+            created: false,
+        })
+    }
+
+    /// A person removes one of their sign-in methods. Refused
+    /// (`Forbidden`) when it is the last one: no other identity, and no
+    /// address the e-mail code sign-in admits.
+    pub async fn remove_identity(
+        &self,
+        user_id: Uuid,
+        identity_id: Uuid,
+        meta: &ClientMeta,
+    ) -> Result<(), Error> {
+        let user = self.find_user(&super::UserKey::Id(user_id)).await?;
+        let identities = self.store().identities_of(user_id).await?;
+        let Some(removed) = identities.iter().find(|i| i.id == identity_id) else {
+            return Err(Error::NotFound);
+        };
+        let mail_sign_in = user
+            .email
+            .as_ref()
+            .is_some_and(|e| self.mail_login_policy().allows(e));
+        if identities.len() == 1 && !mail_sign_in {
+            return Err(Error::Forbidden(
+                "the last sign-in method cannot be removed",
+            ));
+        }
+        if !self.store().delete_identity(user_id, identity_id).await? {
+            return Err(Error::NotFound);
+        }
+        self.inner.session_cache.evict_identities(user_id);
+        self.audit(
+            "identity.removed",
+            Some(user_id),
+            meta,
+            Some(json!({ "provider": removed.provider })),
+        )
+        .await;
+        Ok(())
     }
 
     /// [`Then::SignIn`]: keep the tokens, end the browser's old sessions,

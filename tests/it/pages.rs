@@ -21,6 +21,7 @@ on_both_databases!(
     return_to_is_kept_server_side_and_only_for_allowed_origins,
     a_provider_sign_in_through_the_pages,
     the_account_page_edits_ends_sessions_gives_the_data_and_deletes,
+    connecting_and_removing_sign_in_methods,
 );
 
 /// Where the page tests put their screenshots (README: "The pages").
@@ -1006,4 +1007,161 @@ async fn the_account_page_edits_ends_sessions_gives_the_data_and_deletes(db: &Te
     );
     let kept = app.core.audit_events(Some(user.id), 100).await.unwrap();
     assert!(kept.iter().any(|e| e.kind == "user.deleted"), "{kept:?}");
+}
+
+/// authgate with Google (the real oidc-provider) and these accounts there,
+/// on `PEER_PUBLIC_URL` (the callback the peer knows).
+async fn with_google(db: &TestDb, accounts: serde_json::Value) -> Option<(OidcPeer, App)> {
+    let node = OidcPeer::node()?;
+    let peer = OidcPeer::google(&node, accounts).await;
+    let issuer = peer.issuer.clone();
+    let app = App::start(db, |c| {
+        c.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
+        c.providers.insert(
+            "google".into(),
+            authgate::config::ProviderConfig {
+                client_id: PEER_CLIENT_ID.into(),
+                client_secret: Some(PEER_CLIENT_SECRET.into()),
+                issuer: Some(issuer.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    Some((peer, app))
+}
+
+/// Through Google from `start` (a page path that redirects to the
+/// provider) as `account`: the answer of authgate's callback.
+async fn via_google(
+    app: &App,
+    b: &reqwest::Client,
+    start: &str,
+    account: &str,
+) -> reqwest::Response {
+    let r = b.get(app.url(start)).send().await.unwrap();
+    assert_eq!(r.status(), 302, "{start}");
+    let back = authorize_at_peer(r.headers()["location"].to_str().unwrap(), account).await;
+    b.get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sign-in methods on the account page: Cleo (e-mail code) connects her
+/// Google account while signed in and can then sign in with it; an account
+/// at Google already connected elsewhere is refused; removing works unless
+/// it is the last way in.
+async fn connecting_and_removing_sign_in_methods(db: &TestDb) {
+    let Some((_peer, app)) = with_google(
+        db,
+        serde_json::json!({
+            "g-cleo": {"email": "cleo.g@gmail.example", "email_verified": true, "name": "Cleo G"},
+            "g-quiet": {"name": "Quiet"},
+        }),
+    )
+    .await
+    else {
+        return;
+    };
+    // The pages' posts come from the public URL's origin here.
+    let b = browser();
+    let r = mail_sign_in(&app, &b, "", "cleo@example.com").await;
+    assert_eq!(r.status(), 303);
+    let html = page(&b, app.url("/account")).await;
+    assert!(
+        html.contains("id=\"method-email\">E-mail code to cleo@example.com<"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"connect-google\""), "{html}");
+    // Connect Google: back on the account page, connected, no new session.
+    let r = via_google(&app, &b, "/account/connect/google", "g-cleo").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/account?connected=1");
+    let html = page(&b, app.url("/account?connected=1")).await;
+    assert!(html.contains("Connected."), "{html}");
+    assert!(html.contains("id=\"method-google\""), "{html}");
+    assert!(!html.contains("id=\"connect-google\""), "{html}");
+    let cleo = app
+        .core
+        .find_user(&authgate::core::UserKey::Email(
+            authgate::core::Email::parse("cleo@example.com").unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        app.core
+            .list_sessions(Some(cleo.id), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Another browser signs in with that Google account: Cleo's account.
+    let other = browser();
+    let r = via_google(&app, &other, "/login/provider/google", "g-cleo").await;
+    assert_eq!(r.headers()["location"], "/account");
+    assert!(
+        page(&other, app.url("/account"))
+            .await
+            .contains(">cleo@example.com<")
+    );
+
+    // Quiet signs up with Google only (no address): their one way in.
+    let quiet = browser();
+    let r = via_google(&app, &quiet, "/login/provider/google", "g-quiet").await;
+    assert_eq!(r.headers()["location"], "/account");
+    let html = page(&quiet, app.url("/account")).await;
+    assert!(!html.contains("id=\"method-email\""), "{html}");
+    // Connecting Cleo's Google account to Quiet's: refused, not moved.
+    let r = via_google(&app, &quiet, "/account/connect/google", "g-cleo").await;
+    assert_eq!(r.status(), 409);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("already connected to another account")
+    );
+    assert_eq!(app.core.user_identities(cleo.id).await.unwrap().len(), 1);
+    // Removing Quiet's only method: refused.
+    let csrf = input(&html, "csrf").unwrap();
+    let quiet_id = input(&html, "identity").unwrap();
+    let origin = PEER_PUBLIC_URL;
+    let remove = |b: &reqwest::Client, csrf: String, id: String| {
+        let b = b.clone();
+        let url = app.url("/account/methods/remove");
+        async move {
+            b.post(url)
+                .header("origin", origin)
+                .form(&[("csrf", csrf), ("identity", id)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = remove(&quiet, csrf.clone(), quiet_id.clone()).await;
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("last way to sign in"));
+    // Cleo removes Google (her address remains a way in); Quiet cannot
+    // remove Cleo's identity.
+    let html = page(&b, app.url("/account")).await;
+    let cleo_google = input(&html, "identity").unwrap();
+    let r = remove(&quiet, csrf, cleo_google.clone()).await;
+    assert_eq!(r.status(), 404);
+    let r = remove(&b, input(&html, "csrf").unwrap(), cleo_google).await;
+    assert_eq!(r.status(), 303);
+    assert!(app.core.user_identities(cleo.id).await.unwrap().is_empty());
+    let kinds: Vec<String> = app
+        .core
+        .audit_events(Some(cleo.id), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.iter().any(|k| k == "identity.linked")
+            && kinds.iter().any(|k| k == "identity.removed"),
+        "{kinds:?}"
+    );
 }

@@ -110,6 +110,9 @@ pub trait UserStore: Send + Sync + 'static {
         subject: &str,
     ) -> Result<Option<(Identity, User)>>;
     async fn identities_of(&self, user_id: Uuid) -> Result<Vec<Identity>>;
+    /// Delete one of a user's identities (and, by cascade, its provider
+    /// tokens); `false` if the user has no such identity.
+    async fn delete_identity(&self, user_id: Uuid, identity_id: Uuid) -> Result<bool>;
     async fn touch_identity(
         &self,
         id: Uuid,

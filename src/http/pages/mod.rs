@@ -233,6 +233,8 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/account/sessions/end", post(end_session))
         .route("/account/sessions/end-others", post(end_other_sessions))
         .route("/account/data", get(download_data))
+        .route("/account/methods/remove", post(remove_method))
+        .route("/account/connect/{provider}", get(connect_start))
         .route("/account/delete", get(delete_page).post(delete_account))
         .route("/logout", post(logout))
         .route("/assets/authgate.css", get(stylesheet))
@@ -564,6 +566,9 @@ struct LangQuery {
     /// `/account?saved=1` after a profile change.
     #[serde(default)]
     saved: Option<String>,
+    /// `/account?connected=1` after connecting a provider.
+    #[serde(default)]
+    connected: Option<String>,
     /// Where to go after signing in (`/login` only): checked, then kept
     /// server-side; never read back from a URL on the way out.
     return_to: Option<String>,
@@ -833,28 +838,7 @@ async fn provider_start(
             ..FlowStart::default()
         })
         .await;
-    match started {
-        Ok(flow) => {
-            let mut r = StatusCode::FOUND.into_response();
-            if let Ok(v) = HeaderValue::from_str(flow.authorize_url.as_str()) {
-                r.headers_mut().insert(LOCATION, v);
-            }
-            let cookie = set_cookie(
-                FLOW_COOKIE,
-                &flow.state,
-                FLOW_COOKIE_PATH,
-                Some(FLOW_TTL_SECS),
-                s.secure,
-            );
-            r.headers_mut().extend(cookie.map(|c| (SET_COOKIE, c)));
-            r
-        }
-        Err(Error::Provider(e)) => {
-            tracing::warn!(provider, error = %e, "page: cannot start a provider sign-in");
-            Page::new(&s, lang).error(StatusCode::BAD_GATEWAY, "err_unavailable")
-        }
-        Err(e) => Page::new(&s, lang).core_error(&e),
-    }
+    to_provider(&s, lang, &provider, started)
 }
 
 /// The provider sends the browser back: the core's one provider sign-in,
@@ -875,6 +859,10 @@ async fn provider_callback(
     let flow_cookie = cookie_value(&headers, FLOW_COOKIE);
     let replacing = cookie_values(&headers, &s.session_cookie);
     let redirect_uri = s.callback_uri(&provider);
+    let signed_in = match signed_in(&state, &s, &headers).await {
+        Ok(v) => v.map(|(_, check)| check.user.id),
+        Err(e) => return Page::new(&s, fallback).core_error(&e),
+    };
     let finished = core
         .finish_callback(
             &Callback {
@@ -882,6 +870,7 @@ async fn provider_callback(
                 surface: SURFACE,
                 redirect_uri: &redirect_uri,
                 signup: s.signup,
+                signed_in,
                 then: Then::SignIn {
                     kind: SESSION_KIND,
                     format: TokenFormat::UrlSafe32,
@@ -897,6 +886,9 @@ async fn provider_callback(
         language(flow.and_then(|f| f.language.as_deref()), &headers, None)
     };
     let (lang, status, key) = match &finished {
+        Ok(f) if f.linked => {
+            return see_other("/account?connected=1", vec![clear_flow]);
+        }
         Ok(f) => match &f.session {
             Some((token, _)) => {
                 if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {
@@ -932,6 +924,8 @@ async fn provider_callback(
                 }
                 Error::Provider(_) => (lang, StatusCode::BAD_REQUEST, "err_provider"),
                 Error::NotFound => (lang, StatusCode::FORBIDDEN, "err_not_registered"),
+                Error::Conflict(_) => (lang, StatusCode::CONFLICT, "err_link_taken"),
+                Error::Unauthorized => (lang, StatusCode::BAD_REQUEST, "err_expired"),
                 e => return Page::new(&s, lang).cookie(clear_flow).core_error(e),
             }
         }
@@ -965,7 +959,22 @@ async fn account(
         Err(r) => return r,
     };
     let lang = language(q.lang.as_deref(), &headers, check.user.locale.as_ref());
-    account_page(&state, &s, &headers, &check, lang, q.saved.is_some(), None).await
+    let notice = if q.connected.is_some() {
+        Notice::Connected
+    } else if q.saved.is_some() {
+        Notice::Saved
+    } else {
+        Notice::None
+    };
+    account_page(&state, &s, &headers, &check, lang, notice, None).await
+}
+
+/// What the account page confirms at its top.
+#[derive(PartialEq)]
+enum Notice {
+    None,
+    Saved,
+    Connected,
 }
 
 async fn account_page(
@@ -974,7 +983,7 @@ async fn account_page(
     headers: &HeaderMap,
     check: &crate::core::SessionCheck,
     lang: &'static str,
-    saved: bool,
+    notice: Notice,
     error: Option<(&str, &str)>,
 ) -> Response {
     let user = &check.user;
@@ -982,6 +991,32 @@ async fn account_page(
         Ok(list) => list,
         Err(e) => return Page::new(s, lang).core_error(&e),
     };
+    let identities = match state.core.user_identities(user.id).await {
+        Ok(list) => list,
+        Err(e) => return Page::new(s, lang).core_error(&e),
+    };
+    let label = |provider: &str| {
+        s.providers
+            .iter()
+            .find(|(n, _, _)| n == provider)
+            .map(|(_, l, _)| l.clone())
+            .unwrap_or_else(|| provider.to_string())
+    };
+    let methods: Vec<minijinja::Value> = identities
+        .iter()
+        .map(|i| {
+            context! {
+                id => i.id.to_string(), provider => &i.provider, label => label(&i.provider),
+                email => &i.email,
+            }
+        })
+        .collect();
+    let connectable: Vec<minijinja::Value> = s
+        .providers
+        .iter()
+        .filter(|(n, _, _)| !identities.iter().any(|i| i.provider == *n))
+        .map(|(name, label, _)| context! { name => name, label => label })
+        .collect();
     let rows: Vec<minijinja::Value> = sessions
         .into_iter()
         .map(|x| {
@@ -1019,9 +1054,12 @@ async fn account_page(
             email => user.email.as_ref().map(|e| e.as_str().to_string()),
             name => name,
             error => error,
-            saved => saved,
+            saved => notice == Notice::Saved,
+            connected => notice == Notice::Connected,
             user_lang => user_lang,
             sessions => rows,
+            methods => methods,
+            connectable => connectable,
         },
     )
 }
@@ -1075,12 +1113,114 @@ async fn update_profile(
                 &headers,
                 &check,
                 lang,
-                false,
+                Notice::None,
                 Some((&f.name, "invalid_name")),
             )
             .await
         }
         Err(e) => Page::new(&s, lang).core_error(&e),
+    }
+}
+
+#[derive(Deserialize)]
+struct RemoveMethodForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    lang: Option<String>,
+    #[serde(default)]
+    identity: String,
+}
+
+async fn remove_method(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    PageForm { form: f, lang }: PageForm<RemoveMethodForm>,
+) -> Response {
+    let check = match require_session(&state, &s, &headers, Some(lang)).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let Ok(id) = uuid::Uuid::parse_str(&f.identity) else {
+        return Page::new(&s, lang).error(StatusCode::NOT_FOUND, "err_not_found");
+    };
+    match state.core.remove_identity(check.user.id, id, &client).await {
+        Ok(()) => see_other("/account?saved=1", vec![]),
+        Err(Error::NotFound) => Page::new(&s, lang).error(StatusCode::NOT_FOUND, "err_not_found"),
+        Err(Error::Forbidden(_)) => {
+            Page::new(&s, lang).error(StatusCode::CONFLICT, "err_last_method")
+        }
+        Err(e) => Page::new(&s, lang).core_error(&e),
+    }
+}
+
+/// "Connect <provider>": to the provider, for the signed-in person's own
+/// account; the return goes through the same callback as a sign-in.
+async fn connect_start(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    axum::extract::Path(provider): axum::extract::Path<String>,
+    query: Result<Query<LangQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = query.map(|Query(q)| q).unwrap_or_default();
+    let check = match require_session(&state, &s, &headers, q.lang.as_deref()).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let lang = language(q.lang.as_deref(), &headers, check.user.locale.as_ref());
+    if !s.providers.iter().any(|(name, _, _)| *name == provider) {
+        return Page::new(&s, lang).error(StatusCode::NOT_FOUND, "err_not_found");
+    }
+    let started = state
+        .core
+        .start_link_flow(
+            check.user.id,
+            FlowStart {
+                provider: provider.clone(),
+                surface: SURFACE,
+                redirect_uri: s.callback_uri(&provider),
+                language: Some(lang.to_string()),
+                ip: client.ip.clone(),
+                ..FlowStart::default()
+            },
+        )
+        .await;
+    to_provider(&s, lang, &provider, started)
+}
+
+/// The answer to a started provider flow: 302 to the provider with the
+/// flow cookie, or the error page.
+fn to_provider(
+    s: &Settings,
+    lang: &'static str,
+    provider: &str,
+    started: Result<crate::core::StartedFlow, Error>,
+) -> Response {
+    match started {
+        Ok(flow) => {
+            let mut r = StatusCode::FOUND.into_response();
+            if let Ok(v) = HeaderValue::from_str(flow.authorize_url.as_str()) {
+                r.headers_mut().insert(LOCATION, v);
+            }
+            let cookie = set_cookie(
+                FLOW_COOKIE,
+                &flow.state,
+                FLOW_COOKIE_PATH,
+                Some(FLOW_TTL_SECS),
+                s.secure,
+            );
+            r.headers_mut().extend(cookie.map(|c| (SET_COOKIE, c)));
+            r
+        }
+        Err(Error::Provider(e)) => {
+            tracing::warn!(provider, error = %e, "page: cannot start a provider sign-in");
+            Page::new(s, lang).error(StatusCode::BAD_GATEWAY, "err_unavailable")
+        }
+        Err(e) => Page::new(s, lang).core_error(&e),
     }
 }
 
@@ -1211,7 +1351,13 @@ struct LogoutForm {
     lang: Option<String>,
 }
 
-posted!(SendCodeForm, VerifyForm, LogoutForm, EndSessionForm);
+posted!(
+    SendCodeForm,
+    VerifyForm,
+    LogoutForm,
+    EndSessionForm,
+    RemoveMethodForm
+);
 
 async fn logout(
     State(state): State<AppState>,

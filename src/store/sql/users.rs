@@ -253,6 +253,18 @@ impl UserStore for SqlStore {
         })
     }
 
+    async fn delete_identity(&self, user_id: Uuid, identity_id: Uuid) -> Result<bool> {
+        with_writer!(self, |p| {
+            sqlx::query("DELETE FROM identities WHERE id = $1 AND user_id = $2")
+                .bind(identity_id.to_string())
+                .bind(user_id.to_string())
+                .execute(p)
+                .await
+                .map_err(|e| self.db_err(e))
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
     async fn insert_user_with_identity(&self, u: &User, i: &Identity) -> Result<()> {
         with_writer!(self, |p| {
             let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
