@@ -240,6 +240,28 @@ pub struct FinishedCallback {
     pub linked: bool,
 }
 
+/// A provider identity, new, for `user_id`: the address recorded with
+/// whether the provider vouched for it.
+fn new_identity(
+    profile: &ProviderProfile,
+    user_id: Uuid,
+    email: Option<&Email>,
+    vouched: bool,
+    now: super::Timestamp,
+) -> Identity {
+    Identity {
+        id: Uuid::now_v7(),
+        user_id,
+        provider: profile.provider.clone(),
+        issuer: profile.issuer.clone(),
+        subject: profile.subject.clone(),
+        email: email.map(|e| e.as_str().to_string()),
+        email_verified: vouched,
+        created_at: now,
+        last_used_at: now,
+    }
+}
+
 /// The `data` of a flow that connects a provider to a signed-in account.
 const LINK_PREFIX: &str = "link:";
 
@@ -675,17 +697,7 @@ impl Core {
             });
         }
         let user = self.enabled_user(user_id).await?;
-        let identity = Identity {
-            id: Uuid::now_v7(),
-            user_id,
-            provider: profile.provider.clone(),
-            issuer: profile.issuer.clone(),
-            subject: profile.subject.clone(),
-            email: email.as_ref().map(|e| e.as_str().to_string()),
-            email_verified: vouched,
-            created_at: now,
-            last_used_at: now,
-        };
+        let identity = new_identity(profile, user_id, email.as_ref(), vouched, now);
         match store.insert_identity(&identity).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => return Err(Error::Conflict("identity")),
@@ -868,17 +880,7 @@ impl Core {
                 .await?;
             return self.refuse_disabled(user, identity, profile, meta).await;
         }
-        let identity = |user_id: Uuid| Identity {
-            id: Uuid::now_v7(),
-            user_id,
-            provider: profile.provider.clone(),
-            issuer: profile.issuer.clone(),
-            subject: profile.subject.clone(),
-            email: email.as_ref().map(|e| e.as_str().to_string()),
-            email_verified: vouched,
-            created_at: now,
-            last_used_at: now,
-        };
+        let identity = |user_id: Uuid| new_identity(profile, user_id, email.as_ref(), vouched, now);
         if vouched
             && let Some(e) = &email
             && let Some(user) = store.user_by_email(&e.normalized()).await?
