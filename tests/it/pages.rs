@@ -104,11 +104,11 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
     async {
         c.goto(&app.url("/")).await.unwrap();
         assert!(c.current_url().await.unwrap().path().ends_with("/login"));
-        assert_eq!(text_of(c, "h1").await, "Sign in");
+        text_becomes(c, "h1", "Sign in").await;
         screenshots(c, "login").await;
         type_into(c, "#email", &address).await;
         click(c, "#send").await;
-        assert_eq!(text_of(c, "h1").await, "Check your mail");
+        text_becomes(c, "h1", "Check your mail").await;
         screenshots(c, "code").await;
         let raw = Smtpd::wait_for_mail(&smtpd.maildir, &address, Duration::from_secs(15)).await;
         type_into(c, "#code", &code_in(&raw)).await;
@@ -117,7 +117,7 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         assert!(c.current_url().await.unwrap().path().ends_with("/account"));
         screenshots(c, "account").await;
         click(c, "#sign-out").await;
-        assert_eq!(text_of(c, "h1").await, "Sign in");
+        text_becomes(c, "h1", "Sign in").await;
         c.goto(&app.url("/account")).await.unwrap();
         assert!(c.current_url().await.unwrap().path().ends_with("/login"));
     }
@@ -173,7 +173,7 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         text_of(c, "#email-hint").await;
         c.goto(&app.url("/login?lang=en")).await.unwrap();
         press(c, TAB).await;
-        assert_eq!(focused(c).await, "email");
+        focus_becomes(c, "email").await;
         c.active_element()
             .await
             .unwrap()
@@ -181,11 +181,11 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
             .await
             .unwrap();
         press(c, TAB).await;
-        assert_eq!(focused(c).await, "send");
+        focus_becomes(c, "send").await;
         press(c, ENTER).await;
         text_of(c, "#code-hint").await;
         // The code field has the focus on arrival.
-        assert_eq!(focused(c).await, "code");
+        focus_becomes(c, "code").await;
         let raw =
             Smtpd::wait_for_mail(&smtpd.maildir, "keys@example.com", Duration::from_secs(15)).await;
         c.active_element()
@@ -195,7 +195,7 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
             .await
             .unwrap();
         press(c, TAB).await;
-        assert_eq!(focused(c).await, "verify");
+        focus_becomes(c, "verify").await;
         press(c, ENTER).await;
         assert_eq!(text_of(c, "#account-email").await, "keys@example.com");
     };
@@ -228,6 +228,25 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
     let _ = c.clone().close().await;
 }
 
+/// Wait (bounded) until the element's text is `want` (after a click the
+/// old page may still be showing).
+async fn text_becomes(c: &Client, css: &str, want: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(e) = c.find(Locator::Css(css)).await
+            && e.text().await.is_ok_and(|t| t == want)
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{css} never read {want:?} (at {:?})",
+            c.current_url().await.ok()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 const TAB: &str = "\u{e004}";
 const ENTER: &str = "\u{e007}";
 
@@ -240,10 +259,23 @@ async fn press(c: &Client, key: &str) {
     target.send_keys(key).await.unwrap();
 }
 
-/// The focused element's id.
-async fn focused(c: &Client) -> String {
-    let e = c.active_element().await.unwrap();
-    e.attr("id").await.unwrap().unwrap_or_default()
+/// Wait (bounded) until the focused element is the one with this id.
+async fn focus_becomes(c: &Client, id: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let now = match c.active_element().await {
+            Ok(e) => e.attr("id").await.ok().flatten().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if now == id {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the focus is on {now:?}, not #{id}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// authgate on a port known before it starts, its public URL naming it.
