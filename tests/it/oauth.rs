@@ -41,7 +41,7 @@ fn with_google(cfg: &mut Config, issuer: &str) {
     );
 }
 
-fn with_github(cfg: &mut Config, api: &MockServer) {
+pub fn with_github(cfg: &mut Config, api: &MockServer) {
     base(cfg);
     cfg.providers.insert(
         "github".into(),
@@ -406,7 +406,7 @@ async fn microsoft_new_then_returning_person(db: &TestDb) {
 }
 
 /// GitHub's REST API: `/user` (no public e-mail) and `/user/emails`.
-async fn github_person(api: &MockServer, id: i64, login: &str, emails: Value) {
+pub async fn github_person(api: &MockServer, id: i64, login: &str, emails: Value) {
     api.reset().await;
     Mock::given(method("POST"))
         .and(path("/login/oauth/access_token"))

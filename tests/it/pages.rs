@@ -22,6 +22,8 @@ on_both_databases!(
     a_provider_sign_in_through_the_pages,
     the_account_page_edits_ends_sessions_gives_the_data_and_deletes,
     connecting_and_removing_sign_in_methods,
+    a_github_sign_in_through_the_pages,
+    a_templates_folder_replaces_the_built_in_pages,
 );
 
 /// Where the page tests put their screenshots (README: "The pages").
@@ -1195,5 +1197,121 @@ async fn connecting_and_removing_sign_in_methods(db: &TestDb) {
         kinds.iter().any(|k| k == "identity.linked")
             && kinds.iter().any(|k| k == "identity.removed"),
         "{kinds:?}"
+    );
+}
+
+/// GitHub (its REST API faked from its documented answers): the button,
+/// the authorize URL, the return with GitHub's code, signed up with the
+/// verified primary address.
+async fn a_github_sign_in_through_the_pages(db: &TestDb) {
+    let api = wiremock::MockServer::start().await;
+    crate::oauth::github_person(
+        &api,
+        4242,
+        "octo",
+        serde_json::json!([
+            {"email": "octo@example.com", "primary": true, "verified": true, "visibility": null}
+        ]),
+    )
+    .await;
+    let app = App::start(db, |c| crate::oauth::with_github(c, &api)).await;
+    let b = browser();
+    let html = page(&b, app.url("/login?lang=es")).await;
+    assert!(html.contains(">Continuar con GitHub<"), "{html}");
+    let r = b
+        .get(app.url("/login/provider/github?lang=es"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert!(
+        to.as_str()
+            .starts_with(&format!("{}/login/oauth/authorize", api.uri())),
+        "{to}"
+    );
+    let q = |k: &str| {
+        to.query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    assert_eq!(q("scope"), "read:user user:email");
+    assert_eq!(
+        q("redirect_uri"),
+        format!("{PEER_PUBLIC_URL}/login/callback/github")
+    );
+    let r = b
+        .get(app.url(&format!(
+            "/login/callback/github?code=gh-code&state={}",
+            q("state")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/account");
+    let html = page(&b, app.url("/account")).await;
+    assert!(
+        html.contains("id=\"account-email\">octo@example.com<"),
+        "{html}"
+    );
+    assert!(html.contains("id=\"method-github\""), "{html}");
+    // The stored language came from the flow (es): the page speaks it.
+    assert!(html.contains("<html lang=\"es\">"), "{html}");
+}
+
+/// `pages.templates_dir`: a file there replaces the built-in template of
+/// its name (the others stay); a broken one is a config error naming it.
+async fn a_templates_folder_replaces_the_built_in_pages(db: &TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("login.html"),
+        "{% extends \"base.html\" %}{% block content %}<h1 id=\"ours\">Welcome to {{ product }}</h1>\
+         <form method=\"post\" action=\"/login/code\"><input type=\"hidden\" name=\"csrf\" value=\"{{ csrf }}\">\
+         <label for=\"email\">{{ t.email_label }}</label><input id=\"email\" name=\"email\"></form>{% endblock %}",
+    )
+    .unwrap();
+    let folder = dir.path().to_path_buf();
+    let app = start(db, |c| {
+        c.pages.templates_dir = Some(folder);
+        c.pages.product_name = Some("Acme <Portal>".into());
+    })
+    .await;
+    let b = browser();
+    let html = page(&b, app.url("/login")).await;
+    assert!(
+        html.contains("<h1 id=\"ours\">Welcome to Acme &lt;Portal&gt;</h1>"),
+        "the operator's template, still escaped: {html}"
+    );
+    assert!(
+        html.contains("<html lang=\"en\">"),
+        "the built-in base stays: {html}"
+    );
+    assert_eq!(input(&html, "csrf").unwrap().len(), 43);
+    // The other pages are still the built-in ones.
+    let r = b
+        .post(app.url("/login/code"))
+        .header("origin", app.url("").trim_end_matches('/'))
+        .form(&[("csrf", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("id=\"problem\""));
+
+    std::fs::write(dir.path().join("code.html"), "{% block content %}").unwrap();
+    let mut cfg = authgate::config::Config::default();
+    cfg.pages.templates_dir = Some(dir.path().to_path_buf());
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("pages.templates_dir") && e.contains("code.html"),
+        "{e}"
+    );
+    cfg.pages.templates_dir = Some(dir.path().join("missing"));
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("pages.templates_dir") && e.contains("is not a folder"),
+        "{e}"
     );
 }

@@ -85,6 +85,11 @@ pub struct PagesConfig {
     /// Create an account at a person's first sign-in with a provider here
     /// (e-mail codes follow `mail_login.signup`).
     pub signup: bool,
+    /// A folder whose `base.html`, `login.html`, `code.html`,
+    /// `account.html`, `delete.html`, `error.html` replace the built-in
+    /// templates of the same name (the others stay built in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub templates_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for PagesConfig {
@@ -97,12 +102,23 @@ impl Default for PagesConfig {
             cookie_name: "authgate_session".into(),
             cookie_host_prefix: None,
             signup: true,
+            templates_dir: None,
         }
     }
 }
 
 fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
     let p = &cfg.pages;
+    if let Some(dir) = &p.templates_dir {
+        if !dir.is_dir() {
+            errors.push(err(
+                "pages.templates_dir",
+                format!("{} is not a folder", dir.display()),
+            ));
+        } else if let Err(e) = environment(Some(dir)) {
+            errors.push(err("pages.templates_dir", e));
+        }
+    }
     let hex = p.primary_color.len() == 7
         && p.primary_color.starts_with('#')
         && p.primary_color[1..].chars().all(|c| c.is_ascii_hexdigit());
@@ -150,6 +166,8 @@ pub struct Settings {
     /// The configured providers' buttons: (name, label, icon).
     providers: Vec<(String, String, Option<String>)>,
     signup: bool,
+    /// The templates: built in, or the operator's from `pages.templates_dir`.
+    env: Arc<Environment<'static>>,
 }
 
 impl Settings {
@@ -199,6 +217,13 @@ impl Settings {
                 })
                 .collect(),
             signup: p.signup,
+            env: environment(p.templates_dir.as_deref())
+                .map(Arc::new)
+                .unwrap_or_else(|e| {
+                    // `config check` and the start refuse this; never reached.
+                    tracing::error!(error = %e, "pages.templates_dir: using the built-in templates");
+                    Arc::new(environment(None).unwrap_or_default())
+                }),
         }
     }
 
@@ -279,25 +304,32 @@ fn texts() -> &'static BTreeMap<&'static str, Texts> {
     })
 }
 
-fn environment() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-        for (name, source) in [
-            ("base.html", include_str!("templates/base.html")),
-            ("login.html", include_str!("templates/login.html")),
-            ("code.html", include_str!("templates/code.html")),
-            ("account.html", include_str!("templates/account.html")),
-            ("error.html", include_str!("templates/error.html")),
-            ("delete.html", include_str!("templates/delete.html")),
-        ] {
-            if let Err(e) = env.add_template(name, source) {
-                tracing::error!(template = name, error = %e, "a built-in page template does not parse");
-            }
-        }
-        env
-    })
+/// The built-in templates, by name.
+const TEMPLATES: [(&str, &str); 6] = [
+    ("base.html", include_str!("templates/base.html")),
+    ("login.html", include_str!("templates/login.html")),
+    ("code.html", include_str!("templates/code.html")),
+    ("account.html", include_str!("templates/account.html")),
+    ("error.html", include_str!("templates/error.html")),
+    ("delete.html", include_str!("templates/delete.html")),
+];
+
+/// The pages' templates (HTML auto-escaped): the built-in ones, each
+/// replaced by the file of its name in `dir` when there is one. An
+/// unreadable or broken file is an error naming it.
+fn environment(dir: Option<&std::path::Path>) -> Result<Environment<'static>, String> {
+    let mut env = Environment::new();
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
+    for (name, built_in) in TEMPLATES {
+        let source = match dir.map(|d| d.join(name)).filter(|f| f.exists()) {
+            Some(file) => std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))?,
+            None => built_in.to_string(),
+        };
+        env.add_template_owned(name, source)
+            .map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(env)
 }
 
 /// The page's language: the `lang` asked for, else the first of
@@ -405,7 +437,9 @@ impl<'a> Page<'a> {
             languages => languages,
             ..page
         };
-        let html = environment()
+        let html = self
+            .s
+            .env
             .get_template(template)
             .and_then(|tpl| tpl.render(ctx));
         let html = match html {
@@ -1428,7 +1462,7 @@ mod tests {
 
     #[test]
     fn every_template_renders() {
-        let env = environment();
+        let env = environment(None).unwrap();
         for name in [
             "login.html",
             "code.html",
