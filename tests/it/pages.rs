@@ -91,13 +91,34 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         return;
     };
     let Some(axe) = axe_source() else { return };
+    let Some(node) = OidcPeer::node() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let smtpd = Smtpd::start(&python, port, dir.path()).await;
-    let app = start(db, |c| {
+    // authgate's port first: the Google-like provider must know its callback.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let peer = OidcPeer::google_with_redirects(
+        &node,
+        serde_json::json!({"g-gus": {"email": "gus@gmail.example", "email_verified": true, "name": "Gus"}}),
+        &[format!("{public}/login/callback/google")],
+    )
+    .await;
+    let issuer = peer.issuer.clone();
+    let app = App::start_on(listener, db, |c| {
+        c.server.public_url = Some(public.parse().unwrap());
         c.mail.transport = authgate::config::MailTransport::Smtp;
         c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
         c.mail_login.product_name = "Example".into();
+        c.providers.insert(
+            "google".into(),
+            authgate::config::ProviderConfig {
+                client_id: PEER_CLIENT_ID.into(),
+                client_secret: Some(PEER_CLIENT_SECRET.into()),
+                issuer: Some(issuer.parse().unwrap()),
+                ..Default::default()
+            },
+        );
     })
     .await;
     let browser = Browser::start(&driver, &chromium, false).await;
@@ -122,6 +143,19 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         text_becomes(c, "h1", "Sign in").await;
         c.goto(&app.url("/account")).await.unwrap();
         assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+
+        // With Google (the real oidc-provider's own login and consent
+        // forms), script still off.
+        click(c, "#provider-google").await;
+        type_into(c, "input[name=login]", "g-gus").await;
+        type_into(c, "input[name=password]", "any password").await;
+        click(c, "button[type=submit]").await;
+        crate::chromium::gone(c, "input[name=login]").await;
+        click(c, "button[type=submit]").await;
+        assert_eq!(text_of(c, "#account-email").await, "gus@gmail.example");
+        assert!(c.current_url().await.unwrap().path().ends_with("/account"));
+        click(c, "#sign-out").await;
+        text_becomes(c, "h1", "Sign in").await;
     }
     .await;
     let _ = c.clone().close().await;

@@ -728,6 +728,17 @@ impl OidcPeer {
         Self::start(node, port, issuer, &[], false, accounts, &[]).await
     }
 
+    /// As [`Self::google`], also accepting these redirect URIs.
+    pub async fn google_with_redirects(
+        node: &str,
+        accounts: PeerAccounts,
+        redirects: &[String],
+    ) -> OidcPeer {
+        let port = free_port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        Self::start(node, port, issuer, &[], false, accounts, redirects).await
+    }
+
     async fn start(
         node: &str,
         port: u16,
