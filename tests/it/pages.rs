@@ -105,7 +105,19 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
     )
     .await;
     let issuer = peer.issuer.clone();
+    const TENANT: &str = "5b1c9a52-8d4e-4b7a-a6c1-0e2d5f8b9c7a";
+    let entra = OidcPeer::entra_megan(
+        &node,
+        TENANT,
+        &[format!("{public}/login/callback/microsoft")],
+    )
+    .await;
+    let graph = crate::support::graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
     let app = App::start_on(listener, db, |c| {
+        c.providers.insert(
+            "microsoft".into(),
+            crate::support::microsoft_provider(&entra, TENANT, &graph),
+        );
         c.server.public_url = Some(public.parse().unwrap());
         c.mail.transport = authgate::config::MailTransport::Smtp;
         c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
@@ -154,6 +166,19 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         click(c, "button[type=submit]").await;
         assert_eq!(text_of(c, "#account-email").await, "gus@gmail.example");
         assert!(c.current_url().await.unwrap().path().ends_with("/account"));
+        click(c, "#sign-out").await;
+        text_becomes(c, "h1", "Sign in").await;
+
+        // With Microsoft (an Entra-like tenant of the real oidc-provider,
+        // Graph faked from its documented answer).
+        click(c, "#provider-microsoft").await;
+        type_into(c, "input[name=login]", "megan").await;
+        type_into(c, "input[name=password]", "any password").await;
+        click(c, "button[type=submit]").await;
+        crate::chromium::gone(c, "input[name=login]").await;
+        click(c, "button[type=submit]").await;
+        text_becomes(c, "h1", "Your account").await;
+        assert!(c.find(Locator::Css("#method-microsoft")).await.is_ok());
         click(c, "#sign-out").await;
         text_becomes(c, "h1", "Sign in").await;
     }

@@ -485,6 +485,16 @@ impl<'a> Page<'a> {
     }
 }
 
+/// A time as the pages show it: `2026-12-02 05:18 UTC` (the same in every
+/// language; the `<time>` element carries the exact value).
+fn shown_time(t: crate::core::Timestamp) -> String {
+    let exact = rfc3339(t);
+    match (exact.get(..10), exact.get(11..16)) {
+        (Some(day), Some(hm)) => format!("{day} {hm} UTC"),
+        _ => exact,
+    }
+}
+
 fn see_other(to: &str, cookies: Vec<Option<HeaderValue>>) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
@@ -1061,6 +1071,8 @@ async fn account_page(
                 ip => x.ip,
                 created => rfc3339(x.created_at),
                 last_seen => rfc3339(x.last_seen_at),
+                created_shown => shown_time(x.created_at),
+                last_seen_shown => shown_time(x.last_seen_at),
             }
         })
         .collect();
@@ -1431,6 +1443,11 @@ fn css(body: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_shown_to_the_minute_in_utc() {
+        assert_eq!(shown_time(1_734_688_800), "2024-12-20 10:00 UTC");
+    }
 
     #[test]
     fn every_locale_has_every_text() {
