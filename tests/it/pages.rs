@@ -24,6 +24,7 @@ on_both_databases!(
     connecting_and_removing_sign_in_methods,
     a_github_sign_in_through_the_pages,
     a_templates_folder_replaces_the_built_in_pages,
+    refusals_are_friendly_pages_in_the_persons_language,
 );
 
 /// Where the page tests put their screenshots (README: "The pages").
@@ -665,11 +666,17 @@ async fn mail_sign_in(app: &App, b: &reqwest::Client, query: &str, to: &str) -> 
     assert_eq!(r.status(), 200);
     let html = r.text().await.unwrap();
     let csrf = input(&html, "csrf").unwrap();
+    // The page's hidden fields travel with its forms, as in a browser.
+    let lang = input(&html, "lang").unwrap();
     let seen = app.mails_to(to);
     let html = b
         .post(app.url("/login/code"))
         .header("origin", &origin)
-        .form(&[("csrf", csrf.as_str()), ("email", to)])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("lang", lang.as_str()),
+            ("email", to),
+        ])
         .send()
         .await
         .unwrap()
@@ -683,6 +690,7 @@ async fn mail_sign_in(app: &App, b: &reqwest::Client, query: &str, to: &str) -> 
         .header("origin", &origin)
         .form(&[
             ("csrf", csrf.as_str()),
+            ("lang", lang.as_str()),
             ("login", login.as_str()),
             ("code", code.as_str()),
             ("return_to", "https://evil.example/"),
@@ -1372,5 +1380,62 @@ async fn a_templates_folder_replaces_the_built_in_pages(db: &TestDb) {
     assert!(
         e.contains("pages.templates_dir") && e.contains("is not a folder"),
         "{e}"
+    );
+}
+
+/// A disabled account and too many code requests: each a page in the
+/// person's language with a way back, never JSON.
+async fn refusals_are_friendly_pages_in_the_persons_language(db: &TestDb) {
+    let app = start(db, |c| {
+        c.mail_login.per_address = vec![authgate::core::Limit {
+            max: 1,
+            window_secs: 300,
+        }];
+    })
+    .await;
+    let user = app
+        .core
+        .add_user(
+            authgate::core::NewUser::parse("eve@example.com", None, None).unwrap(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    app.core
+        .set_user_disabled(
+            &authgate::core::UserKey::Id(user.id),
+            true,
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let b = browser();
+    let r = mail_sign_in(&app, &b, "?lang=de", "eve@example.com").await;
+    assert_eq!(r.status(), 403);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Dieses Konto ist gesperrt") && html.contains("href=\"/login?lang=de\""),
+        "{html}"
+    );
+    // The second code request to one address within the window: 429.
+    let html = page(&b, app.url("/login?lang=es")).await;
+    let csrf = input(&html, "csrf").unwrap();
+    let r = b
+        .post(app.url("/login/code"))
+        .header("origin", app.url("").trim_end_matches('/'))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("lang", "es"),
+            ("email", "eve@example.com"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("Demasiados intentos") && html.contains("<html lang=\"es\">"),
+        "{html}"
     );
 }
