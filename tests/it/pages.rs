@@ -101,7 +101,10 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
     let public = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let peer = OidcPeer::google_with_redirects(
         &node,
-        serde_json::json!({"g-gus": {"email": "gus@gmail.example", "email_verified": true, "name": "Gus"}}),
+        serde_json::json!({
+            "g-gus": {"email": "gus@gmail.example", "email_verified": true, "name": "Gus"},
+            "g-keys": {"email": "keys.g@gmail.example", "email_verified": true, "name": "Keys G"},
+        }),
         &[format!("{public}/login/callback/google")],
     )
     .await;
@@ -262,6 +265,133 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         assert_eq!(text_of(c, "#account-email").await, "keys@example.com");
     };
     keyboard.await;
+
+    // The account page in the browser: rename, connect Google, sign out a
+    // second browser and see it refused there, fetch the data, delete.
+    let journey = async {
+        let name = c.find(Locator::Css("#name")).await.unwrap();
+        name.clear().await.unwrap();
+        name.send_keys("Keys Example").await.unwrap();
+        click(c, "#save").await;
+        text_becomes(c, ".notice", "Saved.").await;
+        let shown = c
+            .find(Locator::Css("#name"))
+            .await
+            .unwrap()
+            .prop("value")
+            .await
+            .unwrap();
+        assert_eq!(shown.as_deref(), Some("Keys Example"));
+
+        click(c, "#connect-google").await;
+        type_into(c, "input[name=login]", "g-keys").await;
+        type_into(c, "input[name=password]", "any password").await;
+        click(c, "button[type=submit]").await;
+        crate::chromium::gone(c, "input[name=login]").await;
+        click(c, "button[type=submit]").await;
+        text_becomes(c, ".notice", "Connected.").await;
+        assert!(c.find(Locator::Css("#method-google")).await.is_ok());
+
+        // A second browser (script off) signs in to the same account.
+        let second = Browser::start(&driver, &chromium, false).await;
+        let c2 = &second.client;
+        c2.goto(&app.url("/login?lang=en")).await.unwrap();
+        type_into(c2, "#email", "keys@example.com").await;
+        let seen = std::fs::read_dir(smtpd.maildir.join("new"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        click(c2, "#send").await;
+        text_becomes(c2, "h1", "Check your mail").await;
+        let start = std::time::Instant::now();
+        let raw = loop {
+            let mut newest: Vec<_> = std::fs::read_dir(smtpd.maildir.join("new"))
+                .unwrap()
+                .flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .filter(|m| m.contains("To: keys@example.com"))
+                .collect();
+            if newest.len() >= 2
+                && std::fs::read_dir(smtpd.maildir.join("new"))
+                    .unwrap()
+                    .count()
+                    > seen
+            {
+                newest.sort_by_key(|m| m.len());
+                // The newer mail is the one whose code the code page awaits;
+                // try both (the older one's login is gone).
+                break newest;
+            }
+            assert!(start.elapsed() < Duration::from_secs(15), "no second mail");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut signed = false;
+        for mail in &raw {
+            let field = c2.find(Locator::Css("#code")).await.unwrap();
+            field.clear().await.unwrap();
+            field.send_keys(&code_in(mail)).await.unwrap();
+            click(c2, "#verify").await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if c2.find(Locator::Css("#account-email")).await.is_ok() {
+                signed = true;
+                break;
+            }
+        }
+        assert!(signed, "the second browser signed in");
+        // The first browser signs the second out.
+        c.goto(&app.url("/account")).await.unwrap();
+        click(c, "form[action='/account/sessions/end'] button").await;
+        text_becomes(c, "h1", "Your account").await;
+        c2.goto(&app.url("/account")).await.unwrap();
+        assert!(
+            c2.current_url().await.unwrap().path().ends_with("/login"),
+            "refused there"
+        );
+        let _ = c2.clone().close().await;
+
+        // "Download my data" with this browser's session cookie (the pages'
+        // CSP lets no script fetch it: `connect-src` falls back to 'none').
+        let blocked = c
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 fetch('/account/data').then(() => done('fetched'), () => done('blocked'));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(blocked, "blocked");
+        let link = c.find(Locator::Css("#download")).await.unwrap();
+        assert_eq!(
+            link.attr("href").await.unwrap().as_deref(),
+            Some("/account/data")
+        );
+        let cookie = c
+            .get_all_cookies()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|k| k.name() == "authgate_session")
+            .expect("the session cookie");
+        let data: serde_json::Value = reqwest::Client::new()
+            .get(app.url("/account/data"))
+            .header("cookie", format!("authgate_session={}", cookie.value()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(data["user"]["email"], "keys@example.com");
+        assert_eq!(data["user"]["display_name"], "Keys Example");
+        assert_eq!(data["identities"][0]["provider"], "google");
+
+        click(c, "#delete").await;
+        text_becomes(c, "h1", "Delete your account?").await;
+        click(c, "#delete-for-good").await;
+        text_becomes(c, "h1", "Sign in").await;
+        c.goto(&app.url("/account")).await.unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    };
+    journey.await;
 
     // Framed by another site: the browser refuses (CSP frame-ancestors),
     // while the same site's own frame loads.
