@@ -240,6 +240,13 @@ pub struct FinishedCallback {
     pub linked: bool,
 }
 
+/// The address a provider gave (if it parses) and whether it vouched for it.
+fn vouched_email(profile: &ProviderProfile) -> (Option<Email>, bool) {
+    let email = profile.email.as_deref().and_then(|e| Email::parse(e).ok());
+    let vouched = profile.email_verified && email.is_some();
+    (email, vouched)
+}
+
 /// A provider identity, new, for `user_id`: the address recorded with
 /// whether the provider vouched for it.
 fn new_identity(
@@ -573,46 +580,25 @@ impl Core {
             .data
             .as_deref()
             .and_then(|d| d.strip_prefix(LINK_PREFIX))
-            .map(|id| Uuid::parse_str(id).ok());
-        if let Some(owner) = link_for {
-            if owner.is_none() || owner != cb.signed_in {
-                return Err(CallbackError::Failed {
-                    error: Error::Unauthorized,
-                    flow: Some(Box::new(flow)),
-                });
-            }
-            let linked = match redeemed {
-                Ok(profile) => match owner {
-                    Some(user_id) => self
-                        .link_signed_in(&profile, user_id, meta)
-                        .await
-                        .map(|r| (profile, r)),
-                    None => Err(Error::Unauthorized),
-                },
-                Err(e) => Err(e),
-            };
-            return match linked {
-                Ok((profile, resolved)) => Ok(FinishedCallback {
-                    flow,
-                    profile,
-                    resolved,
-                    session: None,
-                    linked: true,
-                }),
-                Err(error) => Err(CallbackError::Failed {
-                    error,
-                    flow: Some(Box::new(flow)),
-                }),
-            };
-        }
-        let resolved = match redeemed {
-            Ok(profile) => self
+            .map(|id| {
+                Uuid::parse_str(id)
+                    .ok()
+                    .filter(|o| Some(*o) == cb.signed_in)
+            });
+        let outcome = match (link_for, redeemed) {
+            // Started for an account this browser is not signed in to (now).
+            (Some(None), _) => Err(Error::Unauthorized),
+            (_, Err(e)) => Err(e),
+            (Some(Some(user_id)), Ok(profile)) => self
+                .link_signed_in(&profile, user_id, meta)
+                .await
+                .map(|r| (profile, r, true)),
+            (None, Ok(profile)) => self
                 .resolve_user(&profile, cb.surface, cb.signup, locale.as_ref(), meta)
                 .await
-                .map(|r| (profile, r)),
-            Err(e) => Err(e),
+                .map(|r| (profile, r, false)),
         };
-        let (profile, resolved) = match resolved {
+        let (profile, resolved, linked) = match outcome {
             Ok(v) => v,
             Err(error) => {
                 return Err(CallbackError::Failed {
@@ -621,7 +607,8 @@ impl Core {
                 });
             }
         };
-        let session = match cb.then {
+        let then = if linked { Then::Resolve } else { cb.then };
+        let session = match then {
             Then::Resolve => None,
             Then::SignIn {
                 kind,
@@ -645,7 +632,7 @@ impl Core {
             profile,
             resolved,
             session,
-            linked: false,
+            linked,
         })
     }
 
@@ -671,8 +658,7 @@ impl Core {
     ) -> Result<ResolvedUser, Error> {
         let store = self.store();
         let now = self.now();
-        let email = profile.email.as_deref().and_then(|e| Email::parse(e).ok());
-        let vouched = profile.email_verified && email.is_some();
+        let (email, vouched) = vouched_email(profile);
         if let Some((identity, owner)) = store
             .identity_with_user(&profile.provider, &profile.issuer, &profile.subject)
             .await?
@@ -869,8 +855,7 @@ impl Core {
     ) -> Result<ResolvedUser, Error> {
         let store = self.store();
         let now = self.now();
-        let email = profile.email.as_deref().and_then(|e| Email::parse(e).ok());
-        let vouched = profile.email_verified && email.is_some();
+        let (email, vouched) = vouched_email(profile);
         if let Some((identity, user)) = store
             .identity_with_user(&profile.provider, &profile.issuer, &profile.subject)
             .await?
