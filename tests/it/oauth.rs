@@ -43,25 +43,67 @@ fn with_google(cfg: &mut Config, issuer: &str) {
 
 pub fn with_github(cfg: &mut Config, api: &MockServer) {
     base(cfg);
-    cfg.providers.insert(
-        "github".into(),
-        ProviderConfig {
-            client_id: "gh-client".into(),
-            client_secret: Some("gh-secret".into()),
-            auth_url: Some(
-                format!("{}/login/oauth/authorize", api.uri())
-                    .parse()
-                    .unwrap(),
-            ),
-            token_url: Some(
-                format!("{}/login/oauth/access_token", api.uri())
-                    .parse()
-                    .unwrap(),
-            ),
-            api_url: Some(api.uri().parse().unwrap()),
-            ..Default::default()
-        },
-    );
+    cfg.providers.insert("github".into(), github_provider(api));
+}
+
+/// The GitHub provider's config against the faked API.
+pub fn github_provider(api: &MockServer) -> ProviderConfig {
+    ProviderConfig {
+        client_id: "gh-client".into(),
+        client_secret: Some("gh-secret".into()),
+        auth_url: Some(
+            format!("{}/login/oauth/authorize", api.uri())
+                .parse()
+                .unwrap(),
+        ),
+        token_url: Some(
+            format!("{}/login/oauth/access_token", api.uri())
+                .parse()
+                .unwrap(),
+        ),
+        api_url: Some(api.uri().parse().unwrap()),
+        ..Default::default()
+    }
+}
+
+/// GitHub's authorize page as a browser meets it: for the configured
+/// client, a page whose "Authorize" link returns to `redirect_uri` with a
+/// code and the `state` unchanged (GitHub's documented redirect); anything
+/// else (another client, no redirect URI) is GitHub's 404.
+pub async fn github_authorize_page(api: &MockServer) {
+    struct Authorize;
+    impl wiremock::Respond for Authorize {
+        fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
+            let q = |k: &str| {
+                request
+                    .url
+                    .query_pairs()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.into_owned())
+            };
+            let (Some("gh-client"), Some(redirect), Some(state)) =
+                (q("client_id").as_deref(), q("redirect_uri"), q("state"))
+            else {
+                return ResponseTemplate::new(404);
+            };
+            let mut back = reqwest::Url::parse(&redirect).unwrap();
+            back.query_pairs_mut()
+                .append_pair("code", "gh-code")
+                .append_pair("state", &state);
+            let href = back.as_str().replace('&', "&amp;");
+            ResponseTemplate::new(200).set_body_raw(
+                format!(
+                    r#"<!doctype html><title>Authorize application</title><h1>Authorize gh-client</h1><a id="gh-authorize" href="{href}">Authorize</a>"#
+                ),
+                "text/html; charset=utf-8",
+            )
+        }
+    }
+    Mock::given(method("GET"))
+        .and(path("/login/oauth/authorize"))
+        .respond_with(Authorize)
+        .mount(api)
+        .await;
 }
 
 async fn init(app: &App, body: Value) -> (u16, String) {

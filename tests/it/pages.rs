@@ -117,7 +117,20 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
     )
     .await;
     let graph = crate::support::graph_me("oid-megan", "Megan Bowen", "megan@contoso.example").await;
+    let github = wiremock::MockServer::start().await;
+    crate::oauth::github_person(
+        &github,
+        5151,
+        "octo-pages",
+        serde_json::json!([
+            {"email": "octo.pages@example.com", "primary": true, "verified": true, "visibility": null}
+        ]),
+    )
+    .await;
+    crate::oauth::github_authorize_page(&github).await;
     let app = App::start_on(listener, db, |c| {
+        c.providers
+            .insert("github".into(), crate::oauth::github_provider(&github));
         c.providers.insert(
             "microsoft".into(),
             crate::support::microsoft_provider(&entra, TENANT, &graph),
@@ -183,6 +196,15 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
         click(c, "button[type=submit]").await;
         text_becomes(c, "h1", "Your account").await;
         assert!(c.find(Locator::Css("#method-microsoft")).await.is_ok());
+        click(c, "#sign-out").await;
+        text_becomes(c, "h1", "Sign in").await;
+
+        // With GitHub (its authorize page and REST API faked from the
+        // documented answers): the person clicks "Authorize" there.
+        click(c, "#provider-github").await;
+        click(c, "#gh-authorize").await;
+        assert_eq!(text_of(c, "#account-email").await, "octo.pages@example.com");
+        assert!(c.find(Locator::Css("#method-github")).await.is_ok());
         click(c, "#sign-out").await;
         text_becomes(c, "h1", "Sign in").await;
     }
@@ -1448,6 +1470,19 @@ async fn a_github_sign_in_through_the_pages(db: &TestDb) {
         .unwrap();
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/account");
+    // The callback's URL holds GitHub's code: no Referer may carry it on.
+    assert_eq!(r.headers()["referrer-policy"], "no-referrer");
+    let replayed = b
+        .get(app.url(&format!(
+            "/login/callback/github?code=gh-code&state={}",
+            q("state")
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.status(), 400, "the state is single use");
+    assert_eq!(replayed.headers()["referrer-policy"], "no-referrer");
+    assert!(replayed.text().await.unwrap().contains("id=\"problem\""));
     let html = page(&b, app.url("/account")).await;
     assert!(
         html.contains("id=\"account-email\">octo@example.com<"),
@@ -1473,10 +1508,27 @@ async fn a_templates_folder_replaces_the_built_in_pages(db: &TestDb) {
     let app = start(db, |c| {
         c.pages.templates_dir = Some(folder);
         c.pages.product_name = Some("Acme <Portal>".into());
+        c.pages.stylesheet_url = Some("https://cdn.acme.example/brand/pages.css".into());
+        c.pages.primary_color = "#7a1fa2".into();
     })
     .await;
     let b = browser();
-    let html = page(&b, app.url("/login")).await;
+    let r = b.get(app.url("/login")).send().await.unwrap();
+    // The extra stylesheet's origin, and only it, is allowed for styles.
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("style-src 'self' https://cdn.acme.example;"),
+        "{csp}"
+    );
+    let html = r.text().await.unwrap();
+    // (minijinja escapes `/` in attributes as `&#x2f;`, which HTML decodes.)
+    assert!(
+        html.replace("&#x2f;", "/")
+            .contains(r#"<link rel="stylesheet" href="https://cdn.acme.example/brand/pages.css">"#),
+        "{html}"
+    );
+    let theme = page(&b, app.url("/assets/theme.css")).await;
+    assert!(theme.contains("#7a1fa2"), "{theme}");
     assert!(
         html.contains("<h1 id=\"ours\">Welcome to Acme &lt;Portal&gt;</h1>"),
         "the operator's template, still escaped: {html}"

@@ -48,7 +48,20 @@ const RETURN_COOKIE: &str = "authgate_return";
 const LOCALES: [&str; 5] = ["en", "de", "fr", "es", "nl"];
 /// Pages may load authgate's own stylesheets and images from anywhere over
 /// https (a configured logo); nothing runs, nothing frames them.
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+/// The pages' Content-Security-Policy: nothing but authgate's own
+/// stylesheets (and the configured extra one's origin), images, and forms
+/// posted to authgate; no script, no frames.
+fn csp(p: &PagesConfig) -> String {
+    let extra = p
+        .stylesheet_url
+        .as_deref()
+        .and_then(|u| url::Url::parse(u).ok())
+        .map(|u| format!(" {}", u.origin().ascii_serialization()))
+        .unwrap_or_default();
+    format!(
+        "default-src 'none'; style-src 'self'{extra}; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
 
 pub const DECLARATION: Surface = Surface {
     tag: "pages",
@@ -71,9 +84,9 @@ pub struct PagesConfig {
     pub logo_url: Option<String>,
     /// The colour of buttons, links and focus rings (`#rrggbb`).
     pub primary_color: String,
-    /// A further stylesheet loaded after the built-in one (an https URL;
-    /// it must be allowed by the CSP, so only authgate's own origin works
-    /// unless served from there).
+    /// A further stylesheet loaded after the built-in one (an https URL,
+    /// whose origin the pages' CSP then allows for styles, or a path on
+    /// authgate).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stylesheet_url: Option<String>,
     /// The session cookie's name.
@@ -252,7 +265,15 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/login/code", post(send_code))
         .route("/login/verify", post(verify_code))
         .route("/login/provider/{provider}", get(provider_start))
-        .route("/login/callback/{provider}", get(provider_callback))
+        // A provider's code and state are in this URL: nothing it shows
+        // or links to may learn it (no form posts from here).
+        .route(
+            "/login/callback/{provider}",
+            get(provider_callback).layer(SetResponseHeaderLayer::overriding(
+                axum::http::header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            )),
+        )
         .route("/account", get(account))
         .route("/account/profile", post(update_profile))
         .route("/account/sessions/end", post(end_session))
@@ -266,17 +287,24 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/assets/theme.css", get(theme))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
+            // (A URL's ASCII origin is always a valid header value; were it
+            // not, the stricter policy without it.)
+            HeaderValue::try_from(csp(&cfg.pages)).unwrap_or_else(|_| {
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+                )
+            }),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        // Not `no-referrer`: with it, browsers send `Origin: null` on the
-        // pages' own form posts, and the origin check could not tell them
-        // from a forged one. `same-origin` tells other sites nothing (and
-        // no page URL carries a secret: codes and tokens travel in bodies).
-        .layer(SetResponseHeaderLayer::overriding(
+        // Not `no-referrer` on pages with forms: with it, browsers send
+        // `Origin: null` on the pages' own form posts, and the origin check
+        // could not tell them from a forged one. `same-origin` tells other
+        // sites nothing; codes and tokens travel in bodies, except on the
+        // provider callback, which says `no-referrer` itself.
+        .layer(SetResponseHeaderLayer::if_not_present(
             axum::http::header::REFERRER_POLICY,
             HeaderValue::from_static("same-origin"),
         ));
