@@ -74,13 +74,7 @@ pub async fn github_authorize_page(api: &MockServer) {
     struct Authorize;
     impl wiremock::Respond for Authorize {
         fn respond(&self, request: &wiremock::Request) -> ResponseTemplate {
-            let q = |k: &str| {
-                request
-                    .url
-                    .query_pairs()
-                    .find(|(n, _)| n == k)
-                    .map(|(_, v)| v.into_owned())
-            };
+            let q = |k: &str| query_param(&request.url, k);
             let (Some("gh-client"), Some(redirect), Some(state)) =
                 (q("client_id").as_deref(), q("redirect_uri"), q("state"))
             else {

@@ -48,19 +48,23 @@ const RETURN_COOKIE: &str = "authgate_return";
 const LOCALES: [&str; 5] = ["en", "de", "fr", "es", "nl"];
 /// Pages may load authgate's own stylesheets and images from anywhere over
 /// https (a configured logo); nothing runs, nothing frames them.
-/// The pages' Content-Security-Policy: nothing but authgate's own
-/// stylesheets (and the configured extra one's origin), images, and forms
-/// posted to authgate; no script, no frames.
-fn csp(p: &PagesConfig) -> String {
-    let extra = p
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// [`CSP`], with the origin of an https `pages.stylesheet_url` allowed for
+/// styles too.
+fn csp(p: &PagesConfig) -> HeaderValue {
+    let strict = HeaderValue::from_static(CSP);
+    let Some(origin) = p
         .stylesheet_url
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok())
-        .map(|u| format!(" {}", u.origin().ascii_serialization()))
-        .unwrap_or_default();
-    format!(
-        "default-src 'none'; style-src 'self'{extra}; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    )
+        .filter(|u| u.scheme() == "https")
+        .map(|u| u.origin().ascii_serialization())
+    else {
+        return strict;
+    };
+    let policy = CSP.replacen("style-src 'self'", &format!("style-src 'self' {origin}"), 1);
+    HeaderValue::try_from(policy).unwrap_or(strict)
 }
 
 pub const DECLARATION: Surface = Surface {
@@ -287,13 +291,7 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/assets/theme.css", get(theme))
         .layer(SetResponseHeaderLayer::overriding(
             CONTENT_SECURITY_POLICY,
-            // (A URL's ASCII origin is always a valid header value; were it
-            // not, the stricter policy without it.)
-            HeaderValue::try_from(csp(&cfg.pages)).unwrap_or_else(|_| {
-                HeaderValue::from_static(
-                    "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-                )
-            }),
+            csp(&cfg.pages),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::header::X_CONTENT_TYPE_OPTIONS,
