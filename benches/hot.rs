@@ -64,7 +64,7 @@ fn session_check(c: &mut Criterion) {
                 .await
                 .unwrap();
             let (token, _) = core
-                .sign_in(&user, "bench", TokenFormat::UrlSafe32, &meta)
+                .sign_in(&user, "bench", "otp", TokenFormat::UrlSafe32, &meta)
                 .await
                 .unwrap();
             (core, token)

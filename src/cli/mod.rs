@@ -53,6 +53,9 @@ pub enum Command {
     /// The token vault's keys.
     #[command(subcommand)]
     Vault(VaultCommand),
+    /// The OpenID provider's ID-token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Print the OpenAPI document (JSON).
     Openapi,
 }
@@ -130,6 +133,25 @@ pub enum VaultCommand {
     /// Re-encrypt every kept provider token under the first key of
     /// `vault.keys` (after putting a new key first; then drop the old ones).
     Rekey,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the signing keys: id, algorithm, when each signs and until
+    /// when it is published.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a new signing key (algorithm `oidc.signing_alg`) that signs
+    /// after `oidc.key_rotation_lead_secs`; the current key signs until
+    /// then and stays published until the tokens it signed have expired.
+    Rotate {
+        /// Sign with the new key at once (the old one leaked): relying
+        /// parties refetch the JWKS when they meet its key id.
+        #[arg(long)]
+        now: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -219,6 +241,14 @@ async fn run(command: Command, cfg: Config, path: Option<PathBuf>) -> anyhow::Re
             init_logging(&cfg, false);
             session_command(&open_core(&cfg).await?, cmd, &meta).await
         }
+        Command::Keys(cmd) => {
+            init_logging(&cfg, false);
+            let core = Core::builder(open_store(&cfg).await?, Arc::new(SystemClock))
+                .vault(serve::vault(&cfg)?)
+                .oidc(crate::http::oidc::policy(&cfg))
+                .build();
+            keys_command(&core, cmd, &meta).await
+        }
         Command::Vault(VaultCommand::Key) => {
             println!("{}", crate::core::Vault::new_key()?);
             Ok(())
@@ -297,6 +327,65 @@ pub async fn open_store(cfg: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
         .await
         .with_context(|| format!("cannot migrate database {shown}"))?;
     Ok(store)
+}
+
+#[derive(Serialize)]
+struct KeyView {
+    kid: Uuid,
+    alg: String,
+    created_at: String,
+    signs_from: String,
+    retired_at: Option<String>,
+    published_until: Option<String>,
+}
+
+async fn keys_command(core: &Core, cmd: KeysCommand, meta: &ClientMeta) -> anyhow::Result<()> {
+    use crate::core::clock::rfc3339;
+    match cmd {
+        KeysCommand::List { json } => {
+            let keys: Vec<KeyView> = core
+                .signing_keys()
+                .await?
+                .into_iter()
+                .map(|k| KeyView {
+                    kid: k.kid,
+                    alg: k.alg,
+                    created_at: rfc3339(k.created_at),
+                    signs_from: rfc3339(k.signs_from),
+                    retired_at: k.retired_at.map(rfc3339),
+                    published_until: k.published_until.map(rfc3339),
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&keys)?);
+            } else {
+                for k in keys {
+                    println!(
+                        "{}  {}  signs from {}{}{}",
+                        k.kid,
+                        k.alg,
+                        k.signs_from,
+                        k.retired_at
+                            .map(|r| format!(" until {r}"))
+                            .unwrap_or_default(),
+                        k.published_until
+                            .map(|p| format!(", published until {p}"))
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        KeysCommand::Rotate { now } => {
+            let key = core.rotate_signing_key(now, meta).await?;
+            println!(
+                "new signing key {} ({}), signing from {}",
+                key.kid,
+                key.alg,
+                crate::core::clock::rfc3339(key.signs_from)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The core for CLI commands (no mail, no resolver).

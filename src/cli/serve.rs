@@ -57,7 +57,8 @@ pub fn assemble(
         .flow_limits(cfg.login_flows.per_ip.clone())
         .mail_templates(Arc::new(crate::mail::templates::Templates))
         .providers(providers)
-        .vault(vault(cfg)?);
+        .vault(vault(cfg)?)
+        .oidc(http::oidc::policy(cfg));
     if !ml.deny_list.is_empty() {
         let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
             .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;
@@ -193,11 +194,18 @@ fn read_key_file(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
 /// refuse to start, naming the setting (PostgreSQL: several instances must
 /// share one key, so none is made up).
 fn ensure_vault_key(cfg: &Config) -> anyhow::Result<()> {
-    if !cfg.keeps_provider_tokens() || vault(cfg)?.is_some() {
+    if !(cfg.keeps_provider_tokens() || cfg.needs_oidc_keys()) || vault(cfg)?.is_some() {
         return Ok(());
     }
     let provider = cfg.browser.provider_name();
     let Some(file) = cfg.vault.key_file_for(cfg.database.url.expose()) else {
+        if cfg.needs_oidc_keys() {
+            anyhow::bail!(
+                "vault.keys is empty, and the OpenID provider keeps its signing keys encrypted: \
+                 set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
+                 or vault.key_file"
+            );
+        }
         anyhow::bail!(
             "vault.keys is empty, and /auth/test-token needs {provider}'s tokens kept encrypted: \
              set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
@@ -223,7 +231,7 @@ fn ensure_vault_key(cfg: &Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the vault key file {}", file.display()))?;
     tracing::warn!(
         file = %file.display(),
-        "vault.keys is empty: made a new vault key for the provider tokens in this file (mode 0600); back it up, or set vault.keys"
+        "vault.keys is empty: made a new vault key (provider tokens, signing keys) in this file (mode 0600); back it up, or set vault.keys"
     );
     Ok(())
 }

@@ -41,6 +41,10 @@ pub struct Config {
     pub oauth: crate::http::oauth::OauthConfig,
     pub browser: crate::http::browser::BrowserConfig,
     pub pages: crate::http::pages::PagesConfig,
+    /// The OpenID provider's settings.
+    pub oidc: crate::http::oidc::OidcConfig,
+    /// The OpenID provider's relying parties, by client id.
+    pub clients: std::collections::BTreeMap<String, crate::http::oidc::ClientConfig>,
     pub vault: VaultConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -342,6 +346,9 @@ pub struct SurfacesConfig {
     pub browser: bool,
     /// `/`, `/login`, `/account`, `/logout`: authgate's own pages.
     pub pages: bool,
+    /// `/.well-known/openid-configuration`, `/oauth2/*`: authgate as an
+    /// OpenID Provider for the `[clients.*]`.
+    pub oidc: bool,
 }
 
 impl Default for SurfacesConfig {
@@ -352,6 +359,7 @@ impl Default for SurfacesConfig {
             oauth: true,
             browser: true,
             pages: true,
+            oidc: true,
         }
     }
 }
@@ -494,6 +502,12 @@ impl Config {
     /// `/auth/test-token`): a vault key is needed.
     pub fn keeps_provider_tokens(&self) -> bool {
         self.surfaces.browser && self.providers.contains_key(self.browser.provider_name())
+    }
+
+    /// The OpenID provider serves clients: it signs ID tokens with keys the
+    /// vault keeps.
+    pub fn needs_oidc_keys(&self) -> bool {
+        self.surfaces.oidc && !self.clients.is_empty()
     }
 }
 

@@ -481,7 +481,9 @@ impl Core {
             Err(Error::NotFound) => return Err(Error::Forbidden("sign-up is not allowed")),
             Err(e) => return Err(e),
         };
-        let (session, _) = self.sign_in(&user, kind, format, client).await?;
+        let (session, _) = self
+            .sign_in(&user, kind, super::AMR_OTP, format, client)
+            .await?;
         Ok((user, session, created))
     }
 }

@@ -13,6 +13,7 @@ mod error;
 pub mod handoff;
 pub mod mail_login;
 pub mod model;
+pub mod oidc;
 pub mod outbox;
 pub mod ports;
 pub mod providers;
@@ -57,6 +58,9 @@ struct Inner {
     session_cache: session_cache::SessionCache,
     outbox_notify: mail_login::OutboxNotify,
     touches: touches::Touches,
+    oidc: oidc::OidcPolicy,
+    /// The OpenID provider's signing keys, as last read.
+    oidc_keys: tokio::sync::Mutex<Option<Arc<oidc::KeyRing>>>,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -106,6 +110,12 @@ impl CoreBuilder {
         self
     }
 
+    /// The OpenID provider's issuer, clients and keys policy.
+    pub fn oidc(mut self, policy: oidc::OidcPolicy) -> Self {
+        self.inner.oidc = policy;
+        self
+    }
+
     pub fn build(self) -> Core {
         // Several PostgreSQL instances: no cached answers until the
         // invalidation channel is listening (`Core::set_session_cache`).
@@ -134,6 +144,8 @@ impl Core {
                 session_cache: session_cache::SessionCache::new(SessionPolicy::default().cache_ttl),
                 outbox_notify: Default::default(),
                 touches: Default::default(),
+                oidc: oidc::OidcPolicy::default(),
+                oidc_keys: Default::default(),
             },
         }
     }

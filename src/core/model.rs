@@ -175,7 +175,15 @@ pub struct Session {
     pub user_agent: Option<String>,
     /// Which surface or tool created it (e.g. `cli`, `cookie`, `mail`).
     pub kind: String,
+    /// How the person signed in, as an OpenID Connect `amr` value
+    /// ([`AMR_OTP`], [`AMR_FED`]); empty for sessions from before it was kept.
+    pub method: String,
 }
+
+/// An `amr` value: signed in with a one-time code sent by e-mail.
+pub const AMR_OTP: &str = "otp";
+/// An `amr` value: signed in through a federated provider.
+pub const AMR_FED: &str = "fed";
 
 impl Session {
     /// The moment this session ends if nothing touches it again.

@@ -420,6 +420,20 @@ impl Core {
         redirect_to: String,
         ip: Option<&str>,
     ) -> Result<String, Error> {
+        self.remember_flow(surface, Some(redirect_to), None, ip)
+            .await
+    }
+
+    /// A flow with no provider that keeps `redirect_to` and `data` of a
+    /// surface for [`FLOW_TTL_SECS`], counted as a flow start of this
+    /// client. Returns its key.
+    pub(crate) async fn remember_flow(
+        &self,
+        surface: &'static str,
+        redirect_to: Option<String>,
+        data: Option<String>,
+        ip: Option<&str>,
+    ) -> Result<String, Error> {
         self.count_flow_start(ip).await?;
         let state = secret::new_token(TokenFormat::UrlSafe32)?;
         let now = self.now();
@@ -431,9 +445,9 @@ impl Core {
                 pkce_verifier: String::new(),
                 nonce: String::new(),
                 language: None,
-                redirect_to: Some(redirect_to),
+                redirect_to,
                 redirect_uri: None,
-                data: None,
+                data,
                 created_at: now,
                 expires_at: now + FLOW_TTL_SECS,
             })
@@ -760,7 +774,8 @@ impl Core {
                 tracing::warn!(error = %e, "sign-in: cannot end the browser's previous session");
             }
         }
-        self.sign_in(&resolved.user, kind, format, meta).await
+        self.sign_in(&resolved.user, kind, super::AMR_FED, format, meta)
+            .await
     }
 
     /// Read a flow by its state without spending it (to send the browser to

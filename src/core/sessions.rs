@@ -55,6 +55,7 @@ impl Core {
         &self,
         user: &User,
         kind: &str,
+        method: &str,
         format: TokenFormat,
         meta: &ClientMeta,
     ) -> Result<(String, Session), Error> {
@@ -81,6 +82,7 @@ impl Core {
             ip: meta.ip.clone(),
             user_agent: meta.user_agent.clone().map(|ua| truncate(ua, 512)),
             kind: kind.to_string(),
+            method: method.to_string(),
         };
         self.store()
             .insert_session(&session, &secret::hash_token(&token))
@@ -89,7 +91,7 @@ impl Core {
             "session.created",
             Some(user.id),
             meta,
-            Some(json!({ "session": session.id, "kind": kind })),
+            Some(json!({ "session": session.id, "kind": kind, "method": method })),
         )
         .await;
         Ok((token, session))

@@ -424,7 +424,13 @@ async fn oauth2_exchange(
             .user
     };
     let (token, _) = core
-        .sign_in(&user, SURFACE, TokenFormat::Base64x16, &client)
+        .sign_in(
+            &user,
+            SURFACE,
+            crate::core::AMR_FED,
+            TokenFormat::Base64x16,
+            &client,
+        )
         .await?;
     Ok(Json(ExchangeResponse { session_id: token }).into_response())
 }

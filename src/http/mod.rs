@@ -33,6 +33,7 @@ pub mod health;
 pub mod mail_code;
 pub mod metrics;
 pub mod oauth;
+pub mod oidc;
 pub mod pages;
 
 pub use error::ApiError;
@@ -93,6 +94,7 @@ pub const SURFACES: &[Surface] = &[
     oauth::DECLARATION,
     browser::DECLARATION,
     pages::DECLARATION,
+    oidc::DECLARATION,
     mail_code::DECLARATION,
     admin::DECLARATION,
 ];

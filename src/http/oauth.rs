@@ -494,7 +494,13 @@ async fn signed_in(
     client: &crate::core::ClientMeta,
 ) -> Result<(Value, String), Error> {
     let (token, _) = core
-        .sign_in(user, SURFACE, TokenFormat::UrlSafe32, client)
+        .sign_in(
+            user,
+            SURFACE,
+            crate::core::AMR_FED,
+            TokenFormat::UrlSafe32,
+            client,
+        )
         .await?;
     Ok((account(user, consent, core.now()), token))
 }

@@ -570,6 +570,7 @@ async fn cookie_options_and_cross_site_posts(db: &TestDb) {
         .sign_in(
             &user,
             "cookie",
+            "fed",
             authgate::core::secret::TokenFormat::UrlSafe32,
             &ClientMeta::default(),
         )
@@ -672,6 +673,7 @@ async fn a_tossed_duplicate_session_cookie_is_refused(db: &TestDb) {
             .sign_in(
                 &user,
                 "browser",
+                "fed",
                 TokenFormat::UrlSafe32,
                 &ClientMeta::default(),
             )

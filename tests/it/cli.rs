@@ -451,11 +451,11 @@ async fn operator_commands_end_sessions_at_once() {
         .unwrap();
     let meta = ClientMeta::default();
     let (t1, s1) = core
-        .sign_in(&user, "cookie", TokenFormat::UrlSafe32, &meta)
+        .sign_in(&user, "cookie", "otp", TokenFormat::UrlSafe32, &meta)
         .await
         .unwrap();
     let (t2, _) = core
-        .sign_in(&user, "cookie", TokenFormat::UrlSafe32, &meta)
+        .sign_in(&user, "cookie", "otp", TokenFormat::UrlSafe32, &meta)
         .await
         .unwrap();
 

@@ -27,7 +27,7 @@ async fn sessions_are_checked_and_revoked_by_raw_id(db: &TestDb) {
         .unwrap();
     let (id, _) = app
         .core
-        .sign_in(&user, "code_exchange", TokenFormat::Base64x16, &meta)
+        .sign_in(&user, "code_exchange", "otp", TokenFormat::Base64x16, &meta)
         .await
         .unwrap();
     assert_eq!(id.len(), 24);
@@ -78,7 +78,7 @@ async fn sessions_are_checked_and_revoked_by_raw_id(db: &TestDb) {
     // A disabled user's sessions are not valid.
     let (id2, _) = app
         .core
-        .sign_in(&user, "code_exchange", TokenFormat::Base64x16, &meta)
+        .sign_in(&user, "code_exchange", "otp", TokenFormat::Base64x16, &meta)
         .await
         .unwrap();
     app.core

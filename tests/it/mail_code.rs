@@ -156,7 +156,7 @@ async fn checks_run_in_the_original_order(db: &TestDb) {
     };
     let (device, _) = app
         .core
-        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .sign_in(&user, "test", "otp", TokenFormat::UrlSafe32, &meta)
         .await
         .unwrap();
     let (s, b) = app

@@ -15,6 +15,7 @@ mod code_exchange;
 mod http_base;
 mod mail_code;
 mod oauth;
+mod openid;
 mod pages;
 mod providers;
 mod real_clients;

@@ -808,7 +808,12 @@ async fn forms_without_the_csrf_token_or_from_elsewhere_are_refused(db: &TestDb)
 
 /// The e-mail code sign-in through the forms in `b`, from `/login` with
 /// this query; the answer to the code's post.
-async fn mail_sign_in(app: &App, b: &reqwest::Client, query: &str, to: &str) -> reqwest::Response {
+pub async fn mail_sign_in(
+    app: &App,
+    b: &reqwest::Client,
+    query: &str,
+    to: &str,
+) -> reqwest::Response {
     let origin = app.url("").trim_end_matches('/').to_string();
     let r = b
         .get(app.url(&format!("/login{query}")))
@@ -835,7 +840,7 @@ async fn mail_sign_in(app: &App, b: &reqwest::Client, query: &str, to: &str) -> 
         .text()
         .await
         .unwrap();
-    let login = input(&html, "login").unwrap();
+    let login = input(&html, "login").unwrap_or_else(|| panic!("the code form: {html}"));
     let code = code_in(&app.mail_after(to, seen).await);
     // A return target in the post's URL or body is never read.
     b.post(app.url("/login/verify?return_to=https://evil.example/"))
@@ -1161,6 +1166,7 @@ async fn the_account_page_edits_ends_sessions_gives_the_data_and_deletes(db: &Te
         .sign_in(
             &other,
             "page",
+            "fed",
             authgate::core::secret::TokenFormat::UrlSafe32,
             &Default::default(),
         )

@@ -189,6 +189,7 @@ async fn mct_co2_text_plain_bodies(db: &TestDb) {
         .sign_in(
             &user,
             "code_exchange",
+            "fed",
             authgate::core::secret::TokenFormat::Base64x16,
             &authgate::core::ClientMeta::default(),
         )

@@ -25,18 +25,18 @@ async fn sign_in_gives_a_fresh_unguessable_id_stored_only_as_a_hash(db: &TestDb)
     let core = db.core(clock.clone());
     let u = add(&core, "pat@example.com").await;
     let (t1, s1) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     let (t2, s2) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     assert_ne!(t1, t2);
     assert_ne!(s1.id, s2.id);
     assert!(t1.len() >= 43, "at least 256 bits in base64url");
     let (t3, _) = core
-        .sign_in(&u, "test", TokenFormat::Base64x16, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::Base64x16, &meta())
         .await
         .unwrap();
     assert_eq!(t3.len(), 24);
@@ -88,7 +88,7 @@ async fn idle_and_absolute_lifetimes_are_enforced(db: &TestDb) {
 
     // Idle: activity keeps it alive; silence for idle_timeout ends it.
     let (t, _) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     clock.advance(p.idle_timeout - 1);
@@ -105,7 +105,7 @@ async fn idle_and_absolute_lifetimes_are_enforced(db: &TestDb) {
     // Absolute: even a busy session ends at absolute_timeout.
     let start = core.now();
     let (t, _) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     while core.now() + p.idle_timeout / 2 < start + p.absolute_timeout {
@@ -121,7 +121,7 @@ async fn last_seen_is_written_at_most_once_per_touch_interval(db: &TestDb) {
     let core = db.core(clock.clone());
     let u = add(&core, "touch@example.com").await;
     let (t, s) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     clock.advance(10);
@@ -147,7 +147,7 @@ async fn last_seen_is_written_at_most_once_per_touch_interval(db: &TestDb) {
     let mut many = Vec::new();
     for _ in 0..70 {
         many.push(
-            core.sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+            core.sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
                 .await
                 .unwrap()
                 .0,
@@ -175,19 +175,19 @@ async fn revocation_one_by_one_and_all_of_a_user(db: &TestDb) {
     let u = add(&core, "rev@example.com").await;
     let other = add(&core, "keep@example.com").await;
     let (a, _) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     let (b, sb) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     let (c, _) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     let (keep, _) = core
-        .sign_in(&other, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&other, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
 
@@ -225,7 +225,7 @@ async fn disabling_or_deleting_a_user_ends_their_sessions_at_once(db: &TestDb) {
     let core = db.core(manual_clock());
     let u = add(&core, "gone@example.com").await;
     let (t, _) = core
-        .sign_in(&u, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&u, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     let key = UserKey::parse("GONE@example.com").unwrap();
@@ -234,7 +234,7 @@ async fn disabling_or_deleting_a_user_ends_their_sessions_at_once(db: &TestDb) {
     assert!(disabled.disabled);
     assert_eq!(core.check_session(&t).await.unwrap(), None);
     assert!(matches!(
-        core.sign_in(&disabled, "test", TokenFormat::UrlSafe32, &meta())
+        core.sign_in(&disabled, "test", "otp", TokenFormat::UrlSafe32, &meta())
             .await,
         Err(Error::Disabled)
     ));
@@ -243,7 +243,7 @@ async fn disabling_or_deleting_a_user_ends_their_sessions_at_once(db: &TestDb) {
     assert_eq!(core.check_session(&t).await.unwrap(), None);
 
     let (t2, _) = core
-        .sign_in(&enabled, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&enabled, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     assert!(core.check_session(&t2).await.unwrap().is_some());
@@ -315,7 +315,7 @@ async fn a_starting_instance_warms_its_cache_and_refreshes_entries_ahead_of_thei
     let writer = db.core(clock.clone());
     let old_user = add(&writer, "old@example.com").await;
     let (old, _) = writer
-        .sign_in(&old_user, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&old_user, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     clock.advance(2 * 3600);
@@ -338,13 +338,13 @@ async fn a_starting_instance_warms_its_cache_and_refreshes_entries_ahead_of_thei
     let mut tokens = Vec::new();
     for _ in 0..2 {
         let (t, _) = writer
-            .sign_in(&active, "test", TokenFormat::UrlSafe32, &meta())
+            .sign_in(&active, "test", "otp", TokenFormat::UrlSafe32, &meta())
             .await
             .unwrap();
         tokens.push(t);
     }
     let (off_token, _) = writer
-        .sign_in(&off, "test", TokenFormat::UrlSafe32, &meta())
+        .sign_in(&off, "test", "otp", TokenFormat::UrlSafe32, &meta())
         .await
         .unwrap();
     db.exec(&format!(
@@ -459,11 +459,11 @@ async fn the_session_cache_never_outlives_a_revocation_on_another_instance(db: &
         .await
         .unwrap();
     let (t1, _) = a
-        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .sign_in(&user, "test", "otp", TokenFormat::UrlSafe32, &meta)
         .await
         .unwrap();
     let (t2, s2) = a
-        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .sign_in(&user, "test", "otp", TokenFormat::UrlSafe32, &meta)
         .await
         .unwrap();
     for t in [&t1, &t2] {
@@ -506,7 +506,7 @@ async fn the_session_cache_never_outlives_a_revocation_on_another_instance(db: &
     a.revoke_session(s2.id, &meta).await.unwrap();
     refused_on_b(t2.clone()).await;
     let (t3, _) = a
-        .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+        .sign_in(&user, "test", "otp", TokenFormat::UrlSafe32, &meta)
         .await
         .unwrap();
     assert!(b.check_session(&t3).await.unwrap().is_some());
@@ -537,7 +537,7 @@ async fn without_the_cache_the_first_check_anywhere_after_a_revocation_is_refuse
     let user = add(&a, "nocache@example.com").await;
     for _ in 0..20 {
         let (t, _) = a
-            .sign_in(&user, "test", TokenFormat::UrlSafe32, &meta)
+            .sign_in(&user, "test", "otp", TokenFormat::UrlSafe32, &meta)
             .await
             .unwrap();
         assert!(b.check_session(&t).await.unwrap().is_some());

@@ -35,6 +35,7 @@ fn session(user_id: Uuid, created_at: i64) -> Session {
         ip: Some("127.0.0.1".into()),
         user_agent: Some("test".into()),
         kind: "test".into(),
+        method: "otp".into(),
     }
 }
 

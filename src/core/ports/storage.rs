@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::core::oidc::{AuthCode, Grant, IssuedToken, SigningKey, Spend};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
     AuditEvent, Confirmation, Handoff, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
@@ -273,6 +274,51 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>>;
 }
 
+/// The OpenID provider's signing keys, grants, codes and tokens (hashes).
+#[async_trait]
+pub trait OidcStore: Send + Sync + 'static {
+    async fn oidc_keys(&self) -> Result<Vec<SigningKey>>;
+    /// Insert a key; with `retire = (at, published_until)`, first retire
+    /// every key still signing (one transaction).
+    async fn insert_oidc_key(
+        &self,
+        key: &SigningKey,
+        retire: Option<(Timestamp, Timestamp)>,
+    ) -> Result<()>;
+    /// A new grant with its code or first tokens (one transaction).
+    async fn insert_oidc_grant(
+        &self,
+        grant: &Grant,
+        code: Option<&AuthCode>,
+        tokens: &[IssuedToken],
+    ) -> Result<()>;
+    /// Spend a live code of `client_id`'s: the code and its grant; or the
+    /// grant of a code spent before.
+    async fn redeem_oidc_code(
+        &self,
+        code_hash: &[u8],
+        client_id: &str,
+        now: Timestamp,
+    ) -> Result<Spend<(AuthCode, Grant)>>;
+    /// Spend a live refresh token of `client_id`'s: its grant; or the grant
+    /// of a token spent before.
+    async fn use_refresh_token(
+        &self,
+        token_hash: &[u8],
+        client_id: &str,
+        now: Timestamp,
+    ) -> Result<Spend<Grant>>;
+    async fn insert_oidc_tokens(&self, tokens: &[IssuedToken]) -> Result<()>;
+    /// A token (live or not) with its grant.
+    async fn oidc_token(
+        &self,
+        token_hash: &[u8],
+        now: Timestamp,
+    ) -> Result<Option<(IssuedToken, Grant)>>;
+    /// Revoke a grant (every token under it stops working).
+    async fn revoke_oidc_grant(&self, grant_id: Uuid, now: Timestamp) -> Result<bool>;
+}
+
 /// Everything the core stores: one object implementing every aggregate's
 /// trait (`Arc<dyn Store>` at assembly).
 pub trait Store:
@@ -284,6 +330,7 @@ pub trait Store:
     + TokenStore
     + RateLimitStore
     + AuditStore
+    + OidcStore
 {
 }
 
@@ -296,5 +343,6 @@ impl<T> Store for T where
         + TokenStore
         + RateLimitStore
         + AuditStore
+        + OidcStore
 {
 }

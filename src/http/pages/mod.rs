@@ -361,6 +361,15 @@ fn environment(dir: Option<&std::path::Path>) -> Result<Environment<'static>, St
 /// The page's language: the `lang` asked for, else the first of
 /// `Accept-Language` authgate has texts for, else the person's stored
 /// locale, else English.
+/// The first of a space-separated list of language tags (`ui_locales`)
+/// the pages have texts for.
+pub(crate) fn known_locale(list: &str) -> Option<&'static str> {
+    list.split(' ').find_map(|tag| {
+        let primary = tag.split(['-', '_']).next()?.to_ascii_lowercase();
+        LOCALES.into_iter().find(|l| *l == primary)
+    })
+}
+
 fn language(asked: Option<&str>, headers: &HeaderMap, stored: Option<&Locale>) -> &'static str {
     let known = |tag: &str| {
         let primary = tag
@@ -521,7 +530,7 @@ fn shown_time(t: crate::core::Timestamp) -> String {
     }
 }
 
-fn see_other(to: &str, cookies: Vec<Option<HeaderValue>>) -> Response {
+pub(crate) fn see_other(to: &str, cookies: Vec<Option<HeaderValue>>) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(LOCATION, v);
@@ -642,10 +651,16 @@ struct LangQuery {
     /// Where to go after signing in (`/login` only): checked, then kept
     /// server-side; never read back from a URL on the way out.
     return_to: Option<String>,
+    /// The address to fill in (`/login` only; an OpenID client's
+    /// `login_hint`).
+    login_hint: Option<String>,
+    /// `/login?reauth=1`: show the sign-in form even to a signed-in person
+    /// (an OpenID client asked for a new sign-in).
+    reauth: Option<String>,
 }
 
 /// The live session behind this browser's cookie (exactly one cookie).
-async fn signed_in(
+pub(crate) async fn signed_in(
     state: &AppState,
     s: &Settings,
     headers: &HeaderMap,
@@ -723,8 +738,10 @@ async fn login_page(
     let lang = language(q.lang.as_deref(), &headers, None);
     let target = q.return_to.as_deref().and_then(|r| s.return_target(r));
     match signed_in(&state, &s, &headers).await {
-        Ok(Some(_)) => return see_other(target.as_deref().unwrap_or("/account"), vec![]),
-        Ok(None) => {}
+        Ok(Some(_)) if q.reauth.is_none() => {
+            return see_other(target.as_deref().unwrap_or("/account"), vec![]);
+        }
+        Ok(_) => {}
         Err(e) => return Page::new(&s, lang).core_error(&e),
     }
     // A return target is kept server-side; the browser holds only its key.
@@ -743,7 +760,34 @@ async fn login_page(
             Err(e) => return Page::new(&s, lang).core_error(&e),
         }
     }
-    login_form_with(&s, lang, &headers, "", None, StatusCode::OK, cookie)
+    let hint = q
+        .login_hint
+        .as_deref()
+        .filter(|h| h.len() <= 254 && h.contains('@'))
+        .unwrap_or_default();
+    login_form_with(&s, lang, &headers, hint, None, StatusCode::OK, cookie)
+}
+
+/// A friendly error page in the person's language (`asked`: a language the
+/// request named, e.g. an OpenID client's `ui_locales`).
+pub(crate) fn error_page(
+    s: &Settings,
+    headers: &HeaderMap,
+    asked: Option<&str>,
+    status: StatusCode,
+    key: &str,
+) -> Response {
+    Page::new(s, language(asked, headers, None)).error(status, key)
+}
+
+/// [`error_page`] for a core error.
+pub(crate) fn core_error_page(
+    s: &Settings,
+    headers: &HeaderMap,
+    asked: Option<&str>,
+    e: &Error,
+) -> Response {
+    Page::new(s, language(asked, headers, None)).core_error(e)
 }
 
 #[derive(Deserialize)]

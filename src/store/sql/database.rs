@@ -85,7 +85,10 @@ impl Database for SqlStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
-        const PURGES: [&str; 8] = [
+        const PURGES: [&str; 11] = [
+            "DELETE FROM oidc_codes WHERE expires_at <= $1",
+            "DELETE FROM oidc_tokens WHERE expires_at <= $1",
+            "DELETE FROM oidc_grants WHERE expires_at <= $1",
             "DELETE FROM confirmations WHERE expires_at <= $1",
             "DELETE FROM sign_in_handoffs WHERE expires_at <= $1",
             "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at + idle_timeout <= $1",

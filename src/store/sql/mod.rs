@@ -21,8 +21,8 @@ use uuid::Uuid;
 
 use super::reachability::Reachability;
 use super::{
-    AuditStore, Database, FlowStore, MailLoginStore, RateHit, RateLimitStore, Result, SessionStore,
-    StoreError, TokenStore, UserStore,
+    AuditStore, Database, FlowStore, MailLoginStore, OidcStore, RateHit, RateLimitStore, Result,
+    SessionStore, StoreError, TokenStore, UserStore,
 };
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
@@ -283,7 +283,7 @@ macro_rules! fetch_chunk {
 /// The columns of a session joined with its user (`SessionUserRow`).
 macro_rules! session_user_select {
     () => {
-        "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_timeout, s.expires_at, s.ip, s.user_agent, s.kind, \
+        "SELECT s.id, s.user_id, s.created_at, s.last_seen_at, s.idle_timeout, s.expires_at, s.ip, s.user_agent, s.kind, s.method, \
          u.email AS u_email, u.display_name AS u_display_name, u.locale AS u_locale, u.disabled AS u_disabled, \
          u.created_at AS u_created_at, u.updated_at AS u_updated_at, s.token_hash \
          FROM sessions s JOIN users u ON u.id = s.user_id "
@@ -357,6 +357,7 @@ mod dialect;
 mod flows;
 mod limits;
 mod mail_logins;
+mod oidc;
 mod sessions;
 mod tokens;
 mod users;

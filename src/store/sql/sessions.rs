@@ -12,6 +12,7 @@ pub(super) struct SessionRow {
     pub(super) ip: Option<String>,
     pub(super) user_agent: Option<String>,
     pub(super) kind: String,
+    pub(super) method: String,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -27,6 +28,7 @@ impl TryFrom<SessionRow> for Session {
             ip: r.ip,
             user_agent: r.user_agent,
             kind: r.kind,
+            method: r.method,
         })
     }
 }
@@ -71,8 +73,8 @@ impl SessionStore for SqlStore {
     async fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
-            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
         )
         .bind(s.id.to_string())
         .bind(token_hash)
@@ -84,6 +86,7 @@ impl SessionStore for SqlStore {
         .bind(s.ip.as_deref())
         .bind(s.user_agent.as_deref())
         .bind(&s.kind)
+        .bind(&s.method)
         .execute(p)
         .await
         .map_err(|e| self.db_err(e))
@@ -200,7 +203,7 @@ impl SessionStore for SqlStore {
         let row: Option<SessionRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "DELETE FROM sessions WHERE token_hash = $1 \
-             RETURNING id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind"
+             RETURNING id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method"
         )
         .bind(token_hash)
         .fetch_optional(p)
@@ -230,7 +233,7 @@ impl SessionStore for SqlStore {
         let rows: Vec<SessionRow> = match user_id {
             Some(uid) => with_pool!(self, |p| {
                 sqlx::query_as(
-                "SELECT id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind FROM sessions \
+                "SELECT id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method FROM sessions \
                  WHERE expires_at > $1 AND last_seen_at + idle_timeout > $1 AND user_id = $3 \
                  ORDER BY created_at DESC, id DESC LIMIT $2"
             )
@@ -243,7 +246,7 @@ impl SessionStore for SqlStore {
             })?,
             None => with_pool!(self, |p| {
                 sqlx::query_as(
-                "SELECT id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind FROM sessions \
+                "SELECT id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method FROM sessions \
                  WHERE expires_at > $1 AND last_seen_at + idle_timeout > $1 \
                  ORDER BY created_at DESC, id DESC LIMIT $2"
             )

@@ -1,0 +1,728 @@
+//! authgate as an OpenID Provider: discovery, JWKS, the authorization
+//! endpoint (which signs the person in on the hosted pages), the token
+//! endpoint and userinfo. Wire translation only: the rules are in
+//! `core::oidc`. Errors are OAuth 2's JSON (`error`, `error_description`),
+//! or, where nothing may be redirected (an unknown client or redirect URI),
+//! a page in the person's language.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Query, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::extract::Client;
+use super::pages::{self, Settings as PageSettings, see_other};
+use super::{AppState, Surface, with_settings};
+use crate::config::{Config, ConfigError, Secret, err};
+use crate::core::oidc::{
+    AuthorizationRequest, Client as OidcClient, ClientAuth, GrantType, Next, OAuthError,
+    OidcPolicy, SCOPES, SigningAlg, TokenRequest, hash_client_secret,
+};
+
+pub const DECLARATION: Surface = Surface {
+    tag: "openid provider",
+    description: "authgate as an OpenID Provider: discovery, authorize, token, userinfo, JWKS",
+    enabled: |s| s.oidc,
+    router,
+    errors: None,
+    validate,
+};
+
+/// `[oidc]`: the provider's own settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The algorithm of new ID-token signing keys: `RS256`, `ES256`, `EdDSA`.
+    pub signing_alg: String,
+    /// Seconds an authorization code lives.
+    pub code_ttl_secs: i64,
+    /// Seconds this instance keeps the signing keys in memory before it
+    /// reads them again (a rotation elsewhere is seen after at most this).
+    pub key_cache_secs: i64,
+    /// Seconds a new key from `authgate keys rotate` is published before
+    /// it signs, so that relying parties' key caches hold it first.
+    pub key_rotation_lead_secs: i64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            signing_alg: "RS256".into(),
+            code_ttl_secs: 60,
+            key_cache_secs: 5,
+            key_rotation_lead_secs: 300,
+        }
+    }
+}
+
+/// `[clients.<id>]`: a relying party.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    /// The client secret (at least 32 characters); none: a public client,
+    /// which must use PKCE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret>,
+    /// Where the browser may be sent back with a code (exact matches).
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// `authorization_code`, `refresh_token`, `client_credentials`.
+    pub grant_types: Vec<GrantType>,
+    /// The scopes it may ask for (default: openid, email, profile,
+    /// offline_access).
+    pub scopes: Vec<String>,
+    pub access_token_ttl_secs: i64,
+    pub id_token_ttl_secs: i64,
+    /// How long a refresh-token family lives from the sign-in.
+    pub refresh_token_ttl_secs: i64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            client_secret: None,
+            redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
+            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
+            scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
+            access_token_ttl_secs: 900,
+            id_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+        }
+    }
+}
+
+/// The core's policy from `[oidc]` and `[clients.*]`.
+pub fn policy(cfg: &Config) -> OidcPolicy {
+    let clients: BTreeMap<String, OidcClient> = cfg
+        .clients
+        .iter()
+        .map(|(id, c)| {
+            (
+                id.clone(),
+                OidcClient {
+                    id: id.clone(),
+                    secret_hash: c
+                        .client_secret
+                        .as_ref()
+                        .map(|s| hash_client_secret(s.expose())),
+                    redirect_uris: c.redirect_uris.clone(),
+                    post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
+                    grant_types: c.grant_types.clone(),
+                    scopes: c.scopes.clone(),
+                    access_token_ttl: c.access_token_ttl_secs,
+                    id_token_ttl: c.id_token_ttl_secs,
+                    refresh_token_ttl: c.refresh_token_ttl_secs,
+                },
+            )
+        })
+        .collect();
+    OidcPolicy {
+        issuer: issuer(cfg),
+        clients,
+        code_ttl: cfg.oidc.code_ttl_secs,
+        signing_alg: SigningAlg::parse(&cfg.oidc.signing_alg).unwrap_or_default(),
+        key_cache_secs: cfg.oidc.key_cache_secs,
+        rotation_lead: cfg.oidc.key_rotation_lead_secs,
+    }
+}
+
+/// `server.public_url` without its trailing slash.
+fn issuer(cfg: &Config) -> String {
+    cfg.server
+        .public_url()
+        .as_str()
+        .trim_end_matches('/')
+        .to_string()
+}
+
+/// A redirect URI a client may register: absolute, no fragment; https, or
+/// http on a loopback host (development and native apps, RFC 8252).
+fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
+    let Ok(u) = url::Url::parse(uri) else {
+        return Some("is not an absolute URL");
+    };
+    if u.fragment().is_some() {
+        return Some("must not have a fragment");
+    }
+    match u.scheme() {
+        "https" => None,
+        "http" => match u.host() {
+            Some(url::Host::Domain("localhost")) => None,
+            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => None,
+            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => None,
+            _ => Some("must be https (http only on a loopback host)"),
+        },
+        _ => Some("must be an https URL"),
+    }
+}
+
+fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
+    let o = &cfg.oidc;
+    if SigningAlg::parse(&o.signing_alg).is_none() {
+        errors.push(err("oidc.signing_alg", "must be RS256, ES256 or EdDSA"));
+    }
+    if !(10..=600).contains(&o.code_ttl_secs) {
+        errors.push(err("oidc.code_ttl_secs", "must be between 10 and 600"));
+    }
+    if !(0..=86_400).contains(&o.key_rotation_lead_secs) {
+        errors.push(err(
+            "oidc.key_rotation_lead_secs",
+            "must be between 0 and 86400",
+        ));
+    }
+    if !(0..=3600).contains(&o.key_cache_secs) {
+        errors.push(err("oidc.key_cache_secs", "must be between 0 and 3600"));
+    }
+    for (id, c) in &cfg.clients {
+        let key = |f: &str| format!("clients.{id}.{f}");
+        if id.is_empty()
+            || id.len() > 100
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+        {
+            errors.push(err(
+                &format!("clients.{id}"),
+                "a client id is 1 to 100 letters, digits, '-', '.' or '_'",
+            ));
+        }
+        if c.client_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < 32)
+        {
+            errors.push(err(&key("client_secret"), "must be at least 32 characters"));
+        }
+        if c.grant_types.is_empty() {
+            errors.push(err(
+                &key("grant_types"),
+                "must name at least one grant type",
+            ));
+        }
+        if c.grant_types.contains(&GrantType::AuthorizationCode) && c.redirect_uris.is_empty() {
+            errors.push(err(
+                &key("redirect_uris"),
+                "is required for the authorization_code grant",
+            ));
+        }
+        if c.grant_types.contains(&GrantType::ClientCredentials) && c.client_secret.is_none() {
+            errors.push(err(
+                &key("grant_types"),
+                "client_credentials needs a client_secret",
+            ));
+        }
+        for (field, uris) in [
+            ("redirect_uris", &c.redirect_uris),
+            ("post_logout_redirect_uris", &c.post_logout_redirect_uris),
+        ] {
+            for u in uris {
+                if let Some(problem) = redirect_uri_problem(u) {
+                    errors.push(err(&key(field), format!("{u}: {problem}")));
+                }
+            }
+        }
+        for (field, v) in [
+            ("access_token_ttl_secs", c.access_token_ttl_secs),
+            ("id_token_ttl_secs", c.id_token_ttl_secs),
+            ("refresh_token_ttl_secs", c.refresh_token_ttl_secs),
+        ] {
+            if v < 60 {
+                errors.push(err(&key(field), "must be at least 60"));
+            }
+        }
+        if c.scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
+            errors.push(err(&key("scopes"), "scopes are single words"));
+        }
+    }
+    if cfg.needs_oidc_keys()
+        && cfg.vault.keys.is_empty()
+        && cfg.vault.key_file_for(cfg.database.url.expose()).is_none()
+    {
+        errors.push(err(
+            "vault.keys",
+            "the OpenID provider keeps its signing keys encrypted: set vault.keys (the same on every instance)",
+        ));
+    }
+    if cfg.needs_oidc_keys() && !cfg.surfaces.pages {
+        errors.push(err(
+            "surfaces.pages",
+            "the OpenID provider signs people in on the pages: turn them on",
+        ));
+    }
+}
+
+/// The path the sign-in page sends the person back to.
+const RESUME_PATH: &str = "/oauth2/authorize/resume";
+
+fn router(cfg: &Config) -> OpenApiRouter<AppState> {
+    let r = OpenApiRouter::new()
+        .routes(routes!(discovery))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            axum::routing::get(discovery),
+        )
+        .routes(routes!(jwks))
+        .routes(routes!(authorize, authorize_post))
+        .route(RESUME_PATH, axum::routing::get(resume))
+        .routes(routes!(token))
+        .routes(routes!(userinfo, userinfo_post));
+    with_settings(r, PageSettings::new(cfg))
+}
+
+// ---------------------------------------------------------------- errors
+
+/// An OAuth error as JSON, with its status and `WWW-Authenticate` where
+/// RFC 6749 and RFC 6750 ask for one.
+fn oauth_error(e: OAuthError) -> Response {
+    let status = match &e {
+        OAuthError::InvalidClient(_) | OAuthError::InvalidToken => StatusCode::UNAUTHORIZED,
+        OAuthError::Server(e) if e.is_outage() => StatusCode::SERVICE_UNAVAILABLE,
+        OAuthError::Server(e) => {
+            tracing::error!(error = %e, "openid provider: request failed");
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let body = json!({ "error": e.code(), "error_description": e.description() });
+    let mut r = (status, Json(body)).into_response();
+    let challenge = match &e {
+        OAuthError::InvalidClient(_) => Some("Basic realm=\"authgate\"".to_string()),
+        OAuthError::InvalidToken => Some(format!(
+            "Bearer realm=\"authgate\", error=\"invalid_token\", error_description=\"{}\"",
+            e.description()
+        )),
+        _ => None,
+    };
+    if let Some(v) = challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+        r.headers_mut().insert(WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn invalid_request(d: impl Into<String>) -> Response {
+    oauth_error(OAuthError::InvalidRequest(d.into()))
+}
+
+// ---------------------------------------------------------------- discovery
+
+/// The OpenID Provider's metadata (OpenID Connect Discovery 1.0, RFC 8414).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "openid provider",
+    responses((status = 200, description = "The provider metadata")))]
+async fn discovery(State(state): State<AppState>) -> Response {
+    Json(state.core.oidc_metadata()).into_response()
+}
+
+/// The public keys ID tokens are signed with (RFC 7517).
+#[utoipa::path(get, path = "/oauth2/jwks", tag = "openid provider",
+    responses((status = 200, description = "The JWK set")))]
+async fn jwks(State(state): State<AppState>) -> Response {
+    match state.core.jwks().await {
+        Ok(set) => {
+            let mut r = Json(set).into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/jwk-set+json"),
+            );
+            r
+        }
+        Err(e) => oauth_error(OAuthError::Server(e)),
+    }
+}
+
+// ---------------------------------------------------------------- authorize
+
+/// The authorization endpoint: authorization code flow only, PKCE S256.
+/// A signed-in person goes straight back with a code; anyone else signs in
+/// on the hosted page first.
+#[utoipa::path(get, path = "/oauth2/authorize", tag = "openid provider",
+    params(
+        ("client_id" = String, Query), ("redirect_uri" = String, Query),
+        ("response_type" = String, Query, description = "code"),
+        ("scope" = String, Query, description = "must include openid"),
+        ("state" = Option<String>, Query), ("nonce" = Option<String>, Query),
+        ("code_challenge" = Option<String>, Query), ("code_challenge_method" = Option<String>, Query, description = "S256"),
+        ("prompt" = Option<String>, Query), ("max_age" = Option<i64>, Query),
+        ("login_hint" = Option<String>, Query), ("ui_locales" = Option<String>, Query),
+    ),
+    responses(
+        (status = 303, description = "Back to the client (code or error), or to the sign-in page"),
+        (status = 400, description = "An unknown client or redirect URI: a page, no redirect"),
+    ))]
+async fn authorize(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<PageSettings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    query: Result<Query<AuthorizationRequest>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(req)) => authorization(&state, &s, &client, &headers, &req).await,
+        // A parameter twice, or not text: nothing to trust, not even the
+        // redirect URI.
+        Err(_) => pages::error_page(
+            &s,
+            &headers,
+            None,
+            StatusCode::BAD_REQUEST,
+            "err_unknown_client",
+        ),
+    }
+}
+
+/// The authorization endpoint by form post (OpenID Connect Core 3.1.2.1).
+#[utoipa::path(post, path = "/oauth2/authorize", tag = "openid provider",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "The GET parameters, as a form"),
+    responses((status = 303, description = "As GET")))]
+async fn authorize_post(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<PageSettings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: Result<Form<AuthorizationRequest>, FormRejection>,
+) -> Response {
+    match form {
+        Ok(Form(req)) => authorization(&state, &s, &client, &headers, &req).await,
+        Err(_) => pages::error_page(
+            &s,
+            &headers,
+            None,
+            StatusCode::BAD_REQUEST,
+            "err_unknown_client",
+        ),
+    }
+}
+
+async fn authorization(
+    state: &AppState,
+    s: &PageSettings,
+    client: &crate::core::ClientMeta,
+    headers: &HeaderMap,
+    req: &AuthorizationRequest,
+) -> Response {
+    let asked = req.ui_locales.as_deref().and_then(pages::known_locale);
+    let a = match state.core.check_authorization(req) {
+        Ok(a) => a,
+        Err(crate::core::oidc::AuthorizeError::NoRedirect(why)) => {
+            tracing::info!(reason = why, client = ?req.client_id, "authorize: refused without a redirect");
+            return pages::error_page(
+                s,
+                headers,
+                asked,
+                StatusCode::BAD_REQUEST,
+                "err_unknown_client",
+            );
+        }
+        Err(crate::core::oidc::AuthorizeError::Redirect(to)) => return see_other(&to, vec![]),
+    };
+    proceed(state, s, client, headers, &a, None).await
+}
+
+/// Send the browser on: back to the client, or to sign in (the request
+/// parked under `key`, or parked now).
+async fn proceed(
+    state: &AppState,
+    s: &PageSettings,
+    client: &crate::core::ClientMeta,
+    headers: &HeaderMap,
+    a: &crate::core::oidc::Authorization,
+    key: Option<&str>,
+) -> Response {
+    let core = &state.core;
+    let asked = a.ui_locales.as_deref().and_then(pages::known_locale);
+    let session = match pages::signed_in(state, s, headers).await {
+        Ok(session) => session.map(|(_, check)| check),
+        Err(e) => return pages::core_error_page(s, headers, asked, &e),
+    };
+    match core.authorization_next(a, session.as_ref(), client).await {
+        Ok(Next::Redirect(to)) => {
+            if let Some(key) = key
+                && let Err(e) = core.forget_authorization(key).await
+            {
+                tracing::warn!(error = %e, "authorize: cannot spend the parked request");
+            }
+            see_other(&to, vec![])
+        }
+        Ok(Next::SignIn { reauth }) => {
+            let key = match key {
+                Some(k) => k.to_string(),
+                None => match core
+                    .park_authorization(a, session.as_ref(), client.ip.as_deref())
+                    .await
+                {
+                    Ok(k) => k,
+                    Err(e) => return pages::core_error_page(s, headers, asked, &e),
+                },
+            };
+            let resume = format!("{RESUME_PATH}?request={key}");
+            let mut login = url::form_urlencoded::Serializer::new(String::new());
+            login.append_pair("return_to", &resume);
+            if let Some(l) = asked {
+                login.append_pair("lang", l);
+            }
+            if let Some(h) = &a.login_hint {
+                login.append_pair("login_hint", h);
+            }
+            if reauth {
+                login.append_pair("reauth", "1");
+            }
+            see_other(&format!("/login?{}", login.finish()), vec![])
+        }
+        Err(e) => pages::core_error_page(s, headers, asked, &e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResumeQuery {
+    request: String,
+}
+
+/// Back from the sign-in page: the parked request goes on.
+async fn resume(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<PageSettings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    query: Result<Query<ResumeQuery>, QueryRejection>,
+) -> Response {
+    let expired = |s: &PageSettings| {
+        pages::error_page(s, &headers, None, StatusCode::GONE, "err_request_expired")
+    };
+    let Ok(Query(q)) = query else {
+        return expired(&s);
+    };
+    match state.core.parked_authorization(&q.request).await {
+        Ok(Some(a)) => proceed(&state, &s, &client, &headers, &a, Some(&q.request)).await,
+        Ok(None) => expired(&s),
+        Err(e) => pages::core_error_page(&s, &headers, None, &e),
+    }
+}
+
+// ---------------------------------------------------------------- token
+
+/// The token endpoint's form: the grant's parameters and, for
+/// `client_secret_post` or public clients, the client's.
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// Decode one `application/x-www-form-urlencoded` component (RFC 6749
+/// 2.3.1 encodes the id and secret so before Basic).
+fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 2;
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The client's credentials: HTTP Basic (`client_secret_basic`), or the
+/// form's `client_id` with or without `client_secret`. Two methods at once
+/// are refused (RFC 6749 2.3).
+fn client_auth(headers: &HeaderMap, form: &TokenForm) -> Result<ClientAuth, OAuthError> {
+    const BAD_BASIC: &str = "the Authorization header is not valid HTTP Basic";
+    if let Some(value) = headers.get(AUTHORIZATION) {
+        let basic = value
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            })
+            .ok_or(OAuthError::InvalidClient(BAD_BASIC))?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(basic.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .ok_or(OAuthError::InvalidClient(BAD_BASIC))?;
+        let (id, secret) = decoded
+            .split_once(':')
+            .ok_or(OAuthError::InvalidClient(BAD_BASIC))?;
+        let (id, secret) = form_decode(id)
+            .zip(form_decode(secret))
+            .ok_or(OAuthError::InvalidClient(BAD_BASIC))?;
+        if form.client_secret.is_some() {
+            return Err(OAuthError::InvalidRequest(
+                "use one client authentication method, not two".into(),
+            ));
+        }
+        if form.client_id.as_deref().is_some_and(|f| f != id) {
+            return Err(OAuthError::InvalidRequest(
+                "client_id differs from the Authorization header's".into(),
+            ));
+        }
+        return Ok(ClientAuth {
+            client_id: id,
+            secret: Some(secret),
+        });
+    }
+    let client_id =
+        form.client_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or(OAuthError::InvalidClient(
+                "client authentication is missing",
+            ))?;
+    Ok(ClientAuth {
+        client_id,
+        secret: form.client_secret.clone(),
+    })
+}
+
+/// The token endpoint: `authorization_code` (with PKCE), `refresh_token`
+/// (rotated), `client_credentials`.
+#[utoipa::path(post, path = "/oauth2/token", tag = "openid provider",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "grant_type and its parameters"),
+    responses(
+        (status = 200, description = "Tokens"),
+        (status = 400, description = "OAuth error (invalid_request, invalid_grant, ...)"),
+        (status = 401, description = "invalid_client, with WWW-Authenticate"),
+    ))]
+async fn token(
+    State(state): State<AppState>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(f)) => f,
+        Err(e) => {
+            return invalid_request(match e {
+                FormRejection::InvalidFormContentType(_) => {
+                    "the body must be application/x-www-form-urlencoded".to_string()
+                }
+                FormRejection::FailedToDeserializeForm(e) => format!("the form is malformed: {e}"),
+                other => other.body_text(),
+            });
+        }
+    };
+    let auth = match client_auth(&headers, &form) {
+        Ok(a) => a,
+        Err(e) => return oauth_error(e),
+    };
+    let core = &state.core;
+    let oidc_client = match core.authenticate_client(&auth) {
+        Ok(c) => c.clone(),
+        Err(e) => {
+            tracing::info!(client = %auth.client_id, "token: client authentication failed");
+            return oauth_error(e);
+        }
+    };
+    let req = TokenRequest {
+        grant_type: form.grant_type,
+        code: form.code,
+        redirect_uri: form.redirect_uri,
+        code_verifier: form.code_verifier,
+        refresh_token: form.refresh_token,
+        scope: form.scope,
+    };
+    match core.token(&oidc_client, &req, &client).await {
+        Ok(tokens) => {
+            let mut r = Json(tokens).into_response();
+            r.headers_mut().insert(
+                axum::http::header::PRAGMA,
+                HeaderValue::from_static("no-cache"),
+            );
+            r
+        }
+        Err(e) => oauth_error(e),
+    }
+}
+
+// ---------------------------------------------------------------- userinfo
+
+/// The bearer token of `Authorization: Bearer ...` (RFC 6750 2.1).
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+async fn userinfo_answer(state: &AppState, headers: &HeaderMap) -> Response {
+    let Some(token) = bearer(headers) else {
+        let mut r = (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": "invalid_request", "error_description": "a bearer access token is required" })),
+        )
+            .into_response();
+        r.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"authgate\""),
+        );
+        return r;
+    };
+    match state.core.userinfo(token).await {
+        Ok(claims) => Json::<Value>(claims).into_response(),
+        Err(e) => oauth_error(e),
+    }
+}
+
+/// The claims about the signed-in person the access token's scope allows.
+#[utoipa::path(get, path = "/oauth2/userinfo", tag = "openid provider",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Claims"), (status = 401, description = "invalid_token")))]
+async fn userinfo(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    userinfo_answer(&state, &headers).await
+}
+
+/// As GET (OpenID Connect Core 5.3.1 allows both).
+#[utoipa::path(post, path = "/oauth2/userinfo", tag = "openid provider",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Claims"), (status = 401, description = "invalid_token")))]
+async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    userinfo_answer(&state, &headers).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_decoded() {
+        assert_eq!(form_decode("a%3Ab+c").as_deref(), Some("a:b c"));
+        assert_eq!(form_decode("plain").as_deref(), Some("plain"));
+        assert_eq!(form_decode("bad%2"), None);
+        assert_eq!(form_decode("bad%zz"), None);
+    }
+
+    #[test]
+    fn redirect_uris_must_be_https_or_loopback() {
+        assert_eq!(redirect_uri_problem("https://app.example/cb"), None);
+        assert_eq!(redirect_uri_problem("http://127.0.0.1:8080/cb"), None);
+        assert_eq!(redirect_uri_problem("http://localhost/cb"), None);
+        assert!(redirect_uri_problem("http://app.example/cb").is_some());
+        assert!(redirect_uri_problem("https://app.example/cb#x").is_some());
+        assert!(redirect_uri_problem("/cb").is_some());
+        assert!(redirect_uri_problem("javascript:alert(1)").is_some());
+    }
+}

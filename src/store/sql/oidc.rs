@@ -1,0 +1,370 @@
+//! The OpenID provider: signing keys (sealed), grants, codes and tokens
+//! (hashes only).
+use super::*;
+use crate::core::oidc::{AuthCode, Grant, IssuedToken, SigningKey, Spend, TokenKind};
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    kid: String,
+    alg: String,
+    private_key: Vec<u8>,
+    public_jwk: String,
+    created_at: i64,
+    signs_from: i64,
+    retired_at: Option<i64>,
+    published_until: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    id: String,
+    client_id: String,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    scope: String,
+    auth_time: Option<i64>,
+    amr: String,
+    nonce: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl GrantRow {
+    fn into_model(self) -> Result<Grant> {
+        Ok(Grant {
+            id: uuid(&self.id)?,
+            client_id: self.client_id,
+            user_id: self.user_id.as_deref().map(uuid).transpose()?,
+            session_id: self.session_id.as_deref().map(uuid).transpose()?,
+            scope: self.scope,
+            auth_time: self.auth_time,
+            amr: self.amr,
+            nonce: self.nonce,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            revoked_at: self.revoked_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CodeRow {
+    code_hash: Vec<u8>,
+    grant_id: String,
+    redirect_uri: String,
+    code_challenge: Option<String>,
+    created_at: i64,
+    expires_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    token_hash: Vec<u8>,
+    grant_id: String,
+    kind: String,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl TokenRow {
+    fn into_model(self) -> Result<IssuedToken> {
+        Ok(IssuedToken {
+            token_hash: self.token_hash,
+            grant_id: uuid(&self.grant_id)?,
+            kind: TokenKind::parse(&self.kind)
+                .ok_or_else(|| StoreError::Corrupt(format!("token kind {:?}", self.kind)))?,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+        })
+    }
+}
+
+const SQL_GRANT: &str = "SELECT id, client_id, user_id, session_id, scope, auth_time, amr, nonce, created_at, expires_at, revoked_at \
+     FROM oidc_grants WHERE id = $1";
+const SQL_INSERT_TOKEN: &str = "INSERT INTO oidc_tokens (token_hash, grant_id, kind, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
+
+/// Bind an [`IssuedToken`] to [`SQL_INSERT_TOKEN`].
+macro_rules! token_insert {
+    ($t:expr) => {
+        sqlx::query(SQL_INSERT_TOKEN)
+            .bind(&$t.token_hash)
+            .bind($t.grant_id.to_string())
+            .bind($t.kind.as_str())
+            .bind($t.created_at)
+            .bind($t.expires_at)
+    };
+}
+
+impl SqlStore {
+    async fn grant(&self, id: &str) -> Result<Option<Grant>> {
+        let row: Option<GrantRow> = with_pool!(self, |p| sqlx::query_as(SQL_GRANT)
+            .bind(id)
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.db_err(e)))?;
+        row.map(GrantRow::into_model).transpose()
+    }
+
+    /// The grant of a spent credential (`spent_sql` selects its grant id
+    /// and the moment it was spent, by hash and client), as a [`Spend`].
+    async fn spent_before<T>(
+        &self,
+        spent_sql: &'static str,
+        hash: &[u8],
+        client_id: &str,
+    ) -> Result<Spend<T>> {
+        let row: Option<(String, Option<i64>)> = with_pool!(self, |p| sqlx::query_as(spent_sql)
+            .bind(hash)
+            .bind(client_id)
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.db_err(e)))?;
+        Ok(match row {
+            Some((grant, Some(_))) => Spend::Reused(uuid(&grant)?),
+            _ => Spend::Unknown,
+        })
+    }
+}
+
+#[async_trait]
+impl OidcStore for SqlStore {
+    async fn oidc_keys(&self) -> Result<Vec<SigningKey>> {
+        let rows: Vec<KeyRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT kid, alg, private_key, public_jwk, created_at, signs_from, retired_at, published_until FROM oidc_keys"
+        )
+        .fetch_all(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SigningKey {
+                    kid: uuid(&r.kid)?,
+                    alg: r.alg,
+                    private_key: r.private_key,
+                    public_jwk: r.public_jwk,
+                    created_at: r.created_at,
+                    signs_from: r.signs_from,
+                    retired_at: r.retired_at,
+                    published_until: r.published_until,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_oidc_key(
+        &self,
+        key: &SigningKey,
+        retire: Option<(Timestamp, Timestamp)>,
+    ) -> Result<()> {
+        with_writer!(self, |p| {
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+            if let Some((at, until)) = retire {
+                sqlx::query(
+                    "UPDATE oidc_keys SET retired_at = $1, published_until = $2 WHERE retired_at IS NULL OR retired_at > $1",
+                )
+                .bind(at)
+                .bind(until)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            }
+            sqlx::query(
+                "INSERT INTO oidc_keys (kid, alg, private_key, public_jwk, created_at, signs_from, retired_at, published_until) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(key.kid.to_string())
+            .bind(&key.alg)
+            .bind(&key.private_key)
+            .bind(&key.public_jwk)
+            .bind(key.created_at)
+            .bind(key.signs_from)
+            .bind(key.retired_at)
+            .bind(key.published_until)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db_err(e))?;
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    async fn insert_oidc_grant(
+        &self,
+        g: &Grant,
+        code: Option<&AuthCode>,
+        tokens: &[IssuedToken],
+    ) -> Result<()> {
+        with_writer!(self, |p| {
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+            sqlx::query(
+                "INSERT INTO oidc_grants (id, client_id, user_id, session_id, scope, auth_time, amr, nonce, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(g.id.to_string())
+            .bind(&g.client_id)
+            .bind(g.user_id.map(|u| u.to_string()))
+            .bind(g.session_id.map(|u| u.to_string()))
+            .bind(&g.scope)
+            .bind(g.auth_time)
+            .bind(&g.amr)
+            .bind(g.nonce.as_deref())
+            .bind(g.created_at)
+            .bind(g.expires_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.db_err(e))?;
+            if let Some(c) = code {
+                sqlx::query(
+                    "INSERT INTO oidc_codes (code_hash, grant_id, redirect_uri, code_challenge, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&c.code_hash)
+                .bind(c.grant_id.to_string())
+                .bind(&c.redirect_uri)
+                .bind(c.code_challenge.as_deref())
+                .bind(c.created_at)
+                .bind(c.expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            }
+            for t in tokens {
+                token_insert!(t)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    async fn redeem_oidc_code(
+        &self,
+        code_hash: &[u8],
+        client_id: &str,
+        now: Timestamp,
+    ) -> Result<Spend<(AuthCode, Grant)>> {
+        let row: Option<CodeRow> = with_writer!(self, |p| {
+            sqlx::query_as(
+            "UPDATE oidc_codes SET redeemed_at = $2 \
+             WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
+             AND grant_id IN (SELECT id FROM oidc_grants WHERE client_id = $3 AND revoked_at IS NULL) \
+             RETURNING code_hash, grant_id, redirect_uri, code_challenge, created_at, expires_at"
+        )
+        .bind(code_hash)
+        .bind(now)
+        .bind(client_id)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        let Some(r) = row else {
+            return self
+                .spent_before(
+                    "SELECT c.grant_id, c.redeemed_at FROM oidc_codes c JOIN oidc_grants g ON g.id = c.grant_id \
+                     WHERE c.code_hash = $1 AND g.client_id = $2",
+                    code_hash,
+                    client_id,
+                )
+                .await;
+        };
+        let Some(grant) = self.grant(&r.grant_id).await? else {
+            return Ok(Spend::Unknown);
+        };
+        Ok(Spend::Spent((
+            AuthCode {
+                code_hash: r.code_hash,
+                grant_id: grant.id,
+                redirect_uri: r.redirect_uri,
+                code_challenge: r.code_challenge,
+                created_at: r.created_at,
+                expires_at: r.expires_at,
+            },
+            grant,
+        )))
+    }
+
+    async fn use_refresh_token(
+        &self,
+        token_hash: &[u8],
+        client_id: &str,
+        now: Timestamp,
+    ) -> Result<Spend<Grant>> {
+        let row: Option<(String,)> = with_writer!(self, |p| sqlx::query_as(
+            "UPDATE oidc_tokens SET used_at = $2 \
+             WHERE token_hash = $1 AND kind = 'refresh' AND used_at IS NULL AND expires_at > $2 \
+             AND grant_id IN (SELECT id FROM oidc_grants WHERE client_id = $3) \
+             RETURNING grant_id"
+        )
+        .bind(token_hash)
+        .bind(now)
+        .bind(client_id)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e)))?;
+        let Some((grant_id,)) = row else {
+            return self
+                .spent_before(
+                    "SELECT t.grant_id, t.used_at FROM oidc_tokens t JOIN oidc_grants g ON g.id = t.grant_id \
+                     WHERE t.token_hash = $1 AND t.kind = 'refresh' AND g.client_id = $2",
+                    token_hash,
+                    client_id,
+                )
+                .await;
+        };
+        Ok(match self.grant(&grant_id).await? {
+            Some(g) => Spend::Spent(g),
+            None => Spend::Unknown,
+        })
+    }
+
+    async fn insert_oidc_tokens(&self, tokens: &[IssuedToken]) -> Result<()> {
+        with_writer!(self, |p| {
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+            for t in tokens {
+                token_insert!(t)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    async fn oidc_token(
+        &self,
+        token_hash: &[u8],
+        _now: Timestamp,
+    ) -> Result<Option<(IssuedToken, Grant)>> {
+        let row: Option<TokenRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT token_hash, grant_id, kind, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        let Some(token) = row.map(TokenRow::into_model).transpose()? else {
+            return Ok(None);
+        };
+        Ok(self
+            .grant(&token.grant_id.to_string())
+            .await?
+            .map(|g| (token, g)))
+    }
+
+    async fn revoke_oidc_grant(&self, grant_id: Uuid, now: Timestamp) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "UPDATE oidc_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL"
+        )
+        .bind(grant_id.to_string())
+        .bind(now)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
+    }
+}

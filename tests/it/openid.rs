@@ -1,0 +1,873 @@
+//! authgate as an OpenID Provider, tested by a relying party no one here
+//! wrote: npm `openid-client` (OpenID Certified), run by Node from
+//! `tests/peers/rp` (`rp.mjs` takes one JSON command per line). The library
+//! checks the protocol itself: discovery, state, `iss` in the response
+//! (RFC 9207), PKCE, the ID token's signature, issuer, audience, nonce and
+//! expiry. The person signs in on authgate's pages by an e-mail code, as a
+//! browser would (forms, cookies, CSRF), over authgate's real HTTP.
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::pages::{mail_sign_in, start};
+use crate::support::{App, OidcPeer, TestDb, on_both_databases};
+use authgate::core::oidc::GrantType;
+use authgate::http::oidc::ClientConfig;
+
+on_both_databases!(
+    openid_client_signs_in_refreshes_and_reuse_revokes_the_family,
+    the_authorization_endpoint_refuses_what_rfc_9700_refuses,
+    codes_are_single_use_and_bound_to_their_client,
+    prompt_and_max_age_decide_when_the_person_signs_in_again,
+    a_machine_client_gets_tokens_by_client_credentials,
+    a_rotated_key_is_published_first_and_openid_client_follows,
+);
+
+const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
+const OTHER_SECRET: &str = "other-secret-0123456789-abcdefghijklmnopq";
+const MACHINE_SECRET: &str = "machine-secret-0123456789-abcdefghijklmno";
+/// Nothing listens there: the tests read the redirect, the browser never
+/// follows it.
+const REDIRECT: &str = "http://127.0.0.1:9/cb";
+
+/// The relying party process.
+struct Rp {
+    _child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Rp {
+    async fn start() -> Option<Rp> {
+        let node = OidcPeer::node()?;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/rp");
+        if !dir.join("node_modules/openid-client").is_dir() {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "{} has no node_modules: run `npm ci` there",
+                dir.display()
+            );
+            eprintln!(
+                "note: skipping a case that needs `npm ci` in {}",
+                dir.display()
+            );
+            return None;
+        }
+        let mut child = tokio::process::Command::new(node)
+            .arg(dir.join("rp.mjs"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Some(Rp {
+            _child: child,
+            stdin,
+            lines,
+        })
+    }
+
+    async fn call(&mut self, cmd: Value) -> Value {
+        let mut line = cmd.to_string();
+        line.push('\n');
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(30), self.lines.next_line())
+            .await
+            .expect("the relying party answers within 30 s")
+            .unwrap()
+            .expect("the relying party is running");
+        serde_json::from_str(&answer).unwrap()
+    }
+
+    /// `call`, which must succeed.
+    async fn ok(&mut self, cmd: Value) -> Value {
+        let answer = self.call(cmd.clone()).await;
+        assert!(answer.get("error").is_none(), "{cmd} failed: {answer}");
+        answer
+    }
+
+    async fn discover(&mut self, app: &App, name: &str, secret: Option<&str>, auth: &str) {
+        let answer = self
+            .ok(json!({
+                "op": "discover", "name": name, "issuer": issuer(app),
+                "client_id": name, "client_secret": secret, "auth": auth,
+            }))
+            .await;
+        assert_eq!(answer["metadata"]["issuer"], issuer(app));
+    }
+}
+
+fn issuer(app: &App) -> String {
+    app.url("").trim_end_matches('/').to_string()
+}
+
+/// The clients every case here registers.
+fn clients(c: &mut authgate::config::Config) {
+    c.vault.keys = vec![authgate::core::Vault::new_key().unwrap().into()];
+    let web = |secret: &str| ClientConfig {
+        client_secret: Some(secret.into()),
+        redirect_uris: vec![REDIRECT.into()],
+        ..Default::default()
+    };
+    c.clients.insert("webapp".into(), web(SECRET));
+    c.clients.insert("other".into(), web(OTHER_SECRET));
+    c.clients.insert(
+        "spa".into(),
+        ClientConfig {
+            redirect_uris: vec![REDIRECT.into()],
+            ..Default::default()
+        },
+    );
+    c.clients.insert(
+        "machine".into(),
+        ClientConfig {
+            client_secret: Some(MACHINE_SECRET.into()),
+            grant_types: vec![GrantType::ClientCredentials],
+            scopes: vec!["reports.read".into(), "reports.write".into()],
+            ..Default::default()
+        },
+    );
+}
+
+async fn provider(db: &TestDb) -> App {
+    start(db, clients).await
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .unwrap_or_else(|| panic!("a redirect, not {}", r.status()))
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The authorization request `url` in browser `b`: signed in by an e-mail
+/// code to `email` if the pages ask; the redirect back to the client.
+async fn authorize(app: &App, b: &reqwest::Client, url: &str, email: &str) -> String {
+    let r = b.get(url).send().await.unwrap();
+    assert_eq!(r.status(), 303, "{url}");
+    let mut to = location(&r);
+    if to.starts_with("/login?") {
+        let query = &to["/login".len()..];
+        let r = mail_sign_in(app, b, query, email).await;
+        assert_eq!(r.status(), 303);
+        let resume = location(&r);
+        assert!(
+            resume.starts_with("/oauth2/authorize/resume?request="),
+            "{resume}"
+        );
+        let r = b.get(app.url(&resume)).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        to = location(&r);
+    }
+    assert!(to.starts_with(REDIRECT), "back to the client: {to}");
+    to
+}
+
+/// A whole code flow of client `name` through openid-client: the
+/// library's `finish` answer.
+async fn code_flow(
+    app: &App,
+    rp: &mut Rp,
+    b: &reqwest::Client,
+    name: &str,
+    scope: &str,
+    email: &str,
+) -> Value {
+    let begun = rp
+        .ok(json!({ "op": "begin", "name": name, "redirect_uri": REDIRECT, "scope": scope }))
+        .await;
+    let callback = authorize(app, b, begun["url"].as_str().unwrap(), email).await;
+    rp.ok(json!({
+        "op": "finish", "name": name, "callback": callback,
+        "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+    }))
+    .await
+}
+
+fn query(url: &str) -> std::collections::HashMap<String, String> {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+/// A raw token request, form-encoded as RFC 6749 says.
+async fn token(
+    app: &App,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut r = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .form(form);
+    if let Some((id, secret)) = basic {
+        r = r.basic_auth(id, Some(secret));
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.json().await.unwrap_or(Value::Null), headers)
+}
+
+/// Code + PKCE by openid-client, signed in by an e-mail code: the library
+/// validates the ID token (signature, iss, aud, nonce, exp), userinfo
+/// agrees, the claims are the core's user; a refresh rotates, and the old
+/// refresh token presented again ends the whole family.
+async fn openid_client_signs_in_refreshes_and_reuse_revokes_the_family(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = provider(db).await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let done = code_flow(
+        &app,
+        &mut rp,
+        &b,
+        "webapp",
+        "openid email profile",
+        "ada@example.com",
+    )
+    .await;
+    let user = app
+        .core
+        .find_user(&authgate::core::UserKey::parse("ada@example.com").unwrap())
+        .await
+        .unwrap();
+    let claims = &done["claims"];
+    assert_eq!(claims["iss"], issuer(&app));
+    assert_eq!(claims["aud"], "webapp");
+    assert_eq!(
+        claims["sub"],
+        user.id.to_string(),
+        "sub is authgate's user id"
+    );
+    assert_eq!(claims["email"], "ada@example.com");
+    assert_eq!(claims["email_verified"], true);
+    assert_eq!(claims["amr"], json!(["otp"]), "signed in by an e-mail code");
+    assert_eq!(claims["acr"], "aal1");
+    assert!(claims["at_hash"].is_string());
+    let session = app.core.list_sessions(Some(user.id), 10).await.unwrap();
+    assert_eq!(claims["sid"], session[0].id.to_string());
+    assert_eq!(claims["auth_time"], session[0].created_at);
+    assert!(claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap());
+    assert_eq!(done["userinfo"]["sub"], user.id.to_string());
+    assert_eq!(done["userinfo"]["email"], "ada@example.com");
+    let tokens = &done["tokens"];
+    assert_eq!(
+        tokens["token_type"].as_str().unwrap().to_lowercase(),
+        "bearer"
+    );
+    let first_refresh = tokens["refresh_token"].as_str().unwrap().to_string();
+
+    // Rotation: a new refresh token each time, the same person.
+    let refreshed = rp
+        .ok(json!({ "op": "refresh", "name": "webapp", "refresh_token": first_refresh }))
+        .await;
+    let second_refresh = refreshed["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(second_refresh, first_refresh);
+    assert_eq!(refreshed["claims"]["sub"], user.id.to_string());
+    let access = refreshed["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rp.ok(json!({ "op": "userinfo", "name": "webapp", "access_token": access, "sub": user.id.to_string() }))
+        .await;
+
+    // The first refresh token again: refused, and the family is revoked.
+    let reused = rp
+        .call(json!({ "op": "refresh", "name": "webapp", "refresh_token": first_refresh }))
+        .await;
+    assert_eq!(reused["error"]["error"], "invalid_grant", "{reused}");
+    let after = rp
+        .call(json!({ "op": "refresh", "name": "webapp", "refresh_token": second_refresh }))
+        .await;
+    assert_eq!(after["error"]["error"], "invalid_grant", "{after}");
+    let info = rp
+        .call(json!({ "op": "userinfo", "name": "webapp", "access_token": access, "sub": user.id.to_string() }))
+        .await;
+    assert_eq!(info["error"]["status"], 401, "{info}");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM audit_events WHERE kind = 'oidc.refresh_reused'")
+            .await,
+        1
+    );
+
+    // A public client (PKCE, no secret) signs in the same way; the session
+    // is reused: no second mail.
+    rp.discover(&app, "spa", None, "none").await;
+    let mails = app.mails_to("ada@example.com");
+    let spa = code_flow(&app, &mut rp, &b, "spa", "openid", "ada@example.com").await;
+    assert_eq!(spa["claims"]["sub"], user.id.to_string());
+    assert_eq!(spa["claims"]["aud"], "spa");
+    assert!(
+        spa["claims"].get("email").is_none(),
+        "no email scope, no email claim"
+    );
+    assert_eq!(app.mails_to("ada@example.com"), mails);
+}
+
+/// Authorization requests RFC 9700 and OpenID Connect Core refuse: an
+/// unknown client or redirect URI gets a page and no redirect; anything
+/// else goes back to the client with the error, its state and `iss`.
+async fn the_authorization_endpoint_refuses_what_rfc_9700_refuses(db: &TestDb) {
+    let app = provider(db).await;
+    let b = browser();
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    let base = |extra: &str| {
+        app.url(&format!(
+            "/oauth2/authorize?client_id=spa&redirect_uri={}&response_type=code&scope=openid&state=st-1&code_challenge={challenge}&code_challenge_method=S256{extra}",
+            url::form_urlencoded::byte_serialize(REDIRECT.as_bytes()).collect::<String>()
+        ))
+    };
+    // No redirect: an unknown client, an unregistered or missing redirect URI.
+    for url in [
+        base("").replace("client_id=spa", "client_id=nobody"),
+        base("").replace("127.0.0.1%3A9%2Fcb", "127.0.0.1%3A9%2Fother"),
+        base("").replace("127.0.0.1%3A9%2Fcb", "127.0.0.1%3A9%2Fcb%2F"),
+        app.url("/oauth2/authorize?client_id=spa&response_type=code&scope=openid"),
+        format!("{}&client_id=spa", base("")),
+    ] {
+        let r = b
+            .get(&url)
+            .header("accept-language", "de")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{url}");
+        assert!(r.headers().get("location").is_none(), "{url}");
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("nicht registriert"),
+            "a page in German: {url}"
+        );
+    }
+    // Back to the client with an error.
+    let cases: Vec<(String, &str)> = vec![
+        (
+            base("").replace("response_type=code", "response_type=token"),
+            "unsupported_response_type",
+        ),
+        (
+            base("").replace("response_type=code", "response_type=code%20id_token"),
+            "unsupported_response_type",
+        ),
+        (
+            base("").replace(
+                &format!("&code_challenge={challenge}&code_challenge_method=S256"),
+                "",
+            ),
+            "invalid_request",
+        ),
+        (base("").replace("S256", "plain"), "invalid_request"),
+        (base("").replace(challenge, "short"), "invalid_request"),
+        (
+            base("").replace("scope=openid", "scope=email"),
+            "invalid_scope",
+        ),
+        (
+            base("").replace("scope=openid", "scope=openid%20admin"),
+            "invalid_scope",
+        ),
+        (base("&prompt=none%20login"), "invalid_request"),
+        (base("&max_age=soon"), "invalid_request"),
+        (
+            base("&request=eyJhbGciOiJub25lIn0.e30."),
+            "request_not_supported",
+        ),
+        (base("&response_mode=fragment"), "invalid_request"),
+        (base("&prompt=none"), "login_required"),
+    ];
+    for (url, error) in cases {
+        let r = b.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{url}");
+        let to = location(&r);
+        assert!(to.starts_with(&format!("{REDIRECT}?")), "{to}");
+        let q = query(&to);
+        assert_eq!(q["error"], error, "{url}");
+        assert_eq!(q["state"], "st-1");
+        assert_eq!(q["iss"], issuer(&app));
+        assert!(!q.contains_key("code"));
+    }
+    // A client that may not use codes.
+    let r = b
+        .get(base("").replace("client_id=spa", "client_id=machine"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "machine has no redirect URIs: a page");
+
+    // The token endpoint's own errors, in OAuth's JSON.
+    let (status, body, headers) = token(
+        &app,
+        Some(("webapp", "wrong-secret")),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "x"),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "invalid_client");
+    assert!(
+        headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert!(!body.to_string().contains("wrong-secret"));
+    let (status, body, _) = token(
+        &app,
+        None,
+        &[("grant_type", "authorization_code"), ("code", "x")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let (status, body, _) = token(
+        &app,
+        Some(("webapp", SECRET)),
+        &[
+            ("grant_type", "password"),
+            ("username", "a"),
+            ("password", "b"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
+    let (status, body, _) = token(&app, Some(("webapp", SECRET)), &[("code", "x")]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body, _) = token(
+        &app,
+        Some(("webapp", SECRET)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "unknown"),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    let (status, body, _) = token(
+        &app,
+        Some(("webapp", SECRET)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "unknown"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    // Two ways of authenticating at once.
+    let (status, body, _) = token(
+        &app,
+        Some(("webapp", SECRET)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_secret", SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    // Not a form.
+    let r = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .json(&json!({ "grant_type": "client_credentials" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "invalid_request");
+    // userinfo without a token, with a made-up one.
+    let r = reqwest::Client::new()
+        .get(app.url("/oauth2/userinfo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let r = reqwest::Client::new()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth("made-up")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+}
+
+/// A code works once: a second redemption is refused and revokes what the
+/// first gave; another client cannot redeem it; the redirect URI and the
+/// PKCE verifier must be the authorization request's.
+async fn codes_are_single_use_and_bound_to_their_client(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = provider(db).await;
+    rp.discover(&app, "webapp", Some(SECRET), "post").await;
+    let b = browser();
+    let begun = rp
+        .ok(json!({ "op": "begin", "name": "webapp", "redirect_uri": REDIRECT, "scope": "openid email" }))
+        .await;
+    let callback = authorize(&app, &b, begun["url"].as_str().unwrap(), "bo@example.com").await;
+    let code = query(&callback)["code"].clone();
+    let verifier = begun["verifier"].as_str().unwrap();
+    // Another client, with its own valid credentials: refused, no harm.
+    let (status, body, _) = token(
+        &app,
+        Some(("other", OTHER_SECRET)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", verifier),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+    // Its own client redeems it (client_secret_post, by the library).
+    let finish = json!({
+        "op": "finish", "name": "webapp", "callback": callback,
+        "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+    });
+    let done = rp.ok(finish.clone()).await;
+    assert_eq!(done["claims"]["nonce"], begun["nonce"], "nonce echoed");
+    let access = done["tokens"]["access_token"].as_str().unwrap().to_string();
+    let sub = done["claims"]["sub"].as_str().unwrap().to_string();
+    // The same code again: refused, and the first redemption's tokens end.
+    let again = rp.call(finish).await;
+    assert_eq!(again["error"]["error"], "invalid_grant", "{again}");
+    let info = rp
+        .call(json!({ "op": "userinfo", "name": "webapp", "access_token": access, "sub": sub }))
+        .await;
+    assert_eq!(info["error"]["status"], 401, "revoked: {info}");
+    let refresh = done["tokens"]["refresh_token"].as_str().unwrap();
+    let r = rp
+        .call(json!({ "op": "refresh", "name": "webapp", "refresh_token": refresh }))
+        .await;
+    assert_eq!(r["error"]["error"], "invalid_grant");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM audit_events WHERE kind = 'oidc.code_reused'")
+            .await,
+        1
+    );
+
+    // Fresh codes: a wrong redirect URI, a wrong or missing verifier are
+    // refused (and spend the code).
+    // (`right`: the request's own verifier.)
+    for (redirect, verifier_given, why) in [
+        (
+            "http://127.0.0.1:9/elsewhere",
+            Some("right"),
+            "redirect_uri",
+        ),
+        (
+            REDIRECT,
+            Some("wrong-verifier-wrong-verifier-wrong-verifier-1"),
+            "code_verifier does not match",
+        ),
+        (REDIRECT, None, "code_verifier is missing"),
+    ] {
+        let begun = rp
+            .ok(json!({ "op": "begin", "name": "webapp", "redirect_uri": REDIRECT, "scope": "openid" }))
+            .await;
+        let callback = authorize(&app, &b, begun["url"].as_str().unwrap(), "bo@example.com").await;
+        let code = query(&callback)["code"].clone();
+        let right = begun["verifier"].as_str().unwrap();
+        let v = verifier_given.map(|v| if v == "right" { right } else { v });
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect),
+        ];
+        if let Some(v) = v {
+            form.push(("code_verifier", v));
+        }
+        let (status, body, _) = token(&app, Some(("webapp", SECRET)), &form).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{why}: {body}"
+        );
+        assert!(
+            body["error_description"].as_str().unwrap().contains(why),
+            "{body}"
+        );
+        let (status, _, _) = token(
+            &app,
+            Some(("webapp", SECRET)),
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", right),
+            ],
+        )
+        .await;
+        assert_eq!(status, 400, "a refused redemption spends the code");
+    }
+}
+
+/// `prompt=none` answers at once (a code with a session, `login_required`
+/// without); `prompt=login` and a `max_age` older than the session send
+/// the person to sign in again, and `auth_time` says when they did.
+async fn prompt_and_max_age_decide_when_the_person_signs_in_again(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = provider(db).await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let begin = |params: Value| json!({ "op": "begin", "name": "webapp", "redirect_uri": REDIRECT, "scope": "openid", "params": params });
+    let begun = rp.ok(begin(json!({ "prompt": "none" }))).await;
+    let r = b.get(begun["url"].as_str().unwrap()).send().await.unwrap();
+    let q = query(&location(&r));
+    assert_eq!(q["error"], "login_required");
+    assert_eq!(q["state"], begun["state"].as_str().unwrap());
+
+    let first = code_flow(&app, &mut rp, &b, "webapp", "openid", "cy@example.com").await;
+    let first_auth = first["claims"]["auth_time"].as_i64().unwrap();
+
+    // prompt=none with a session: a code at once, no page.
+    let begun = rp.ok(begin(json!({ "prompt": "none" }))).await;
+    let r = b.get(begun["url"].as_str().unwrap()).send().await.unwrap();
+    assert!(query(&location(&r)).contains_key("code"));
+
+    // Two minutes later (for authgate and the relying party), max_age=60
+    // asks again.
+    app.clock.advance(120);
+    rp.ok(json!({ "op": "advance_clock", "seconds": 120 }))
+        .await;
+    let begun = rp.ok(begin(json!({ "max_age": "60" }))).await;
+    let r = b.get(begun["url"].as_str().unwrap()).send().await.unwrap();
+    let to = location(&r);
+    assert!(to.starts_with("/login?") && to.contains("reauth=1"), "{to}");
+    // The sign-in page shows its form to the signed-in person.
+    let page = b.get(app.url(&to)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let mails = app.mails_to("cy@example.com");
+    let callback = authorize(&app, &b, begun["url"].as_str().unwrap(), "cy@example.com").await;
+    assert_eq!(app.mails_to("cy@example.com"), mails + 1, "signed in again");
+    let done = rp
+        .ok(json!({
+            "op": "finish", "name": "webapp", "callback": callback, "max_age": 60,
+            "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+        }))
+        .await;
+    assert!(done["claims"]["auth_time"].as_i64().unwrap() >= first_auth + 120);
+
+    // prompt=login: a new sign-in although the session is fresh. (Five
+    // minutes on: two codes per address per five minutes are allowed.)
+    app.clock.advance(301);
+    rp.ok(json!({ "op": "advance_clock", "seconds": 301 }))
+        .await;
+    let begun = rp
+        .ok(begin(
+            json!({ "prompt": "login", "login_hint": "cy@example.com", "ui_locales": "fr-CA de" }),
+        ))
+        .await;
+    let r = b.get(begun["url"].as_str().unwrap()).send().await.unwrap();
+    let to = location(&r);
+    assert!(to.contains("reauth=1") && to.contains("lang=fr"), "{to}");
+    let html = b
+        .get(app.url(&to))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("value=\"cy@example.com\""),
+        "login_hint fills the address"
+    );
+    assert!(
+        html.contains("lang=\"fr\""),
+        "ui_locales picks the language"
+    );
+    let mails = app.mails_to("cy@example.com");
+    authorize(&app, &b, begun["url"].as_str().unwrap(), "cy@example.com").await;
+    assert_eq!(app.mails_to("cy@example.com"), mails + 1);
+
+    // A parked request that is unknown or used is a page, not a redirect.
+    let r = b
+        .get(app.url("/oauth2/authorize/resume?request=unknown"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410);
+    assert!(r.headers().get("location").is_none());
+}
+
+/// A confidential machine client gets an access token by
+/// `client_credentials`: no ID token, no refresh token, and userinfo
+/// refuses it (there is no person).
+async fn a_machine_client_gets_tokens_by_client_credentials(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = provider(db).await;
+    rp.discover(&app, "machine", Some(MACHINE_SECRET), "basic")
+        .await;
+    let got = rp
+        .ok(json!({ "op": "client_credentials", "name": "machine", "scope": "reports.read" }))
+        .await;
+    let tokens = &got["tokens"];
+    assert_eq!(tokens["scope"], "reports.read");
+    assert!(tokens["id_token"].is_null() && tokens["refresh_token"].is_null());
+    let access = tokens["access_token"].as_str().unwrap();
+    let r = reqwest::Client::new()
+        .get(app.url("/oauth2/userinfo"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A scope it was not given; a client that may not use the grant.
+    let bad = rp
+        .call(json!({ "op": "client_credentials", "name": "machine", "scope": "openid" }))
+        .await;
+    assert_eq!(bad["error"]["error"], "invalid_scope", "{bad}");
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let bad = rp
+        .call(json!({ "op": "client_credentials", "name": "webapp" }))
+        .await;
+    assert_eq!(bad["error"]["error"], "unauthorized_client", "{bad}");
+}
+
+/// `authgate keys rotate` (the core call it makes): the new key is in the
+/// JWKS at once but signs only after the lead, so the relying party's
+/// cached key set (openid-client keeps it up to 5 minutes) has it by then;
+/// the old key stays published while what it signed is valid.
+async fn a_rotated_key_is_published_first_and_openid_client_follows(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = provider(db).await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let kid = |done: &Value| -> String {
+        let id_token = done["tokens"]["id_token"].as_str().unwrap();
+        let header = id_token.split('.').next().unwrap();
+        use base64::Engine;
+        let header: Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["alg"], "RS256");
+        header["kid"].as_str().unwrap().to_string()
+    };
+    let jwks = || async {
+        let set: Value = reqwest::get(app.url("/oauth2/jwks"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        set["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["kid"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let first = code_flow(&app, &mut rp, &b, "webapp", "openid", "di@example.com").await;
+    let old = kid(&first);
+    assert_eq!(jwks().await, vec![old.clone()]);
+
+    let meta = authgate::core::ClientMeta::default();
+    let new = app
+        .core
+        .rotate_signing_key(false, &meta)
+        .await
+        .unwrap()
+        .kid
+        .to_string();
+    assert_ne!(new, old);
+    let published = jwks().await;
+    assert!(
+        published.contains(&old) && published.contains(&new),
+        "{published:?}"
+    );
+    // Still the old key signs (within the lead).
+    let during = code_flow(&app, &mut rp, &b, "webapp", "openid", "di@example.com").await;
+    assert_eq!(kid(&during), old);
+
+    // Five minutes later, for authgate and the relying party alike.
+    app.clock.advance(301);
+    rp.ok(json!({ "op": "advance_clock", "seconds": 301 }))
+        .await;
+    let after = code_flow(&app, &mut rp, &b, "webapp", "openid", "di@example.com").await;
+    assert_eq!(
+        kid(&after),
+        new,
+        "the new key signs; openid-client verified it"
+    );
+    assert!(
+        jwks().await.contains(&old),
+        "the old key's tokens are still valid"
+    );
+
+    // Once what the old key signed has expired, it leaves the set.
+    app.clock.advance(3600 + 61);
+    rp.ok(json!({ "op": "advance_clock", "seconds": 3661 }))
+        .await;
+    assert_eq!(jwks().await, vec![new.clone()]);
+    let later = code_flow(&app, &mut rp, &b, "webapp", "openid", "di@example.com").await;
+    assert_eq!(kid(&later), new);
+}
