@@ -24,8 +24,8 @@ use super::pages::{self, Settings as PageSettings, see_other};
 use super::{AppState, Surface, with_settings};
 use crate::config::{Config, ConfigError, Secret, err};
 use crate::core::oidc::{
-    AuthorizationRequest, Client as OidcClient, ClientAuth, GrantType, Next, OAuthError,
-    OidcPolicy, SCOPES, SigningAlg, TokenRequest, hash_client_secret,
+    AuthorizationRequest, Client as OidcClient, ClientAuth, GrantType, LogoutRequest, Next,
+    OAuthError, OidcPolicy, SCOPES, SigningAlg, TokenRequest, hash_client_secret,
 };
 
 pub const DECLARATION: Surface = Surface {
@@ -274,6 +274,9 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(authorize, authorize_post))
         .route(RESUME_PATH, axum::routing::get(resume))
         .routes(routes!(token))
+        .routes(routes!(introspect))
+        .routes(routes!(revoke))
+        .routes(routes!(logout, logout_post))
         .routes(routes!(userinfo, userinfo_post));
     with_settings(r, PageSettings::new(cfg))
 }
@@ -546,7 +549,11 @@ fn form_decode(s: &str) -> Option<String> {
 /// The client's credentials: HTTP Basic (`client_secret_basic`), or the
 /// form's `client_id` with or without `client_secret`. Two methods at once
 /// are refused (RFC 6749 2.3).
-fn client_auth(headers: &HeaderMap, form: &TokenForm) -> Result<ClientAuth, OAuthError> {
+fn client_auth(
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<ClientAuth, OAuthError> {
     const BAD_BASIC: &str = "the Authorization header is not valid HTTP Basic";
     if let Some(value) = headers.get(AUTHORIZATION) {
         let basic = value
@@ -568,12 +575,12 @@ fn client_auth(headers: &HeaderMap, form: &TokenForm) -> Result<ClientAuth, OAut
         let (id, secret) = form_decode(id)
             .zip(form_decode(secret))
             .ok_or(OAuthError::InvalidClient(BAD_BASIC))?;
-        if form.client_secret.is_some() {
+        if form_secret.is_some() {
             return Err(OAuthError::InvalidRequest(
                 "use one client authentication method, not two".into(),
             ));
         }
-        if form.client_id.as_deref().is_some_and(|f| f != id) {
+        if form_id.is_some_and(|f| f != id) {
             return Err(OAuthError::InvalidRequest(
                 "client_id differs from the Authorization header's".into(),
             ));
@@ -583,16 +590,39 @@ fn client_auth(headers: &HeaderMap, form: &TokenForm) -> Result<ClientAuth, OAut
             secret: Some(secret),
         });
     }
-    let client_id =
-        form.client_id
-            .clone()
-            .filter(|c| !c.is_empty())
-            .ok_or(OAuthError::InvalidClient(
-                "client authentication is missing",
-            ))?;
+    let client_id = form_id
+        .filter(|c| !c.is_empty())
+        .ok_or(OAuthError::InvalidClient(
+            "client authentication is missing",
+        ))?;
     Ok(ClientAuth {
-        client_id,
-        secret: form.client_secret.clone(),
+        client_id: client_id.to_string(),
+        secret: form_secret.map(str::to_string),
+    })
+}
+
+/// The authenticated client of a form post to the token, introspection or
+/// revocation endpoint.
+fn authenticated<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<&'a OidcClient, OAuthError> {
+    let auth = client_auth(headers, form_id, form_secret)?;
+    state.core.authenticate_client(&auth).inspect_err(|_| {
+        tracing::info!(client = %auth.client_id, "openid provider: client authentication failed");
+    })
+}
+
+/// A form body's rejection as `invalid_request`.
+fn bad_form(e: FormRejection) -> Response {
+    invalid_request(match e {
+        FormRejection::InvalidFormContentType(_) => {
+            "the body must be application/x-www-form-urlencoded".to_string()
+        }
+        FormRejection::FailedToDeserializeForm(e) => format!("the form is malformed: {e}"),
+        other => other.body_text(),
     })
 }
 
@@ -613,27 +643,17 @@ async fn token(
 ) -> Response {
     let form = match form {
         Ok(Form(f)) => f,
-        Err(e) => {
-            return invalid_request(match e {
-                FormRejection::InvalidFormContentType(_) => {
-                    "the body must be application/x-www-form-urlencoded".to_string()
-                }
-                FormRejection::FailedToDeserializeForm(e) => format!("the form is malformed: {e}"),
-                other => other.body_text(),
-            });
-        }
-    };
-    let auth = match client_auth(&headers, &form) {
-        Ok(a) => a,
-        Err(e) => return oauth_error(e),
+        Err(e) => return bad_form(e),
     };
     let core = &state.core;
-    let oidc_client = match core.authenticate_client(&auth) {
+    let oidc_client = match authenticated(
+        &state,
+        &headers,
+        form.client_id.as_deref(),
+        form.client_secret.as_deref(),
+    ) {
         Ok(c) => c.clone(),
-        Err(e) => {
-            tracing::info!(client = %auth.client_id, "token: client authentication failed");
-            return oauth_error(e);
-        }
+        Err(e) => return oauth_error(e),
     };
     let req = TokenRequest {
         grant_type: form.grant_type,
@@ -653,6 +673,188 @@ async fn token(
             r
         }
         Err(e) => oauth_error(e),
+    }
+}
+
+// ---------------------------------------------------------------- introspection, revocation
+
+/// The form of the introspection and revocation endpoints.
+#[derive(Deserialize)]
+struct TokenOnlyForm {
+    token: Option<String>,
+    /// Accepted and not needed: the token tells its own kind.
+    #[serde(rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The client and the token of an introspection or revocation request.
+fn token_only(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<TokenOnlyForm>, FormRejection>,
+) -> Result<(OidcClient, String), Response> {
+    let form = form.map_err(bad_form)?.0;
+    let client = authenticated(
+        state,
+        headers,
+        form.client_id.as_deref(),
+        form.client_secret.as_deref(),
+    )
+    .map_err(oauth_error)?
+    .clone();
+    let token = form
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| invalid_request("token is missing"))?;
+    Ok((client, token))
+}
+
+/// Token introspection (RFC 7662): whether a token of this client's is
+/// live, and what it carries.
+#[utoipa::path(post, path = "/oauth2/introspect", tag = "openid provider",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "token, and the client's credentials"),
+    responses((status = 200, description = "{active, ...}"), (status = 401, description = "invalid_client")))]
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenOnlyForm>, FormRejection>,
+) -> Response {
+    let (client, token) = match token_only(&state, &headers, form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match state.core.introspect(&client, &token).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(e) => oauth_error(e),
+    }
+}
+
+/// Token revocation (RFC 7009): a refresh token ends its grant, an access
+/// token itself. 200 for unknown tokens too.
+#[utoipa::path(post, path = "/oauth2/revoke", tag = "openid provider",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "token, and the client's credentials"),
+    responses((status = 200, description = "Revoked (or never valid)"), (status = 401, description = "invalid_client")))]
+async fn revoke(
+    State(state): State<AppState>,
+    Client(meta): Client,
+    headers: HeaderMap,
+    form: Result<Form<TokenOnlyForm>, FormRejection>,
+) -> Response {
+    let (client, token) = match token_only(&state, &headers, form) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match state.core.revoke_token(&client, &token, &meta).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => oauth_error(e),
+    }
+}
+
+// ---------------------------------------------------------------- logout
+
+/// RP-initiated logout (`end_session_endpoint`): with an `id_token_hint`
+/// of this person the session ends at once; otherwise the person is asked.
+/// Then on to the registered `post_logout_redirect_uri`, with `state`.
+#[utoipa::path(get, path = "/oauth2/logout", tag = "openid provider",
+    params(
+        ("id_token_hint" = Option<String>, Query), ("post_logout_redirect_uri" = Option<String>, Query),
+        ("state" = Option<String>, Query), ("client_id" = Option<String>, Query), ("ui_locales" = Option<String>, Query),
+    ),
+    responses(
+        (status = 303, description = "Signed out: on to the client, or to the sign-in page"),
+        (status = 200, description = "The question whether to sign out"),
+        (status = 400, description = "A bad hint, client or post-logout URI: a page"),
+    ))]
+async fn logout(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<PageSettings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    query: Result<Query<LogoutRequest>, QueryRejection>,
+) -> Response {
+    match query {
+        Ok(Query(req)) => end_session(&state, &s, &client, &headers, &req).await,
+        Err(_) => pages::error_page(
+            &s,
+            &headers,
+            None,
+            StatusCode::BAD_REQUEST,
+            "err_unknown_client",
+        ),
+    }
+}
+
+/// As GET, by form post.
+#[utoipa::path(post, path = "/oauth2/logout", tag = "openid provider",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "The GET parameters, as a form"),
+    responses((status = 303, description = "As GET")))]
+async fn logout_post(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<PageSettings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    form: Result<Form<LogoutRequest>, FormRejection>,
+) -> Response {
+    match form {
+        Ok(Form(req)) => end_session(&state, &s, &client, &headers, &req).await,
+        Err(_) => pages::error_page(
+            &s,
+            &headers,
+            None,
+            StatusCode::BAD_REQUEST,
+            "err_unknown_client",
+        ),
+    }
+}
+
+async fn end_session(
+    state: &AppState,
+    s: &PageSettings,
+    client: &crate::core::ClientMeta,
+    headers: &HeaderMap,
+    req: &LogoutRequest,
+) -> Response {
+    let asked = req.ui_locales.as_deref().and_then(pages::known_locale);
+    let plan = match state.core.check_logout(req).await {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::info!(reason = why, "logout: refused");
+            return pages::error_page(
+                s,
+                headers,
+                asked,
+                StatusCode::BAD_REQUEST,
+                "err_unknown_client",
+            );
+        }
+    };
+    let to = plan.target.clone().unwrap_or_else(|| "/login".to_string());
+    let session = match pages::signed_in(state, s, headers).await {
+        Ok(session) => session.map(|(_, check)| check),
+        Err(e) => return pages::core_error_page(s, headers, asked, &e),
+    };
+    match session {
+        // Nobody is signed in here: nothing to end.
+        None => see_other(&to, vec![]),
+        Some(check) if plan.is_about(&check) => {
+            pages::sign_out(state, s, client, headers, asked, &to).await
+        }
+        Some(_) => {
+            let then = match plan.target {
+                Some(target) => match state
+                    .core
+                    .remember_return(pages::LOGOUT_SURFACE, target, client.ip.as_deref())
+                    .await
+                {
+                    Ok(key) => Some(key),
+                    Err(e) => return pages::core_error_page(s, headers, asked, &e),
+                },
+                None => None,
+            };
+            pages::logout_confirmation(s, headers, asked, then.as_deref())
+        }
     }
 }
 

@@ -24,6 +24,7 @@ on_both_databases!(
     prompt_and_max_age_decide_when_the_person_signs_in_again,
     a_machine_client_gets_tokens_by_client_credentials,
     a_rotated_key_is_published_first_and_openid_client_follows,
+    introspection_revocation_and_logout,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -870,4 +871,206 @@ async fn a_rotated_key_is_published_first_and_openid_client_follows(db: &TestDb)
     assert_eq!(jwks().await, vec![new.clone()]);
     let later = code_flow(&app, &mut rp, &b, "webapp", "openid", "di@example.com").await;
     assert_eq!(kid(&later), new);
+}
+
+/// Introspection (RFC 7662) and revocation (RFC 7009) by openid-client,
+/// each about the client's own tokens; RP-initiated logout ends the
+/// session at once with an `id_token_hint`, asks without one, and sends
+/// the browser on only to a registered post-logout URI.
+async fn introspection_revocation_and_logout(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = start(db, |c| {
+        clients(c);
+        if let Some(web) = c.clients.get_mut("webapp") {
+            web.post_logout_redirect_uris = vec![BYE.into()];
+        }
+    })
+    .await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let done = code_flow(
+        &app,
+        &mut rp,
+        &b,
+        "webapp",
+        "openid email",
+        "eve@example.com",
+    )
+    .await;
+    let access = done["tokens"]["access_token"].as_str().unwrap().to_string();
+    let refresh = done["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let sub = done["claims"]["sub"].as_str().unwrap().to_string();
+    let info = rp
+        .ok(json!({ "op": "introspect", "name": "webapp", "token": access }))
+        .await;
+    let i = &info["introspection"];
+    assert_eq!(i["active"], true);
+    assert_eq!(
+        (i["sub"].as_str(), i["client_id"].as_str()),
+        (Some(sub.as_str()), Some("webapp"))
+    );
+    assert_eq!(i["scope"], "openid email");
+    assert_eq!(i["iss"], issuer(&app));
+    assert!(i["exp"].as_i64().unwrap() > i["iat"].as_i64().unwrap());
+    let info = rp
+        .ok(json!({ "op": "introspect", "name": "webapp", "token": refresh }))
+        .await;
+    assert_eq!(info["introspection"]["active"], true);
+    // Another client learns nothing about it; a public client may not ask.
+    let introspect_as = |id: &'static str, secret: &'static str, token: String| {
+        let app = &app;
+        async move {
+            let r = reqwest::Client::new()
+                .post(app.url("/oauth2/introspect"))
+                .basic_auth(id, Some(secret))
+                .form(&[("token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = introspect_as("other", OTHER_SECRET, access.clone()).await;
+    assert_eq!((status, body), (200, json!({ "active": false })));
+    let (status, body) = introspect_as("webapp", "not-the-secret", access.clone()).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let r = reqwest::Client::new()
+        .post(app.url("/oauth2/introspect"))
+        .form(&[("token", access.as_str()), ("client_id", "spa")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "unauthorized_client"
+    );
+
+    // Revoking the access token ends it alone; revoking a refresh token
+    // ends its grant.
+    rp.ok(json!({ "op": "revoke", "name": "webapp", "token": access }))
+        .await;
+    let info = rp
+        .ok(json!({ "op": "introspect", "name": "webapp", "token": access }))
+        .await;
+    assert_eq!(info["introspection"]["active"], false);
+    let refreshed = rp
+        .ok(json!({ "op": "refresh", "name": "webapp", "refresh_token": refresh }))
+        .await;
+    let access2 = refreshed["tokens"]["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refresh2 = refreshed["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    rp.ok(json!({ "op": "revoke", "name": "webapp", "token": refresh2 }))
+        .await;
+    let info = rp
+        .ok(json!({ "op": "introspect", "name": "webapp", "token": access2 }))
+        .await;
+    assert_eq!(
+        info["introspection"]["active"], false,
+        "the grant is revoked"
+    );
+    // Unknown tokens: 200 all the same (RFC 7009 2.2).
+    rp.ok(json!({ "op": "revoke", "name": "webapp", "token": "never-issued" }))
+        .await;
+
+    // Logout with the ID token as hint: the session ends, on to the client.
+    let id_token = done["tokens"]["id_token"].as_str().unwrap();
+    let url = rp
+        .ok(
+            json!({ "op": "end_session_url", "name": "webapp", "params": {
+            "id_token_hint": id_token, "post_logout_redirect_uri": BYE, "state": "bye-1" } }),
+        )
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(url.starts_with(&app.url("/oauth2/logout")), "{url}");
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("{BYE}?state=bye-1"));
+    let r = b.get(app.url("/account")).send().await.unwrap();
+    assert!(location(&r).starts_with("/login"), "signed out");
+    assert_eq!(db.count("SELECT COUNT(*) FROM sessions").await, 0);
+
+    // Signed in again, a logout without a hint asks first; the answer goes
+    // on to the client.
+    code_flow(&app, &mut rp, &b, "webapp", "openid", "eve@example.com").await;
+    let r = b
+        .get(app.url(&format!(
+            "/oauth2/logout?client_id=webapp&post_logout_redirect_uri={}&state=bye-2",
+            enc(BYE)
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sessions").await,
+        1,
+        "not ended yet"
+    );
+    let csrf = crate::pages::input(&html, "csrf").unwrap();
+    let then = crate::pages::input(&html, "then").unwrap();
+    let r = b
+        .post(app.url("/logout"))
+        .header("origin", issuer(&app))
+        .form(&[("csrf", csrf.as_str()), ("then", then.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), format!("{BYE}?state=bye-2"));
+    assert_eq!(db.count("SELECT COUNT(*) FROM sessions").await, 0);
+
+    // Refused with a page, never redirected: an unregistered post-logout
+    // URI, one without a client, a forged hint, a hint of another client.
+    let forged = {
+        let mut parts: Vec<String> = id_token.split('.').map(str::to_string).collect();
+        parts[2] = parts[2].chars().rev().collect();
+        parts.join(".")
+    };
+    for query in [
+        format!(
+            "client_id=webapp&post_logout_redirect_uri={}",
+            enc("http://127.0.0.1:9/elsewhere")
+        ),
+        format!("post_logout_redirect_uri={}", enc(BYE)),
+        format!(
+            "id_token_hint={forged}&post_logout_redirect_uri={}",
+            enc(BYE)
+        ),
+        format!("id_token_hint={id_token}&client_id=other"),
+        "client_id=nobody".to_string(),
+    ] {
+        let r = b
+            .get(app.url(&format!("/oauth2/logout?{query}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{query}");
+        assert!(r.headers().get("location").is_none());
+    }
+    // Nobody signed in: straight on.
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(location(&r), format!("{BYE}?state=bye-1"));
+}
+
+const BYE: &str = "http://127.0.0.1:9/bye";
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -206,6 +206,8 @@ pub struct IssuedToken {
     pub kind: TokenKind,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+    /// A refresh token that was rotated (spent).
+    pub used_at: Option<Timestamp>,
 }
 
 /// Spending a single-use credential (a code, a refresh token).
@@ -1000,6 +1002,7 @@ impl Core {
                 TokenKind::Access => now + client.access_token_ttl,
                 TokenKind::Refresh => grant.expires_at,
             },
+            used_at: None,
         }
     }
 
@@ -1106,6 +1109,183 @@ impl Core {
         Ok(Value::Object(claims))
     }
 
+    /// A token of this client's, with its grant, if it is live: an access
+    /// token before its expiry, a refresh token not yet rotated, under a
+    /// grant not revoked.
+    async fn live_token(
+        &self,
+        client: &Client,
+        token: &str,
+    ) -> Result<Option<(IssuedToken, Grant)>, OAuthError> {
+        if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+            return Ok(None);
+        }
+        let now = self.now();
+        Ok(self
+            .store()
+            .oidc_token(&secret::hash_token(token), now)
+            .await?
+            .filter(|(t, g)| {
+                g.client_id == client.id
+                    && g.revoked_at.is_none()
+                    && t.expires_at > now
+                    && t.used_at.is_none()
+            }))
+    }
+
+    /// Token introspection (RFC 7662) for a confidential client, about its
+    /// own tokens: `{"active": false}` for anything else.
+    pub async fn introspect(&self, client: &Client, token: &str) -> Result<Value, OAuthError> {
+        if client.is_public() {
+            return Err(OAuthError::UnauthorizedClient(
+                "a public client may not introspect tokens",
+            ));
+        }
+        let Some((t, g)) = self.live_token(client, token).await? else {
+            return Ok(json!({ "active": false }));
+        };
+        if let Some(uid) = g.user_id
+            && !matches!(self.store().user_by_id(uid).await?, Some(u) if !u.disabled)
+        {
+            return Ok(json!({ "active": false }));
+        }
+        let mut answer = json!({
+            "active": true,
+            "scope": g.scope,
+            "client_id": g.client_id,
+            "token_type": match t.kind { TokenKind::Access => "Bearer", TokenKind::Refresh => "refresh_token" },
+            "exp": t.expires_at,
+            "iat": t.created_at,
+            "iss": self.inner.oidc.issuer,
+            "aud": g.client_id,
+        });
+        if let Some(uid) = g.user_id {
+            answer["sub"] = json!(uid.to_string());
+        }
+        if let Some(sid) = g.session_id {
+            answer["sid"] = json!(sid.to_string());
+        }
+        Ok(answer)
+    }
+
+    /// Token revocation (RFC 7009): a refresh token ends its whole grant
+    /// (the access tokens with it), an access token only itself. Unknown
+    /// tokens and other clients' are ignored (the answer is the same).
+    pub async fn revoke_token(
+        &self,
+        client: &Client,
+        token: &str,
+        meta: &ClientMeta,
+    ) -> Result<(), OAuthError> {
+        let Some((t, g)) = self.live_token(client, token).await? else {
+            return Ok(());
+        };
+        match t.kind {
+            TokenKind::Refresh => {
+                self.store().revoke_oidc_grant(g.id, self.now()).await?;
+            }
+            TokenKind::Access => {
+                self.store().delete_oidc_token(&t.token_hash).await?;
+            }
+        }
+        self.audit(
+            "oidc.token_revoked",
+            g.user_id,
+            meta,
+            Some(json!({ "client": client.id, "kind": t.kind.as_str(), "grant": g.id })),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// An ID token this provider signed (any age: a logout's
+    /// `id_token_hint` may have expired), as its claims; `None` when the
+    /// signature, issuer or audience does not check out.
+    pub async fn verify_own_id_token(&self, token: &str) -> Result<Option<Value>, Error> {
+        if token.len() > 16 * 1024 {
+            return Ok(None);
+        }
+        let Ok(header) = jsonwebtoken::decode_header(token) else {
+            return Ok(None);
+        };
+        let ring = self.key_ring().await?;
+        let Some(jwk) = ring.jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| header.kid.as_deref().is_some_and(|kid| k["kid"] == kid))
+            .and_then(|k| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()).ok())
+        else {
+            return Ok(None);
+        };
+        let Ok(key) = jsonwebtoken::DecodingKey::from_jwk(&jwk) else {
+            return Ok(None);
+        };
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.set_issuer(&[&self.inner.oidc.issuer]);
+        v.set_required_spec_claims(&["iss", "sub", "aud"]);
+        let Ok(data) = jsonwebtoken::decode::<Value>(token, &key, &v) else {
+            return Ok(None);
+        };
+        let known = data.claims["aud"]
+            .as_str()
+            .is_some_and(|aud| self.oidc_client(aud).is_some());
+        Ok(known.then_some(data.claims))
+    }
+
+    /// Check an RP-initiated logout request (OpenID Connect RP-Initiated
+    /// Logout 1.0): the client is the hint's audience or `client_id` (not
+    /// two different ones); a `post_logout_redirect_uri` must be one it
+    /// registered, exactly. `Err` names why, for a page (no redirect).
+    pub async fn check_logout(&self, req: &LogoutRequest) -> Result<Logout, &'static str> {
+        let hint = match req.id_token_hint.as_deref().filter(|h| !h.is_empty()) {
+            Some(h) => Some(
+                self.verify_own_id_token(h)
+                    .await
+                    .map_err(|_| "unavailable")?
+                    .ok_or("invalid_id_token_hint")?,
+            ),
+            None => None,
+        };
+        let from_hint = hint.as_ref().and_then(|c| c["aud"].as_str());
+        let client_id = match (
+            from_hint,
+            req.client_id.as_deref().filter(|c| !c.is_empty()),
+        ) {
+            (Some(a), Some(b)) if a != b => return Err("client_id_mismatch"),
+            (Some(a), _) | (None, Some(a)) => Some(a),
+            (None, None) => None,
+        };
+        let client = match client_id {
+            Some(id) => Some(self.oidc_client(id).ok_or("unknown_client")?),
+            None => None,
+        };
+        let target = match req
+            .post_logout_redirect_uri
+            .as_deref()
+            .filter(|u| !u.is_empty())
+        {
+            None => None,
+            Some(uri) => {
+                let client = client.ok_or("post_logout_redirect_uri_without_client")?;
+                if !client.post_logout_redirect_uris.iter().any(|u| u == uri) {
+                    return Err("unknown_post_logout_redirect_uri");
+                }
+                let state = req
+                    .state
+                    .as_deref()
+                    .filter(|s| !s.is_empty() && s.len() <= MAX_PARAM);
+                Some(match state {
+                    Some(s) => with_query(uri, &[("state", s)]),
+                    None => uri.to_string(),
+                })
+            }
+        };
+        Ok(Logout { target, hint })
+    }
+
     /// The discovery document's contents (OpenID Connect Discovery 1.0,
     /// RFC 8414), for the surface to serve.
     pub fn oidc_metadata(&self) -> Value {
@@ -1115,6 +1295,11 @@ impl Core {
             "authorization_endpoint": format!("{iss}/oauth2/authorize"),
             "token_endpoint": format!("{iss}/oauth2/token"),
             "userinfo_endpoint": format!("{iss}/oauth2/userinfo"),
+            "introspection_endpoint": format!("{iss}/oauth2/introspect"),
+            "revocation_endpoint": format!("{iss}/oauth2/revoke"),
+            "end_session_endpoint": format!("{iss}/oauth2/logout"),
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "jwks_uri": format!("{iss}/oauth2/jwks"),
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
@@ -1136,6 +1321,35 @@ impl Core {
             "authorization_response_iss_parameter_supported": true,
             "ui_locales_supported": ["en", "de", "fr", "es", "nl"],
         })
+    }
+}
+
+/// An RP-initiated logout request's parameters, as sent.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LogoutRequest {
+    pub id_token_hint: Option<String>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub state: Option<String>,
+    pub client_id: Option<String>,
+    pub ui_locales: Option<String>,
+}
+
+/// A checked logout request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Logout {
+    /// Where the browser goes afterwards (with the client's `state`).
+    pub target: Option<String>,
+    /// The verified claims of `id_token_hint`.
+    pub hint: Option<Value>,
+}
+
+impl Logout {
+    /// Whether the hint names the person of this session, so the session
+    /// may end without asking (the request cannot be a forged one).
+    pub fn is_about(&self, s: &SessionCheck) -> bool {
+        self.hint
+            .as_ref()
+            .is_some_and(|h| h["sub"].as_str() == Some(s.user.id.to_string().as_str()))
     }
 }
 

@@ -315,6 +315,7 @@ pub trait OidcStore: Send + Sync + 'static {
         token_hash: &[u8],
         now: Timestamp,
     ) -> Result<Option<(IssuedToken, Grant)>>;
+    async fn delete_oidc_token(&self, token_hash: &[u8]) -> Result<bool>;
     /// Revoke a grant (every token under it stops working).
     async fn revoke_oidc_grant(&self, grant_id: Uuid, now: Timestamp) -> Result<bool>;
 }

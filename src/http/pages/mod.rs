@@ -103,7 +103,7 @@ pub struct PagesConfig {
     /// (e-mail codes follow `mail_login.signup`).
     pub signup: bool,
     /// A folder whose `base.html`, `login.html`, `code.html`,
-    /// `account.html`, `delete.html`, `error.html` replace the built-in
+    /// `account.html`, `delete.html`, `logout.html`, `error.html` replace the built-in
     /// templates of the same name (the others stay built in).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub templates_dir: Option<std::path::PathBuf>,
@@ -331,13 +331,14 @@ fn texts() -> &'static BTreeMap<&'static str, Texts> {
 }
 
 /// The built-in templates, by name.
-const TEMPLATES: [(&str, &str); 6] = [
+const TEMPLATES: [(&str, &str); 7] = [
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("code.html", include_str!("templates/code.html")),
     ("account.html", include_str!("templates/account.html")),
     ("error.html", include_str!("templates/error.html")),
     ("delete.html", include_str!("templates/delete.html")),
+    ("logout.html", include_str!("templates/logout.html")),
 ];
 
 /// The pages' templates (HTML auto-escaped): the built-in ones, each
@@ -1465,6 +1466,10 @@ struct LogoutForm {
     csrf: String,
     #[serde(default)]
     lang: Option<String>,
+    /// The key of where to go afterwards (an OpenID client's
+    /// `post_logout_redirect_uri`, kept server-side).
+    #[serde(default)]
+    then: Option<String>,
 }
 
 posted!(
@@ -1480,17 +1485,69 @@ async fn logout(
     Extension(s): Extension<Arc<Settings>>,
     Client(client): Client,
     headers: HeaderMap,
-    PageForm { lang, .. }: PageForm<LogoutForm>,
+    PageForm { form, lang }: PageForm<LogoutForm>,
 ) -> Response {
-    for old in cookie_values(&headers, &s.session_cookie) {
-        if let Err(e) = state.core.revoke_session_token(&old, &client).await {
-            return Page::new(&s, lang).core_error(&e);
+    let then = match form.then.as_deref() {
+        Some(key) => state
+            .core
+            .take_return(key, LOGOUT_SURFACE)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    sign_out(
+        &state,
+        &s,
+        &client,
+        &headers,
+        Some(lang),
+        then.as_deref().unwrap_or("/login"),
+    )
+    .await
+}
+
+/// End this browser's session and go on to `to`.
+pub(crate) async fn sign_out(
+    state: &AppState,
+    s: &Settings,
+    client: &crate::core::ClientMeta,
+    headers: &HeaderMap,
+    asked: Option<&str>,
+    to: &str,
+) -> Response {
+    for old in cookie_values(headers, &s.session_cookie) {
+        if let Err(e) = state.core.revoke_session_token(&old, client).await {
+            return Page::new(s, language(asked, headers, None)).core_error(&e);
         }
     }
     see_other(
-        "/login",
+        to,
         vec![set_cookie(&s.session_cookie, "", "/", Some(0), s.secure)],
     )
+}
+
+/// The core's name for a sign-out an OpenID client asked for (its
+/// post-logout target, kept while the person confirms).
+pub(crate) const LOGOUT_SURFACE: &str = "oidc_logout";
+
+/// "Do you want to sign out?": the confirmation an OpenID client's
+/// logout request gets when it cannot prove it is about this session. The
+/// form posts to `/logout`, which goes on to `then`'s target.
+pub(crate) fn logout_confirmation(
+    s: &Settings,
+    headers: &HeaderMap,
+    asked: Option<&str>,
+    then: Option<&str>,
+) -> Response {
+    let (csrf, cookie) = csrf_token(s, headers);
+    Page::new(s, language(asked, headers, None))
+        .cookie(cookie)
+        .render(
+            "logout.html",
+            "logout_title",
+            context! { csrf => csrf, then => then },
+        )
 }
 
 async fn stylesheet() -> Response {
@@ -1556,6 +1613,7 @@ mod tests {
             "account.html",
             "error.html",
             "delete.html",
+            "logout.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }

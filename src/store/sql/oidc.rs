@@ -65,6 +65,7 @@ struct TokenRow {
     kind: String,
     created_at: i64,
     expires_at: i64,
+    used_at: Option<i64>,
 }
 
 impl TokenRow {
@@ -76,6 +77,7 @@ impl TokenRow {
                 .ok_or_else(|| StoreError::Corrupt(format!("token kind {:?}", self.kind)))?,
             created_at: self.created_at,
             expires_at: self.expires_at,
+            used_at: self.used_at,
         })
     }
 }
@@ -340,7 +342,7 @@ impl OidcStore for SqlStore {
     ) -> Result<Option<(IssuedToken, Grant)>> {
         let row: Option<TokenRow> = with_pool!(self, |p| {
             sqlx::query_as(
-            "SELECT token_hash, grant_id, kind, created_at, expires_at FROM oidc_tokens WHERE token_hash = $1"
+            "SELECT token_hash, grant_id, kind, created_at, expires_at, used_at FROM oidc_tokens WHERE token_hash = $1"
         )
         .bind(token_hash)
         .fetch_optional(p)
@@ -354,6 +356,17 @@ impl OidcStore for SqlStore {
             .grant(&token.grant_id.to_string())
             .await?
             .map(|g| (token, g)))
+    }
+
+    async fn delete_oidc_token(&self, token_hash: &[u8]) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "DELETE FROM oidc_tokens WHERE token_hash = $1"
+        )
+        .bind(token_hash)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
     }
 
     async fn revoke_oidc_grant(&self, grant_id: Uuid, now: Timestamp) -> Result<bool> {

@@ -12,6 +12,9 @@
 //   refresh    {name, refresh_token}          -> {tokens, claims}
 //   userinfo   {name, access_token, sub}      -> {userinfo}
 //   client_credentials {name, scope?}         -> {tokens}
+//   introspect {name, token}                  -> {introspection}
+//   revoke     {name, token}                  -> {revoked}
+//   end_session_url {name, params}            -> {url}
 //   advance_clock {seconds}  this relying party's clock moves on (as time
 //                passing would: its JWKS cache ages, as authgate's test
 //                clock is moved in step)
@@ -105,6 +108,22 @@ const ops = {
   async userinfo(cmd) {
     const { config: c } = config(cmd.name);
     return { userinfo: await client.fetchUserInfo(c, cmd.access_token, cmd.sub) };
+  },
+
+  async introspect(cmd) {
+    const { config: c } = config(cmd.name);
+    return { introspection: await client.tokenIntrospection(c, cmd.token) };
+  },
+
+  async revoke(cmd) {
+    const { config: c } = config(cmd.name);
+    await client.tokenRevocation(c, cmd.token);
+    return { revoked: true };
+  },
+
+  async end_session_url(cmd) {
+    const { config: c } = config(cmd.name);
+    return { url: client.buildEndSessionUrl(c, cmd.params).href };
   },
 
   async advance_clock(cmd) {
