@@ -311,10 +311,6 @@ fn oauth_error(e: OAuthError) -> Response {
     r
 }
 
-fn invalid_request(d: impl Into<String>) -> Response {
-    oauth_error(OAuthError::InvalidRequest(d.into()))
-}
-
 // ---------------------------------------------------------------- discovery
 
 /// The OpenID Provider's metadata (OpenID Connect Discovery 1.0, RFC 8414).
@@ -617,7 +613,11 @@ fn authenticated<'a>(
 
 /// A form body's rejection as `invalid_request`.
 fn bad_form(e: FormRejection) -> Response {
-    invalid_request(match e {
+    oauth_error(form_error(e))
+}
+
+fn form_error(e: FormRejection) -> OAuthError {
+    OAuthError::InvalidRequest(match e {
         FormRejection::InvalidFormContentType(_) => {
             "the body must be application/x-www-form-urlencoded".to_string()
         }
@@ -694,20 +694,19 @@ fn token_only(
     state: &AppState,
     headers: &HeaderMap,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
-) -> Result<(OidcClient, String), Response> {
-    let form = form.map_err(bad_form)?.0;
+) -> Result<(OidcClient, String), OAuthError> {
+    let form = form.map_err(form_error)?.0;
     let client = authenticated(
         state,
         headers,
         form.client_id.as_deref(),
         form.client_secret.as_deref(),
-    )
-    .map_err(oauth_error)?
+    )?
     .clone();
     let token = form
         .token
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| invalid_request("token is missing"))?;
+        .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
     Ok((client, token))
 }
 
@@ -723,7 +722,7 @@ async fn introspect(
 ) -> Response {
     let (client, token) = match token_only(&state, &headers, form) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return oauth_error(e),
     };
     match state.core.introspect(&client, &token).await {
         Ok(answer) => Json(answer).into_response(),
@@ -744,7 +743,7 @@ async fn revoke(
 ) -> Response {
     let (client, token) = match token_only(&state, &headers, form) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(e) => return oauth_error(e),
     };
     match state.core.revoke_token(&client, &token, &meta).await {
         Ok(()) => StatusCode::OK.into_response(),
