@@ -703,6 +703,14 @@ impl Config {
                 p.client_secret = Some(v.into());
             }
         }
+        for (id, c) in &mut self.clients {
+            if let Some(v) = read(
+                &format!("clients.{id}.client_secret"),
+                &c.client_secret_file,
+            ) {
+                c.client_secret = Some(v.into());
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {

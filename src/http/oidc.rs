@@ -72,6 +72,9 @@ pub struct ClientConfig {
     /// which must use PKCE.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<Secret>,
+    /// A file holding `client_secret` (one line).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<std::path::PathBuf>,
     /// Where the browser may be sent back with a code (exact matches).
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
@@ -90,6 +93,7 @@ impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
             client_secret: None,
+            client_secret_file: None,
             redirect_uris: Vec::new(),
             post_logout_redirect_uris: Vec::new(),
             grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
@@ -914,6 +918,38 @@ mod tests {
         assert_eq!(form_decode("plain").as_deref(), Some("plain"));
         assert_eq!(form_decode("bad%2"), None);
         assert_eq!(form_decode("bad%zz"), None);
+    }
+
+    fn problems(toml: &str) -> Vec<String> {
+        match Config::from_toml_str(toml) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|e| e.key).collect(),
+        }
+    }
+
+    #[test]
+    fn client_configs_are_checked() {
+        let ok = "[vault]\nkeys = [\"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\"]\n\
+                  [clients.web]\nredirect_uris = [\"https://app.example/cb\"]\n";
+        assert_eq!(problems(ok), Vec::<String>::new());
+        let bad = "[oidc]\nsigning_alg = \"HS256\"\n\
+                   [clients.\"we b\"]\nclient_secret = \"short\"\nredirect_uris = [\"http://app.example/cb\"]\n\
+                   [clients.m]\ngrant_types = [\"client_credentials\"]\naccess_token_ttl_secs = 1\n\
+                   [clients.n]\n";
+        let p = problems(bad);
+        for key in [
+            "oidc.signing_alg",
+            "clients.we b",
+            "clients.we b.client_secret",
+            "clients.we b.redirect_uris",
+            "clients.m.grant_types",
+            "clients.m.access_token_ttl_secs",
+            "clients.n.redirect_uris",
+        ] {
+            assert!(p.iter().any(|k| k == key), "{key} in {p:?}");
+        }
+        let unknown = "[clients.web]\nredirect_uris = [\"https://a.example/cb\"]\nsecret = \"x\"\n";
+        assert!(!problems(unknown).is_empty(), "unknown keys are refused");
     }
 
     #[test]
