@@ -87,6 +87,10 @@ pub struct ClientConfig {
     pub id_token_ttl_secs: i64,
     /// How long a refresh-token family lives from the sign-in.
     pub refresh_token_ttl_secs: i64,
+    /// A JWK set of public keys (`private_key_jwt`): the client then has
+    /// no secret and authenticates with assertions signed by these keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<Value>,
 }
 
 impl Default for ClientConfig {
@@ -101,6 +105,7 @@ impl Default for ClientConfig {
             access_token_ttl_secs: 900,
             id_token_ttl_secs: 3600,
             refresh_token_ttl_secs: 30 * 24 * 3600,
+            jwks: None,
         }
     }
 }
@@ -126,6 +131,7 @@ pub fn policy(cfg: &Config) -> OidcPolicy {
                     access_token_ttl: c.access_token_ttl_secs,
                     id_token_ttl: c.id_token_ttl_secs,
                     refresh_token_ttl: c.refresh_token_ttl_secs,
+                    jwks: c.jwks.as_ref().and_then(|j| client_jwks(j).ok()),
                 },
             )
         })
@@ -138,6 +144,30 @@ pub fn policy(cfg: &Config) -> OidcPolicy {
         key_cache_secs: cfg.oidc.key_cache_secs,
         rotation_lead: cfg.oidc.key_rotation_lead_secs,
     }
+}
+
+/// A client's `jwks`: a JWK set of public signing keys.
+fn client_jwks(v: &Value) -> Result<jsonwebtoken::jwk::JwkSet, String> {
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(v.clone()).map_err(|e| format!("is not a JWK set: {e}"))?;
+    if set.keys.is_empty() {
+        return Err("holds no key".into());
+    }
+    for k in &set.keys {
+        if matches!(
+            k.algorithm,
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
+        ) {
+            return Err("must hold public keys (RSA, EC, OKP), not a shared secret".into());
+        }
+        if jsonwebtoken::DecodingKey::from_jwk(k).is_err() {
+            return Err(format!(
+                "key {} cannot be used",
+                k.common.key_id.as_deref().unwrap_or("without kid")
+            ));
+        }
+    }
+    Ok(set)
 }
 
 /// `server.public_url` without its trailing slash.
@@ -206,6 +236,17 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
         {
             errors.push(err(&key("client_secret"), "must be at least 32 characters"));
         }
+        if let Some(jwks) = &c.jwks {
+            if let Err(e) = client_jwks(jwks) {
+                errors.push(err(&key("jwks"), e));
+            }
+            if c.client_secret.is_some() {
+                errors.push(err(
+                    &key("jwks"),
+                    "a client has a client_secret or jwks (private_key_jwt), not both",
+                ));
+            }
+        }
         if c.grant_types.is_empty() {
             errors.push(err(
                 &key("grant_types"),
@@ -218,10 +259,13 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
                 "is required for the authorization_code grant",
             ));
         }
-        if c.grant_types.contains(&GrantType::ClientCredentials) && c.client_secret.is_none() {
+        if c.grant_types.contains(&GrantType::ClientCredentials)
+            && c.client_secret.is_none()
+            && c.jwks.is_none()
+        {
             errors.push(err(
                 &key("grant_types"),
-                "client_credentials needs a client_secret",
+                "client_credentials needs a client_secret or jwks",
             ));
         }
         for (field, uris) in [
@@ -281,7 +325,8 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(introspect))
         .routes(routes!(revoke))
         .routes(routes!(logout, logout_post))
-        .routes(routes!(userinfo, userinfo_post));
+        .routes(routes!(userinfo, userinfo_post))
+        .layer(pages::page_headers(cfg));
     with_settings(r, PageSettings::new(cfg))
 }
 
@@ -523,6 +568,8 @@ struct TokenForm {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
 }
 
 /// Decode one `application/x-www-form-urlencoded` component (RFC 6749
@@ -546,15 +593,32 @@ fn form_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The client's credentials: HTTP Basic (`client_secret_basic`), or the
-/// form's `client_id` with or without `client_secret`. Two methods at once
-/// are refused (RFC 6749 2.3).
-fn client_auth(
-    headers: &HeaderMap,
-    form_id: Option<&str>,
-    form_secret: Option<&str>,
-) -> Result<ClientAuth, OAuthError> {
+/// The client credentials a form post carries (beside the Authorization
+/// header).
+struct FormCredentials<'a> {
+    id: Option<&'a str>,
+    secret: Option<&'a str>,
+    assertion_type: Option<&'a str>,
+    assertion: Option<&'a str>,
+}
+
+/// The client of a `private_key_jwt` assertion: its `sub` (RFC 7523 3),
+/// read before the signature is checked against that client's keys.
+fn assertion_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&json).ok()?;
+    claims["sub"].as_str().map(str::to_string)
+}
+
+/// The client's credentials: HTTP Basic (`client_secret_basic`), a signed
+/// assertion (`private_key_jwt`), or the form's `client_id` with or without
+/// `client_secret`. Two methods at once are refused (RFC 6749 2.3).
+fn client_auth(headers: &HeaderMap, form: &FormCredentials) -> Result<ClientAuth, OAuthError> {
     const BAD_BASIC: &str = "the Authorization header is not valid HTTP Basic";
+    let two = || OAuthError::InvalidRequest("use one client authentication method, not two".into());
     if let Some(value) = headers.get(AUTHORIZATION) {
         let basic = value
             .to_str()
@@ -575,12 +639,10 @@ fn client_auth(
         let (id, secret) = form_decode(id)
             .zip(form_decode(secret))
             .ok_or(OAuthError::InvalidClient(BAD_BASIC))?;
-        if form_secret.is_some() {
-            return Err(OAuthError::InvalidRequest(
-                "use one client authentication method, not two".into(),
-            ));
+        if form.secret.is_some() || form.assertion.is_some() {
+            return Err(two());
         }
-        if form_id.is_some_and(|f| f != id) {
+        if form.id.is_some_and(|f| f != id) {
             return Err(OAuthError::InvalidRequest(
                 "client_id differs from the Authorization header's".into(),
             ));
@@ -588,29 +650,55 @@ fn client_auth(
         return Ok(ClientAuth {
             client_id: id,
             secret: Some(secret),
+            assertion: None,
         });
     }
-    let client_id = form_id
+    if let Some(assertion) = form.assertion {
+        if form.assertion_type != Some(crate::core::oidc::JWT_BEARER) {
+            return Err(OAuthError::InvalidRequest(format!(
+                "client_assertion_type must be {}",
+                crate::core::oidc::JWT_BEARER
+            )));
+        }
+        if form.secret.is_some() {
+            return Err(two());
+        }
+        let client_id = assertion_subject(assertion).ok_or(OAuthError::InvalidClient(
+            "the client assertion is malformed",
+        ))?;
+        if form.id.is_some_and(|f| f != client_id) {
+            return Err(OAuthError::InvalidClient(
+                "client_id differs from the assertion's subject",
+            ));
+        }
+        return Ok(ClientAuth {
+            client_id,
+            secret: None,
+            assertion: Some(assertion.to_string()),
+        });
+    }
+    let client_id = form
+        .id
         .filter(|c| !c.is_empty())
         .ok_or(OAuthError::InvalidClient(
             "client authentication is missing",
         ))?;
     Ok(ClientAuth {
         client_id: client_id.to_string(),
-        secret: form_secret.map(str::to_string),
+        secret: form.secret.map(str::to_string),
+        assertion: None,
     })
 }
 
 /// The authenticated client of a form post to the token, introspection or
 /// revocation endpoint.
-fn authenticated<'a>(
+async fn authenticated<'a>(
     state: &'a AppState,
     headers: &HeaderMap,
-    form_id: Option<&str>,
-    form_secret: Option<&str>,
+    form: FormCredentials<'_>,
 ) -> Result<&'a OidcClient, OAuthError> {
-    let auth = client_auth(headers, form_id, form_secret)?;
-    state.core.authenticate_client(&auth).inspect_err(|_| {
+    let auth = client_auth(headers, &form)?;
+    state.core.authenticate_client(&auth).await.inspect_err(|_| {
         tracing::info!(client = %auth.client_id, "openid provider: client authentication failed");
     })
 }
@@ -653,9 +741,15 @@ async fn token(
     let oidc_client = match authenticated(
         &state,
         &headers,
-        form.client_id.as_deref(),
-        form.client_secret.as_deref(),
-    ) {
+        FormCredentials {
+            id: form.client_id.as_deref(),
+            secret: form.client_secret.as_deref(),
+            assertion_type: form.client_assertion_type.as_deref(),
+            assertion: form.client_assertion.as_deref(),
+        },
+    )
+    .await
+    {
         Ok(c) => c.clone(),
         Err(e) => return oauth_error(e),
     };
@@ -691,10 +785,12 @@ struct TokenOnlyForm {
     _token_type_hint: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
 }
 
 /// The client and the token of an introspection or revocation request.
-fn token_only(
+async fn token_only(
     state: &AppState,
     headers: &HeaderMap,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
@@ -703,9 +799,14 @@ fn token_only(
     let client = authenticated(
         state,
         headers,
-        form.client_id.as_deref(),
-        form.client_secret.as_deref(),
-    )?
+        FormCredentials {
+            id: form.client_id.as_deref(),
+            secret: form.client_secret.as_deref(),
+            assertion_type: form.client_assertion_type.as_deref(),
+            assertion: form.client_assertion.as_deref(),
+        },
+    )
+    .await?
     .clone();
     let token = form
         .token
@@ -724,7 +825,7 @@ async fn introspect(
     headers: HeaderMap,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
 ) -> Response {
-    let (client, token) = match token_only(&state, &headers, form) {
+    let (client, token) = match token_only(&state, &headers, form).await {
         Ok(x) => x,
         Err(e) => return oauth_error(e),
     };
@@ -745,7 +846,7 @@ async fn revoke(
     headers: HeaderMap,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
 ) -> Response {
-    let (client, token) = match token_only(&state, &headers, form) {
+    let (client, token) = match token_only(&state, &headers, form).await {
         Ok(x) => x,
         Err(e) => return oauth_error(e),
     };

@@ -25,6 +25,8 @@ on_both_databases!(
     a_machine_client_gets_tokens_by_client_credentials,
     a_rotated_key_is_published_first_and_openid_client_follows,
     introspection_revocation_and_logout,
+    in_chromium_an_application_signs_in_by_mail_code_and_by_google,
+    private_key_jwt_clients_sign_their_assertions,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -1073,4 +1075,339 @@ const BYE: &str = "http://127.0.0.1:9/bye";
 
 fn enc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// The whole journey in headless Chromium, as a person makes it: an
+/// application (openid-client) sends the browser to authgate, the person
+/// signs in on the hosted page by a code from a real SMTP server, and the
+/// browser lands back at the application with a code; then, asked for a
+/// new sign-in, with Google (the real oidc-provider) — authgate brokers it,
+/// the ID token's `sub` is authgate's user, `amr` says `fed`; then the
+/// application signs the person out at authgate.
+async fn in_chromium_an_application_signs_in_by_mail_code_and_by_google(db: &TestDb) {
+    use crate::chromium::{Browser, click, type_into};
+    use crate::pages::{screenshots, text_becomes};
+    use crate::support::{
+        PEER_CLIENT_ID, PEER_CLIENT_SECRET, Smtpd, TestServer, code_in, free_port,
+    };
+    let Some((driver, chromium)) = Browser::programs() else {
+        return;
+    };
+    let Some(python) = Smtpd::python() else {
+        return;
+    };
+    let Some(node) = OidcPeer::node() else { return };
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = free_port();
+    let smtpd = Smtpd::start(&python, smtp_port, dir.path()).await;
+    // The application's own pages: where the browser comes back to.
+    let landing = axum::Router::new()
+        .route("/cb", axum::routing::get(|| async {
+            axum::response::Html("<!doctype html><title>App</title><h1 id=app>Back at the application</h1>")
+        }))
+        .route("/bye", axum::routing::get(|| async {
+            axum::response::Html("<!doctype html><title>App</title><h1 id=bye>Signed out of the application</h1>")
+        }));
+    let landing = TestServer::serve(landing).await;
+    let (cb, bye) = (landing.url("/cb"), landing.url("/bye"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let google = OidcPeer::google_with_redirects(
+        &node,
+        json!({ "g-gus": { "email": "gus@gmail.example", "email_verified": true, "name": "Gus" } }),
+        &[format!("{public}/login/callback/google")],
+    )
+    .await;
+    let issuer_g = google.issuer.clone();
+    let app = App::start_on(listener, db, |c| {
+        clients(c);
+        let web = c.clients.get_mut("webapp").unwrap();
+        web.redirect_uris = vec![cb.clone()];
+        web.post_logout_redirect_uris = vec![bye.clone()];
+        c.server.public_url = Some(public.parse().unwrap());
+        c.mail.transport = authgate::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}").into());
+        c.providers.insert(
+            "google".into(),
+            authgate::config::ProviderConfig {
+                client_id: PEER_CLIENT_ID.into(),
+                client_secret: Some(PEER_CLIENT_SECRET.into()),
+                issuer: Some(issuer_g.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let browser = Browser::start(&driver, &chromium, false).await;
+    let c = &browser.client;
+    let address = "fay@example.com";
+
+    // 1. By an e-mail code.
+    let begun = rp
+        .ok(json!({ "op": "begin", "name": "webapp", "redirect_uri": cb, "scope": "openid email profile" }))
+        .await;
+    c.goto(begun["url"].as_str().unwrap()).await.unwrap();
+    text_becomes(c, "h1", "Sign in").await;
+    assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+    screenshots(c, "oidc-login").await;
+    type_into(c, "#email", address).await;
+    click(c, "#send").await;
+    text_becomes(c, "h1", "Check your mail").await;
+    let raw = Smtpd::wait_for_mail(&smtpd.maildir, address, Duration::from_secs(15)).await;
+    type_into(c, "#code", &code_in(&raw)).await;
+    click(c, "#verify").await;
+    text_becomes(c, "#app", "Back at the application").await;
+    let back = c.current_url().await.unwrap().to_string();
+    let done = rp
+        .ok(json!({
+            "op": "finish", "name": "webapp", "callback": back,
+            "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+        }))
+        .await;
+    let fay = app
+        .core
+        .find_user(&authgate::core::UserKey::parse(address).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(done["claims"]["sub"], fay.id.to_string());
+    assert_eq!(done["claims"]["amr"], json!(["otp"]));
+
+    // 2. A new sign-in asked for, with Google this time: brokered.
+    let begun = rp
+        .ok(json!({ "op": "begin", "name": "webapp", "redirect_uri": cb, "scope": "openid email profile",
+            "params": { "prompt": "login" } }))
+        .await;
+    c.goto(begun["url"].as_str().unwrap()).await.unwrap();
+    text_becomes(c, "h1", "Sign in").await;
+    click(c, "#provider-google").await;
+    type_into(c, "input[name=login]", "g-gus").await;
+    type_into(c, "input[name=password]", "any password").await;
+    click(c, "button[type=submit]").await;
+    crate::chromium::gone(c, "input[name=login]").await;
+    click(c, "button[type=submit]").await;
+    text_becomes(c, "#app", "Back at the application").await;
+    let back = c.current_url().await.unwrap().to_string();
+    let done = rp
+        .ok(json!({
+            "op": "finish", "name": "webapp", "callback": back,
+            "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+        }))
+        .await;
+    let gus = app
+        .core
+        .find_user(&authgate::core::UserKey::parse("gus@gmail.example").unwrap())
+        .await
+        .unwrap();
+    let claims = &done["claims"];
+    assert_eq!(
+        claims["sub"],
+        gus.id.to_string(),
+        "authgate's user, not Google's subject"
+    );
+    assert_ne!(claims["sub"], "g-gus");
+    assert_eq!(claims["amr"], json!(["fed"]));
+    assert_eq!(
+        (claims["email"].as_str(), claims["name"].as_str()),
+        (Some("gus@gmail.example"), Some("Gus"))
+    );
+    assert_eq!(done["userinfo"]["email"], "gus@gmail.example");
+
+    // 3. The application signs the person out at authgate.
+    let url = rp
+        .ok(
+            json!({ "op": "end_session_url", "name": "webapp", "params": {
+            "id_token_hint": done["tokens"]["id_token"], "post_logout_redirect_uri": bye } }),
+        )
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.goto(&url).await.unwrap();
+    text_becomes(c, "#bye", "Signed out of the application").await;
+    c.goto(&app.url("/account")).await.unwrap();
+    text_becomes(c, "h1", "Sign in").await;
+    let _ = c.clone().close().await;
+}
+
+/// A client that authenticates with assertions signed by its own key
+/// (`private_key_jwt`, RFC 7523): openid-client signs them for the code
+/// flow, refresh and client_credentials; a replayed, expired, long-lived,
+/// misaddressed, foreign-signed, unsigned or malformed assertion is
+/// `invalid_client` (401).
+async fn private_key_jwt_clients_sign_their_assertions(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let jwk = rp
+        .ok(json!({ "op": "keygen", "key": "k1", "alg": "ES256" }))
+        .await["jwk"]
+        .clone();
+    rp.ok(json!({ "op": "keygen", "key": "evil", "alg": "ES256" }))
+        .await;
+    let app = start(db, |c| {
+        clients(c);
+        c.clients.insert(
+            "signed".into(),
+            ClientConfig {
+                redirect_uris: vec![REDIRECT.into()],
+                grant_types: vec![
+                    GrantType::AuthorizationCode,
+                    GrantType::RefreshToken,
+                    GrantType::ClientCredentials,
+                ],
+                scopes: vec!["openid".into(), "email".into(), "reports.read".into()],
+                jwks: Some(json!({ "keys": [jwk] })),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let meta = rp
+        .ok(
+            json!({ "op": "discover", "name": "signed", "issuer": issuer(&app),
+            "client_id": "signed", "auth": "private_key_jwt", "key": "k1" }),
+        )
+        .await;
+    assert!(
+        meta["metadata"]["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("private_key_jwt"))
+    );
+    let b = browser();
+    let done = code_flow(
+        &app,
+        &mut rp,
+        &b,
+        "signed",
+        "openid email",
+        "gil@example.com",
+    )
+    .await;
+    assert_eq!(done["claims"]["aud"], "signed");
+    let refresh = done["tokens"]["refresh_token"].as_str().unwrap();
+    rp.ok(json!({ "op": "refresh", "name": "signed", "refresh_token": refresh }))
+        .await;
+    let cc = rp
+        .ok(json!({ "op": "client_credentials", "name": "signed", "scope": "reports.read" }))
+        .await;
+    assert_eq!(cc["tokens"]["scope"], "reports.read");
+
+    let assertion = |key: &'static str, claims: Value, header: Value| {
+        json!({ "op": "sign_assertion", "key": key, "client_id": "signed",
+            "aud": issuer(&app), "claims": claims, "header": header })
+    };
+    let post = |assertion: String, kind: &'static str| {
+        let app = &app;
+        async move {
+            let r = reqwest::Client::new()
+                .post(app.url("/oauth2/token"))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", kind),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    const BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+    let one = rp.ok(assertion("k1", json!({}), json!({}))).await["assertion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, body) = post(one.clone(), BEARER).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["access_token"].is_string());
+    let (status, body) = post(one.clone(), BEARER).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "replayed"
+    );
+    let (status, body) = post(one.clone(), "urn:example:other").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let token_endpoint = app.url("/oauth2/token");
+    for (why, cmd) in [
+        (
+            "expired",
+            assertion("k1", json!({ "exp": now - 120 }), json!({})),
+        ),
+        (
+            "long-lived",
+            assertion("k1", json!({ "exp": now + 3600 }), json!({})),
+        ),
+        (
+            "another audience",
+            assertion(
+                "k1",
+                json!({ "aud": "https://elsewhere.example" }),
+                json!({}),
+            ),
+        ),
+        (
+            "another issuer",
+            assertion("k1", json!({ "iss": "webapp" }), json!({})),
+        ),
+        ("no jti", assertion("k1", json!({ "jti": "" }), json!({}))),
+        (
+            "another key",
+            assertion("evil", json!({}), json!({ "kid": "k1" })),
+        ),
+        ("an unknown key", assertion("evil", json!({}), json!({}))),
+        (
+            "the token endpoint as audience",
+            assertion("k1", json!({ "aud": token_endpoint }), json!({})),
+        ),
+    ] {
+        let signed = rp.ok(cmd).await["assertion"].as_str().unwrap().to_string();
+        let (status, body) = post(signed, BEARER).await;
+        if why == "the token endpoint as audience" {
+            assert_eq!(status, 200, "{why}: {body}");
+        } else {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (401, Some("invalid_client")),
+                "{why}: {body}"
+            );
+        }
+    }
+    use base64::Engine;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({ "alg": "none", "kid": "k1" })),
+        b64(
+            json!({ "iss": "signed", "sub": "signed", "aud": issuer(&app), "exp": now + 60, "jti": "x" })
+        )
+    );
+    for bad in [unsigned, "not.a.jwt".to_string(), "garbage".to_string()] {
+        let (status, body) = post(bad.clone(), BEARER).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{bad}: {body}"
+        );
+    }
+    // A secret is not its way in.
+    let (status, _, _) = token(
+        &app,
+        Some(("signed", "any-secret-at-all")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(status, 401);
 }

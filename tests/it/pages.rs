@@ -35,7 +35,7 @@ pub fn screenshot_dir() -> PathBuf {
 }
 
 /// The page at two widths, a phone's and a desktop's.
-async fn screenshots(c: &Client, name: &str) {
+pub async fn screenshots(c: &Client, name: &str) {
     for width in [390, 1280] {
         c.set_window_size(width, 900).await.unwrap();
         let png = c.screenshot().await.unwrap();
@@ -444,7 +444,7 @@ async fn in_chromium_without_javascript_by_a_mailed_code(db: &TestDb) {
 
 /// Wait (bounded) until the element's text is `want` (after a click the
 /// old page may still be showing).
-async fn text_becomes(c: &Client, css: &str, want: &str) {
+pub async fn text_becomes(c: &Client, css: &str, want: &str) {
     let start = std::time::Instant::now();
     loop {
         if let Ok(e) = c.find(Locator::Css(css)).await

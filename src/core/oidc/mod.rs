@@ -68,11 +68,15 @@ pub struct Client {
     pub id_token_ttl: i64,
     /// The lifetime of a refresh-token family, from the sign-in.
     pub refresh_token_ttl: i64,
+    /// The public keys of a `private_key_jwt` client (then it has no
+    /// secret and authenticates by a signed assertion, RFC 7523).
+    pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
 }
 
 impl Client {
+    /// No secret and no keys: it cannot authenticate (PKCE only).
     pub fn is_public(&self) -> bool {
-        self.secret_hash.is_none()
+        self.secret_hash.is_none() && self.jwks.is_none()
     }
 
     pub fn allows(&self, grant: GrantType) -> bool {
@@ -664,7 +668,28 @@ pub struct ClientAuth {
     pub client_id: String,
     /// `client_secret_basic` or `client_secret_post`; `None`: a public client.
     pub secret: Option<String>,
+    /// `private_key_jwt`: the signed client assertion.
+    pub assertion: Option<String>,
 }
+
+/// RFC 7523's `client_assertion_type`.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The algorithms a client assertion may be signed with (asymmetric only).
+const ASSERTION_ALGS: [jsonwebtoken::Algorithm; 9] = [
+    jsonwebtoken::Algorithm::RS256,
+    jsonwebtoken::Algorithm::RS384,
+    jsonwebtoken::Algorithm::RS512,
+    jsonwebtoken::Algorithm::PS256,
+    jsonwebtoken::Algorithm::PS384,
+    jsonwebtoken::Algorithm::PS512,
+    jsonwebtoken::Algorithm::ES256,
+    jsonwebtoken::Algorithm::ES384,
+    jsonwebtoken::Algorithm::EdDSA,
+];
+
+/// Longest-lived client assertion accepted (seconds from now to `exp`).
+const MAX_ASSERTION_LIFETIME: i64 = 600;
 
 /// A token request's parameters, as sent.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -746,6 +771,12 @@ impl From<super::ports::storage::StoreError> for OAuthError {
     }
 }
 
+enum AssertionFault {
+    /// Why it is refused (for the log; the client hears `invalid_client`).
+    Bad(&'static str),
+    Store(super::ports::storage::StoreError),
+}
+
 fn sha256(s: &str) -> [u8; 32] {
     sha2::Sha256::digest(s.as_bytes()).into()
 }
@@ -759,15 +790,93 @@ impl Core {
     /// Authenticate a client at the token endpoint: a confidential client
     /// by its secret (compared as hashes, in constant time), a public one by
     /// its id alone.
-    pub fn authenticate_client(&self, auth: &ClientAuth) -> Result<&Client, OAuthError> {
+    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<&Client, OAuthError> {
         const BAD: &str = "client authentication failed";
         let client = self
             .oidc_client(&auth.client_id)
             .ok_or(OAuthError::InvalidClient(BAD))?;
+        match (&client.jwks, &auth.assertion) {
+            (Some(jwks), Some(a)) if auth.secret.is_none() => {
+                return match self.check_assertion(client, jwks, a).await {
+                    Ok(()) => Ok(client),
+                    Err(AssertionFault::Store(e)) => Err(OAuthError::Server(e.into())),
+                    Err(AssertionFault::Bad(why)) => {
+                        tracing::info!(client = %client.id, reason = why, "client assertion refused");
+                        Err(OAuthError::InvalidClient(BAD))
+                    }
+                };
+            }
+            (Some(_), _) | (None, Some(_)) => return Err(OAuthError::InvalidClient(BAD)),
+            (None, None) => {}
+        }
         match (&client.secret_hash, &auth.secret) {
             (Some(hash), Some(given)) if ct_eq(hash, &sha256(given)) => Ok(client),
             (None, None) => Ok(client),
             _ => Err(OAuthError::InvalidClient(BAD)),
+        }
+    }
+
+    /// A `private_key_jwt` assertion (RFC 7523 3): signed by one of the
+    /// client's keys with an asymmetric algorithm, `iss` and `sub` the
+    /// client, `aud` the issuer or the token endpoint, not expired and not
+    /// long-lived, and a `jti` never seen before.
+    async fn check_assertion(
+        &self,
+        client: &Client,
+        jwks: &jsonwebtoken::jwk::JwkSet,
+        assertion: &str,
+    ) -> Result<(), AssertionFault> {
+        use AssertionFault::Bad;
+        if assertion.len() > 16 * 1024 {
+            return Err(Bad("too long"));
+        }
+        let header = jsonwebtoken::decode_header(assertion).map_err(|_| Bad("malformed"))?;
+        if !ASSERTION_ALGS.contains(&header.alg) {
+            return Err(Bad("algorithm not allowed"));
+        }
+        let jwk = match header.kid.as_deref() {
+            Some(kid) => jwks.find(kid),
+            None if jwks.keys.len() == 1 => jwks.keys.first(),
+            None => None,
+        }
+        .ok_or(Bad("no such key"))?;
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|_| Bad("unusable key"))?;
+        let issuer = &self.inner.oidc.issuer;
+        let mut v = jsonwebtoken::Validation::new(header.alg);
+        // Times are checked below, on the core's clock.
+        v.validate_exp = false;
+        v.required_spec_claims = ["iss", "sub", "aud", "exp"]
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        v.set_issuer(&[&client.id]);
+        v.set_audience(&[issuer.clone(), format!("{issuer}/oauth2/token")]);
+        let claims = jsonwebtoken::decode::<Value>(assertion, &key, &v)
+            .map_err(|_| Bad("signature or claims"))?
+            .claims;
+        if claims["sub"].as_str() != Some(client.id.as_str()) {
+            return Err(Bad("sub is not the client"));
+        }
+        let now = self.now();
+        let exp = claims["exp"].as_i64().ok_or(Bad("exp"))?;
+        if exp + 30 <= now {
+            return Err(Bad("expired"));
+        }
+        if exp - now > MAX_ASSERTION_LIFETIME {
+            return Err(Bad("lives too long"));
+        }
+        if claims["nbf"].as_i64().is_some_and(|nbf| nbf > now + 30) {
+            return Err(Bad("not yet valid"));
+        }
+        let jti = claims["jti"]
+            .as_str()
+            .filter(|j| !j.is_empty() && j.len() <= 256)
+            .ok_or(Bad("jti"))?;
+        let seen = sha256(&format!("{}\n{jti}", client.id));
+        match self.store().insert_oidc_assertion(&seen, exp + 30).await {
+            Ok(()) => Ok(()),
+            Err(super::ports::storage::StoreError::Conflict(_)) => Err(Bad("replayed")),
+            Err(e) => Err(AssertionFault::Store(e)),
         }
     }
 
@@ -1298,8 +1407,8 @@ impl Core {
             "introspection_endpoint": format!("{iss}/oauth2/introspect"),
             "revocation_endpoint": format!("{iss}/oauth2/revoke"),
             "end_session_endpoint": format!("{iss}/oauth2/logout"),
-            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
             "jwks_uri": format!("{iss}/oauth2/jwks"),
             "scopes_supported": SCOPES,
             "response_types_supported": ["code"],
@@ -1307,7 +1416,8 @@ impl Core {
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": [self.inner.oidc.signing_alg.as_str()],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"],
             "code_challenge_methods_supported": ["S256"],
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",

@@ -316,6 +316,9 @@ pub trait OidcStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Option<(IssuedToken, Grant)>>;
     async fn delete_oidc_token(&self, token_hash: &[u8]) -> Result<bool>;
+    /// Note a client assertion's id until it expires; `Conflict` when it was
+    /// seen before.
+    async fn insert_oidc_assertion(&self, jti_hash: &[u8], expires_at: Timestamp) -> Result<()>;
     /// Revoke a grant (every token under it stops working).
     async fn revoke_oidc_grant(&self, grant_id: Uuid, now: Timestamp) -> Result<bool>;
 }

@@ -51,19 +51,44 @@ const LOCALES: [&str; 5] = ["en", "de", "fr", "es", "nl"];
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// [`CSP`], with the origin of an https `pages.stylesheet_url` allowed for
-/// styles too.
-fn csp(p: &PagesConfig) -> HeaderValue {
+/// styles too, and the origins a form's answer may redirect to allowed as
+/// form actions (browsers apply `form-action` to the redirects after a
+/// post): the return targets' and the OpenID clients' redirect and
+/// post-logout URIs'.
+fn csp(cfg: &Config) -> HeaderValue {
     let strict = HeaderValue::from_static(CSP);
-    let Some(origin) = p
+    let mut policy = CSP.to_string();
+    if let Some(origin) = cfg
+        .pages
         .stylesheet_url
         .as_deref()
         .and_then(|u| url::Url::parse(u).ok())
         .filter(|u| u.scheme() == "https")
         .map(|u| u.origin().ascii_serialization())
-    else {
-        return strict;
-    };
-    let policy = CSP.replacen("style-src 'self'", &format!("style-src 'self' {origin}"), 1);
+    {
+        policy = policy.replacen("style-src 'self'", &format!("style-src 'self' {origin}"), 1);
+    }
+    let own = cfg.server.public_url().origin().ascii_serialization();
+    let mut targets: Vec<String> = cfg.server.allowed_origins(&cfg.oauth.languages);
+    if cfg.surfaces.oidc {
+        targets.extend(
+            cfg.clients
+                .values()
+                .flat_map(|c| c.redirect_uris.iter().chain(&c.post_logout_redirect_uris))
+                .filter_map(|u| url::Url::parse(u).ok())
+                .map(|u| u.origin().ascii_serialization()),
+        );
+    }
+    targets.retain(|o| *o != own && o.starts_with("http") && !o.contains([' ', ';', ',', '\'']));
+    targets.sort();
+    targets.dedup();
+    if !targets.is_empty() {
+        policy = policy.replacen(
+            "form-action 'self'",
+            &format!("form-action 'self' {}", targets.join(" ")),
+            1,
+        );
+    }
     HeaderValue::try_from(policy).unwrap_or(strict)
 }
 
@@ -289,10 +314,25 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .route("/logout", post(logout))
         .route("/assets/authgate.css", get(stylesheet))
         .route("/assets/theme.css", get(theme))
-        .layer(SetResponseHeaderLayer::overriding(
-            CONTENT_SECURITY_POLICY,
-            csp(&cfg.pages),
-        ))
+        .layer(page_headers(cfg));
+    with_settings(OpenApiRouter::from(pages), Settings::new(cfg))
+}
+
+/// The headers of every page (and of the OpenID provider's, which renders
+/// pages too): the strict CSP, `nosniff`, and the referrer policy.
+pub(crate) fn page_headers(
+    cfg: &Config,
+) -> tower::ServiceBuilder<
+    tower::layer::util::Stack<
+        SetResponseHeaderLayer<HeaderValue>,
+        tower::layer::util::Stack<
+            SetResponseHeaderLayer<HeaderValue>,
+            tower::layer::util::Stack<SetResponseHeaderLayer<HeaderValue>, tower::layer::util::Identity>,
+        >,
+    >,
+> {
+    tower::ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(CONTENT_SECURITY_POLICY, csp(cfg)))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
@@ -305,8 +345,7 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .layer(SetResponseHeaderLayer::if_not_present(
             axum::http::header::REFERRER_POLICY,
             HeaderValue::from_static("same-origin"),
-        ));
-    with_settings(OpenApiRouter::from(pages), Settings::new(cfg))
+        ))
 }
 
 // ---- texts and templates

@@ -85,7 +85,8 @@ impl Database for SqlStore {
     }
 
     async fn purge_expired(&self, now: Timestamp) -> Result<u64> {
-        const PURGES: [&str; 11] = [
+        const PURGES: [&str; 12] = [
+            "DELETE FROM oidc_assertions WHERE expires_at <= $1",
             "DELETE FROM oidc_codes WHERE expires_at <= $1",
             "DELETE FROM oidc_tokens WHERE expires_at <= $1",
             "DELETE FROM oidc_grants WHERE expires_at <= $1",

@@ -358,6 +358,18 @@ impl OidcStore for SqlStore {
             .map(|g| (token, g)))
     }
 
+    async fn insert_oidc_assertion(&self, jti_hash: &[u8], expires_at: Timestamp) -> Result<()> {
+        with_writer!(self, |p| sqlx::query(
+            "INSERT INTO oidc_assertions (jti_hash, expires_at) VALUES ($1, $2)"
+        )
+        .bind(jti_hash)
+        .bind(expires_at)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|_| ()))
+    }
+
     async fn delete_oidc_token(&self, token_hash: &[u8]) -> Result<bool> {
         with_writer!(self, |p| sqlx::query(
             "DELETE FROM oidc_tokens WHERE token_hash = $1"

@@ -5,7 +5,9 @@
 // audience, nonce, expiry and auth_time); the test only reads what it says.
 //
 // Commands (each with an `op`):
-//   discover   {name, issuer, client_id, client_secret?, auth: basic|post|none}
+//   discover   {name, issuer, client_id, client_secret?, key?, auth: basic|post|none|private_key_jwt}
+//   keygen     {key, alg}                     -> {jwk} (the public half)
+//   sign_assertion {key, client_id, aud, claims?, header?} -> {assertion}
 //   begin      {name, redirect_uri, scope, params?}  -> {url, verifier, state, nonce}
 //   finish     {name, callback, verifier, state, nonce, max_age?}
 //                                               -> {tokens, claims, userinfo}
@@ -21,16 +23,24 @@
 // A failure answers {error: {name, message, code, error, error_description, status}}.
 import * as readline from 'node:readline';
 import * as client from 'openid-client';
+import * as jose from 'jose';
 
 const configs = new Map();
+// Key pairs made by `keygen`, by name: {privateKey, kid, alg}.
+const keys = new Map();
 
 // The process's clock, movable by `advance_clock` (the library reads Date.now).
 const realNow = Date.now;
 let offsetMs = 0;
 Date.now = () => realNow() + offsetMs;
 
-function auth(kind, secret) {
+function auth(kind, secret, keyName) {
   switch (kind) {
+    case 'private_key_jwt': {
+      const k = keys.get(keyName);
+      if (!k) throw new Error(`no key ${keyName}`);
+      return client.PrivateKeyJwt({ key: k.privateKey, kid: k.kid });
+    }
     case 'basic': return client.ClientSecretBasic(secret);
     case 'post': return client.ClientSecretPost(secret);
     case 'none': return client.None();
@@ -61,7 +71,7 @@ const ops = {
       new URL(cmd.issuer),
       cmd.client_id,
       undefined,
-      auth(cmd.auth, cmd.client_secret),
+      auth(cmd.auth, cmd.client_secret, cmd.key),
       { execute: [client.allowInsecureRequests] },
     );
     configs.set(cmd.name, { config: c, nonces: new Map() });
@@ -124,6 +134,30 @@ const ops = {
   async end_session_url(cmd) {
     const { config: c } = config(cmd.name);
     return { url: client.buildEndSessionUrl(c, cmd.params).href };
+  },
+
+  async keygen(cmd) {
+    const { publicKey, privateKey } = await jose.generateKeyPair(cmd.alg, { extractable: true });
+    const jwk = await jose.exportJWK(publicKey);
+    jwk.kid = cmd.key;
+    jwk.alg = cmd.alg;
+    keys.set(cmd.key, { privateKey, kid: cmd.key, alg: cmd.alg });
+    return { jwk };
+  },
+
+  // A client assertion made by hand (to replay or spoil it): `claims`
+  // complete the defaults (iss = sub = client_id, aud, a fresh jti, 60 s).
+  async sign_assertion(cmd) {
+    const k = keys.get(cmd.key);
+    const now = Math.floor(Date.now() / 1000);
+    const claims = {
+      iss: cmd.client_id, sub: cmd.client_id, aud: cmd.aud,
+      jti: crypto.randomUUID(), iat: now, exp: now + 60, ...(cmd.claims || {}),
+    };
+    const jwt = await new jose.SignJWT(claims)
+      .setProtectedHeader({ alg: k.alg, kid: k.kid, ...(cmd.header || {}) })
+      .sign(k.privateKey);
+    return { assertion: jwt };
   },
 
   async advance_clock(cmd) {
