@@ -318,21 +318,28 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
     with_settings(OpenApiRouter::from(pages), Settings::new(cfg))
 }
 
-/// The headers of every page (and of the OpenID provider's, which renders
-/// pages too): the strict CSP, `nosniff`, and the referrer policy.
-pub(crate) fn page_headers(
-    cfg: &Config,
-) -> tower::ServiceBuilder<
+/// Three header layers (see [`page_headers`]).
+type HeaderLayers = tower::ServiceBuilder<
     tower::layer::util::Stack<
         SetResponseHeaderLayer<HeaderValue>,
         tower::layer::util::Stack<
             SetResponseHeaderLayer<HeaderValue>,
-            tower::layer::util::Stack<SetResponseHeaderLayer<HeaderValue>, tower::layer::util::Identity>,
+            tower::layer::util::Stack<
+                SetResponseHeaderLayer<HeaderValue>,
+                tower::layer::util::Identity,
+            >,
         >,
     >,
-> {
+>;
+
+/// The headers of every page (and of the OpenID provider's, which renders
+/// pages too): the strict CSP, `nosniff`, and the referrer policy.
+pub(crate) fn page_headers(cfg: &Config) -> HeaderLayers {
     tower::ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(CONTENT_SECURITY_POLICY, csp(cfg)))
+        .layer(SetResponseHeaderLayer::overriding(
+            CONTENT_SECURITY_POLICY,
+            csp(cfg),
+        ))
         .layer(SetResponseHeaderLayer::overriding(
             axum::http::header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
