@@ -27,6 +27,7 @@ on_both_databases!(
     introspection_revocation_and_logout,
     in_chromium_an_application_signs_in_by_mail_code_and_by_google,
     private_key_jwt_clients_sign_their_assertions,
+    authlib_signs_in_and_refreshes,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -59,8 +60,34 @@ impl Rp {
             );
             return None;
         }
-        let mut child = tokio::process::Command::new(node)
-            .arg(dir.join("rp.mjs"))
+        Some(Self::spawn(&node, &dir.join("rp.mjs")))
+    }
+
+    /// The second relying party: Python `authlib` (`tests/peers/authlib`),
+    /// run by the Python the SMTP server uses.
+    async fn authlib() -> Option<Rp> {
+        let python = crate::support::Smtpd::python()?;
+        let has = std::process::Command::new(&python)
+            .args(["-c", "import authlib"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has {
+            assert!(
+                !std::env::var("CI").is_ok_and(|v| v == "true"),
+                "{python} has no authlib: pip install authlib==1.9.10"
+            );
+            eprintln!(
+                "note: skipping a case that needs Python's authlib (pip install authlib==1.9.10)"
+            );
+            return None;
+        }
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/authlib/rp.py");
+        Some(Self::spawn(&python, &script))
+    }
+
+    fn spawn(program: &str, script: &Path) -> Rp {
+        let mut child = tokio::process::Command::new(program)
+            .arg(script)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -68,11 +95,11 @@ impl Rp {
             .unwrap();
         let stdin = child.stdin.take().unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Some(Rp {
+        Rp {
             _child: child,
             stdin,
             lines,
-        })
+        }
     }
 
     async fn call(&mut self, cmd: Value) -> Value {
@@ -1410,4 +1437,69 @@ async fn private_key_jwt_clients_sign_their_assertions(db: &TestDb) {
     )
     .await;
     assert_eq!(status, 401);
+}
+
+/// A second relying party no one here wrote, Python `authlib`: the code
+/// flow with PKCE and `client_secret_basic`, the ID token validated by
+/// authlib's `CodeIDToken` (signature, iss, aud, nonce, at_hash), userinfo,
+/// and a refresh that rotates (the old token then refused).
+async fn authlib_signs_in_and_refreshes(db: &TestDb) {
+    let Some(mut py) = Rp::authlib().await else {
+        return;
+    };
+    let app = provider(db).await;
+    py.ok(json!({ "op": "discover", "issuer": issuer(&app), "client_id": "webapp", "client_secret": SECRET }))
+        .await;
+    let b = browser();
+    let begun = py
+        .ok(json!({ "op": "begin", "redirect_uri": REDIRECT, "scope": "openid email profile" }))
+        .await;
+    let url = begun["url"].as_str().unwrap();
+    assert!(url.contains("code_challenge_method=S256"), "{url}");
+    let callback = authorize(&app, &b, url, "hal@example.com").await;
+    let done = py
+        .ok(
+            json!({ "op": "finish", "callback": callback, "state": begun["state"],
+            "verifier": begun["verifier"], "nonce": begun["nonce"] }),
+        )
+        .await;
+    let hal = app
+        .core
+        .find_user(&authgate::core::UserKey::parse("hal@example.com").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(done["claims"]["sub"], hal.id.to_string());
+    assert_eq!(done["claims"]["nonce"], begun["nonce"]);
+    assert_eq!(done["userinfo"]["email"], "hal@example.com");
+    let old = done["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let refreshed = py
+        .ok(json!({ "op": "refresh", "refresh_token": old }))
+        .await;
+    let new = refreshed["tokens"]["refresh_token"].as_str().unwrap();
+    assert_ne!(new, old);
+    let again = py
+        .call(json!({ "op": "refresh", "refresh_token": old }))
+        .await;
+    assert!(
+        again["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid_grant"),
+        "{again}"
+    );
+    // A callback whose state is not the request's: authlib refuses it.
+    let begun = py
+        .ok(json!({ "op": "begin", "redirect_uri": REDIRECT, "scope": "openid" }))
+        .await;
+    let callback = authorize(&app, &b, begun["url"].as_str().unwrap(), "hal@example.com").await;
+    let forged = py
+        .call(
+            json!({ "op": "finish", "callback": callback, "state": "not-the-state",
+            "verifier": begun["verifier"], "nonce": begun["nonce"] }),
+        )
+        .await;
+    assert!(forged.get("error").is_some(), "{forged}");
 }
