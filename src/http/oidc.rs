@@ -51,6 +51,11 @@ pub struct OidcConfig {
     /// Seconds a new key from `authgate keys rotate` is published before
     /// it signs, so that relying parties' key caches hold it first.
     pub key_rotation_lead_secs: i64,
+    /// The salt of pairwise subjects (at least 32 characters; needed when a
+    /// client has `subject_type = "pairwise"`; never change it: every
+    /// pairwise `sub` would change).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairwise_secret: Option<Secret>,
 }
 
 impl Default for OidcConfig {
@@ -60,6 +65,7 @@ impl Default for OidcConfig {
             code_ttl_secs: 60,
             key_cache_secs: 5,
             key_rotation_lead_secs: 300,
+            pairwise_secret: None,
         }
     }
 }
@@ -91,6 +97,17 @@ pub struct ClientConfig {
     /// no secret and authenticates with assertions signed by these keys.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub jwks: Option<Value>,
+    /// `public` (authgate's user id as `sub`) or `pairwise` (a `sub` of
+    /// its own per sector: the host of its redirect URIs).
+    pub subject_type: SubjectType,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectType {
+    #[default]
+    Public,
+    Pairwise,
 }
 
 impl Default for ClientConfig {
@@ -106,6 +123,7 @@ impl Default for ClientConfig {
             id_token_ttl_secs: 3600,
             refresh_token_ttl_secs: 30 * 24 * 3600,
             jwks: None,
+            subject_type: SubjectType::Public,
         }
     }
 }
@@ -132,6 +150,9 @@ pub fn policy(cfg: &Config) -> OidcPolicy {
                     id_token_ttl: c.id_token_ttl_secs,
                     refresh_token_ttl: c.refresh_token_ttl_secs,
                     jwks: c.jwks.as_ref().and_then(|j| client_jwks(j).ok()),
+                    pairwise_sector: (c.subject_type == SubjectType::Pairwise)
+                        .then(|| sector(c))
+                        .flatten(),
                 },
             )
         })
@@ -143,7 +164,22 @@ pub fn policy(cfg: &Config) -> OidcPolicy {
         signing_alg: SigningAlg::parse(&cfg.oidc.signing_alg).unwrap_or_default(),
         key_cache_secs: cfg.oidc.key_cache_secs,
         rotation_lead: cfg.oidc.key_rotation_lead_secs,
+        pairwise_secret: cfg
+            .oidc
+            .pairwise_secret
+            .as_ref()
+            .map(|s| crate::core::oidc::Salt(s.expose().to_string())),
     }
+}
+
+/// A pairwise client's sector: the one host of its redirect URIs.
+fn sector(c: &ClientConfig) -> Option<String> {
+    let mut hosts = c
+        .redirect_uris
+        .iter()
+        .filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_string));
+    let first = hosts.next()?;
+    hosts.all(|h| h == first).then_some(first)
 }
 
 /// A client's `jwks`: a JWK set of public signing keys.
@@ -244,6 +280,23 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
                 errors.push(err(
                     &key("jwks"),
                     "a client has a client_secret or jwks (private_key_jwt), not both",
+                ));
+            }
+        }
+        if c.subject_type == SubjectType::Pairwise {
+            if sector(c).is_none() {
+                errors.push(err(
+                    &key("subject_type"),
+                    "a pairwise client's redirect_uris must all be on one host (its sector)",
+                ));
+            }
+            if o.pairwise_secret
+                .as_ref()
+                .is_none_or(|s| s.expose().len() < 32)
+            {
+                errors.push(err(
+                    "oidc.pairwise_secret",
+                    "pairwise subjects need a secret of at least 32 characters",
                 ));
             }
         }
@@ -942,7 +995,7 @@ async fn end_session(
     match session {
         // Nobody is signed in here: nothing to end.
         None => see_other(&to, vec![]),
-        Some(check) if plan.is_about(&check) => {
+        Some(check) if state.core.logout_is_about(&plan, &check) => {
             pages::sign_out(state, s, client, headers, asked, &to).await
         }
         Some(_) => {

@@ -28,6 +28,7 @@ on_both_databases!(
     in_chromium_an_application_signs_in_by_mail_code_and_by_google,
     private_key_jwt_clients_sign_their_assertions,
     authlib_signs_in_and_refreshes,
+    a_pairwise_client_gets_its_own_stable_subject,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -1502,4 +1503,55 @@ async fn authlib_signs_in_and_refreshes(db: &TestDb) {
         )
         .await;
     assert!(forged.get("error").is_some(), "{forged}");
+}
+
+/// A pairwise client gets a `sub` of its own (SHA-256 of its sector, the
+/// user and the pairwise secret): stable, the same in userinfo (which
+/// openid-client checks), not authgate's user id; and its ID token still
+/// signs the person out at once.
+async fn a_pairwise_client_gets_its_own_stable_subject(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = start(db, |c| {
+        clients(c);
+        c.oidc.pairwise_secret = Some("pairwise-salt-0123456789-abcdefghijklmnop".into());
+        c.clients.insert(
+            "pw".into(),
+            ClientConfig {
+                client_secret: Some(SECRET.into()),
+                redirect_uris: vec![REDIRECT.into()],
+                post_logout_redirect_uris: vec![BYE.into()],
+                subject_type: authgate::http::oidc::SubjectType::Pairwise,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    rp.discover(&app, "pw", Some(SECRET), "basic").await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let first = code_flow(&app, &mut rp, &b, "pw", "openid", "ivy@example.com").await;
+    let again = code_flow(&app, &mut rp, &b, "pw", "openid", "ivy@example.com").await;
+    let public = code_flow(&app, &mut rp, &b, "webapp", "openid", "ivy@example.com").await;
+    let ivy = app
+        .core
+        .find_user(&authgate::core::UserKey::parse("ivy@example.com").unwrap())
+        .await
+        .unwrap();
+    let pairwise = first["claims"]["sub"].as_str().unwrap();
+    assert_eq!(public["claims"]["sub"], ivy.id.to_string());
+    assert_ne!(pairwise, ivy.id.to_string());
+    assert_eq!(again["claims"]["sub"], pairwise, "stable");
+    assert_eq!(first["userinfo"]["sub"], pairwise);
+    let url = rp
+        .ok(json!({ "op": "end_session_url", "name": "pw", "params": {
+            "id_token_hint": again["tokens"]["id_token"], "post_logout_redirect_uri": BYE } }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = b.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the pairwise hint names this person");
+    assert_eq!(db.count("SELECT COUNT(*) FROM sessions").await, 0);
 }

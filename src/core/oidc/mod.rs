@@ -71,6 +71,9 @@ pub struct Client {
     /// The public keys of a `private_key_jwt` client (then it has no
     /// secret and authenticates by a signed assertion, RFC 7523).
     pub jwks: Option<jsonwebtoken::jwk::JwkSet>,
+    /// Pairwise subjects: the sector (the host of its redirect URIs) its
+    /// `sub` values are computed for; `None`: authgate's user id.
+    pub pairwise_sector: Option<String>,
 }
 
 impl Client {
@@ -99,6 +102,18 @@ pub struct OidcPolicy {
     pub key_cache_secs: i64,
     /// Seconds a rotated-in key is published before it signs.
     pub rotation_lead: i64,
+    /// The salt of pairwise subjects (`oidc.pairwise_secret`).
+    pub pairwise_secret: Option<Salt>,
+}
+
+/// A secret salt: never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Salt(pub String);
+
+impl std::fmt::Debug for Salt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("********")
+    }
 }
 
 impl Default for OidcPolicy {
@@ -110,6 +125,7 @@ impl Default for OidcPolicy {
             signing_alg: SigningAlg::RS256,
             key_cache_secs: 5,
             rotation_lead: 300,
+            pairwise_secret: None,
         }
     }
 }
@@ -1163,7 +1179,7 @@ impl Core {
         let now = self.now();
         let mut claims = Map::new();
         claims.insert("iss".into(), json!(self.inner.oidc.issuer));
-        claims.insert("sub".into(), json!(user.id.to_string()));
+        claims.insert("sub".into(), json!(self.subject(client, user.id)));
         claims.insert("aud".into(), json!(client.id));
         claims.insert("exp".into(), json!(now + client.id_token_ttl));
         claims.insert("iat".into(), json!(now));
@@ -1185,61 +1201,62 @@ impl Core {
         signer.sign("JWT", &Value::Object(claims))
     }
 
-    /// The claims about the person an access token's grant may see
-    /// (userinfo). `InvalidToken` for anything but a live access token of
-    /// a person.
-    pub async fn userinfo(&self, access_token: &str) -> Result<Value, OAuthError> {
-        if access_token.is_empty() || access_token.len() > MAX_TOKEN_LEN {
-            return Err(OAuthError::InvalidToken);
-        }
-        let now = self.now();
-        let Some((token, grant)) = self
-            .store()
-            .oidc_token(&secret::hash_token(access_token), now)
-            .await?
-        else {
-            return Err(OAuthError::InvalidToken);
-        };
-        if token.kind != TokenKind::Access
-            || token.expires_at <= now
-            || grant.revoked_at.is_some()
-            || !grant.has_scope("openid")
-        {
-            return Err(OAuthError::InvalidToken);
-        }
-        let user = match self.grant_user(&grant).await {
-            Ok(Some(u)) => u,
-            Ok(None) | Err(OAuthError::InvalidGrant(_)) => return Err(OAuthError::InvalidToken),
-            Err(e) => return Err(e),
-        };
-        let mut claims = Map::new();
-        claims.insert("sub".into(), json!(user.id.to_string()));
-        claims.extend(user_claims(&grant, &user));
-        Ok(Value::Object(claims))
-    }
-
-    /// A token of this client's, with its grant, if it is live: an access
-    /// token before its expiry, a refresh token not yet rotated, under a
-    /// grant not revoked.
+    /// A live token with its grant and person: an access token before its
+    /// expiry or a refresh token not yet rotated, under a grant not
+    /// revoked, of a person still there and enabled (or of a machine).
     async fn live_token(
         &self,
-        client: &Client,
         token: &str,
-    ) -> Result<Option<(IssuedToken, Grant)>, OAuthError> {
+    ) -> Result<Option<(IssuedToken, Grant, Option<User>)>, OAuthError> {
         if token.is_empty() || token.len() > MAX_TOKEN_LEN {
             return Ok(None);
         }
         let now = self.now();
         Ok(self
             .store()
-            .oidc_token(&secret::hash_token(token), now)
+            .oidc_token(&secret::hash_token(token))
             .await?
-            .filter(|(t, g)| {
-                g.client_id == client.id
-                    && g.revoked_at.is_none()
+            .filter(|(t, g, u)| {
+                g.revoked_at.is_none()
                     && t.expires_at > now
                     && t.used_at.is_none()
+                    && match g.user_id {
+                        Some(_) => u.as_ref().is_some_and(|u| !u.disabled),
+                        None => true,
+                    }
             }))
+    }
+
+    /// The claims about the person an access token's grant may see
+    /// (userinfo). `InvalidToken` for anything but a live access token of
+    /// a person, with the `openid` scope.
+    pub async fn userinfo(&self, access_token: &str) -> Result<Value, OAuthError> {
+        let Some((token, grant, Some(user))) = self.live_token(access_token).await? else {
+            return Err(OAuthError::InvalidToken);
+        };
+        let Some(client) = self.oidc_client(&grant.client_id) else {
+            return Err(OAuthError::InvalidToken);
+        };
+        if token.kind != TokenKind::Access || !grant.has_scope("openid") {
+            return Err(OAuthError::InvalidToken);
+        }
+        let mut claims = Map::new();
+        claims.insert("sub".into(), json!(self.subject(client, user.id)));
+        claims.extend(user_claims(&grant, &user));
+        Ok(Value::Object(claims))
+    }
+
+    /// [`Self::live_token`], of this client's.
+    async fn own_live_token(
+        &self,
+        client: &Client,
+        token: &str,
+    ) -> Result<Option<(IssuedToken, Grant)>, OAuthError> {
+        Ok(self
+            .live_token(token)
+            .await?
+            .filter(|(_, g, _)| g.client_id == client.id)
+            .map(|(t, g, _)| (t, g)))
     }
 
     /// Token introspection (RFC 7662) for a confidential client, about its
@@ -1250,14 +1267,9 @@ impl Core {
                 "a public client may not introspect tokens",
             ));
         }
-        let Some((t, g)) = self.live_token(client, token).await? else {
+        let Some((t, g)) = self.own_live_token(client, token).await? else {
             return Ok(json!({ "active": false }));
         };
-        if let Some(uid) = g.user_id
-            && !matches!(self.store().user_by_id(uid).await?, Some(u) if !u.disabled)
-        {
-            return Ok(json!({ "active": false }));
-        }
         let mut answer = json!({
             "active": true,
             "scope": g.scope,
@@ -1269,7 +1281,7 @@ impl Core {
             "aud": g.client_id,
         });
         if let Some(uid) = g.user_id {
-            answer["sub"] = json!(uid.to_string());
+            answer["sub"] = json!(self.subject(client, uid));
         }
         if let Some(sid) = g.session_id {
             answer["sid"] = json!(sid.to_string());
@@ -1286,7 +1298,7 @@ impl Core {
         token: &str,
         meta: &ClientMeta,
     ) -> Result<(), OAuthError> {
-        let Some((t, g)) = self.live_token(client, token).await? else {
+        let Some((t, g)) = self.own_live_token(client, token).await? else {
             return Ok(());
         };
         match t.kind {
@@ -1414,7 +1426,7 @@ impl Core {
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-            "subject_types_supported": ["public"],
+            "subject_types_supported": ["public", "pairwise"],
             "id_token_signing_alg_values_supported": [self.inner.oidc.signing_alg.as_str()],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
             "token_endpoint_auth_signing_alg_values_supported": ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"],
@@ -1453,13 +1465,30 @@ pub struct Logout {
     pub hint: Option<Value>,
 }
 
-impl Logout {
-    /// Whether the hint names the person of this session, so the session
-    /// may end without asking (the request cannot be a forged one).
-    pub fn is_about(&self, s: &SessionCheck) -> bool {
-        self.hint
-            .as_ref()
-            .is_some_and(|h| h["sub"].as_str() == Some(s.user.id.to_string().as_str()))
+impl Core {
+    /// A person's `sub` for a client: authgate's user id, or for a
+    /// pairwise client SHA-256 of its sector, the user id and the pairwise
+    /// secret (OpenID Connect Core 8.1), base64url: the same at every
+    /// client of one sector, unlinkable across sectors.
+    pub fn subject(&self, client: &Client, user: Uuid) -> String {
+        match (&client.pairwise_sector, &self.inner.oidc.pairwise_secret) {
+            (Some(sector), Some(Salt(salt))) => {
+                B64.encode(sha256(&format!("{sector}\n{user}\n{salt}")))
+            }
+            _ => user.to_string(),
+        }
+    }
+
+    /// Whether a logout's hint names the person of this session, so the
+    /// session may end without asking (the request cannot be a forged one).
+    pub fn logout_is_about(&self, logout: &Logout, s: &SessionCheck) -> bool {
+        let Some(hint) = &logout.hint else {
+            return false;
+        };
+        let Some(client) = hint["aud"].as_str().and_then(|a| self.oidc_client(a)) else {
+            return false;
+        };
+        hint["sub"].as_str() == Some(self.subject(client, s.user.id).as_str())
     }
 }
 

@@ -309,12 +309,12 @@ pub trait OidcStore: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<Spend<Grant>>;
     async fn insert_oidc_tokens(&self, tokens: &[IssuedToken]) -> Result<()>;
-    /// A token (live or not) with its grant.
+    /// A token (live or not) with its grant and the grant's person (none
+    /// for a machine's grant, or when the person is gone).
     async fn oidc_token(
         &self,
         token_hash: &[u8],
-        now: Timestamp,
-    ) -> Result<Option<(IssuedToken, Grant)>>;
+    ) -> Result<Option<(IssuedToken, Grant, Option<User>)>>;
     async fn delete_oidc_token(&self, token_hash: &[u8]) -> Result<bool>;
     /// Note a client assertion's id until it expires; `Conflict` when it was
     /// seen before.

@@ -82,6 +82,34 @@ impl TokenRow {
     }
 }
 
+/// [`OidcStore::oidc_token`]'s joined row.
+#[derive(sqlx::FromRow)]
+struct TokenGrantUserRow {
+    token_hash: Vec<u8>,
+    grant_id: String,
+    kind: String,
+    created_at: i64,
+    expires_at: i64,
+    used_at: Option<i64>,
+    id: String,
+    client_id: String,
+    user_id: Option<String>,
+    session_id: Option<String>,
+    scope: String,
+    auth_time: Option<i64>,
+    amr: String,
+    nonce: Option<String>,
+    g_created_at: i64,
+    g_expires_at: i64,
+    revoked_at: Option<i64>,
+    u_email: Option<String>,
+    u_display_name: Option<String>,
+    u_locale: Option<String>,
+    u_disabled: Option<bool>,
+    u_created_at: Option<i64>,
+    u_updated_at: Option<i64>,
+}
+
 const SQL_GRANT: &str = "SELECT id, client_id, user_id, session_id, scope, auth_time, amr, nonce, created_at, expires_at, revoked_at \
      FROM oidc_grants WHERE id = $1";
 const SQL_INSERT_TOKEN: &str = "INSERT INTO oidc_tokens (token_hash, grant_id, kind, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
@@ -252,7 +280,7 @@ impl OidcStore for SqlStore {
             sqlx::query_as(
             "UPDATE oidc_codes SET redeemed_at = $2 \
              WHERE code_hash = $1 AND redeemed_at IS NULL AND expires_at > $2 \
-             AND grant_id IN (SELECT id FROM oidc_grants WHERE client_id = $3 AND revoked_at IS NULL) \
+             AND EXISTS (SELECT 1 FROM oidc_grants g WHERE g.id = oidc_codes.grant_id AND g.client_id = $3 AND g.revoked_at IS NULL) \
              RETURNING code_hash, grant_id, redirect_uri, code_challenge, created_at, expires_at"
         )
         .bind(code_hash)
@@ -294,10 +322,11 @@ impl OidcStore for SqlStore {
         client_id: &str,
         now: Timestamp,
     ) -> Result<Spend<Grant>> {
-        let row: Option<(String,)> = with_writer!(self, |p| sqlx::query_as(
+        let row: Option<(String,)> = with_writer!(self, |p| {
+            sqlx::query_as(
             "UPDATE oidc_tokens SET used_at = $2 \
              WHERE token_hash = $1 AND kind = 'refresh' AND used_at IS NULL AND expires_at > $2 \
-             AND grant_id IN (SELECT id FROM oidc_grants WHERE client_id = $3) \
+             AND EXISTS (SELECT 1 FROM oidc_grants g WHERE g.id = oidc_tokens.grant_id AND g.client_id = $3) \
              RETURNING grant_id"
         )
         .bind(token_hash)
@@ -305,7 +334,8 @@ impl OidcStore for SqlStore {
         .bind(client_id)
         .fetch_optional(p)
         .await
-        .map_err(|e| self.db_err(e)))?;
+        .map_err(|e| self.db_err(e))
+        })?;
         let Some((grant_id,)) = row else {
             return self
                 .spent_before(
@@ -338,24 +368,58 @@ impl OidcStore for SqlStore {
     async fn oidc_token(
         &self,
         token_hash: &[u8],
-        _now: Timestamp,
-    ) -> Result<Option<(IssuedToken, Grant)>> {
-        let row: Option<TokenRow> = with_pool!(self, |p| {
-            sqlx::query_as(
-            "SELECT token_hash, grant_id, kind, created_at, expires_at, used_at FROM oidc_tokens WHERE token_hash = $1"
+    ) -> Result<Option<(IssuedToken, Grant, Option<User>)>> {
+        // One round trip: the token, its grant and its person.
+        let row: Option<TokenGrantUserRow> = with_pool!(self, |p| sqlx::query_as(
+            "SELECT t.token_hash, t.grant_id, t.kind, t.created_at, t.expires_at, t.used_at, \
+             g.id, g.client_id, g.user_id, g.session_id, g.scope, g.auth_time, g.amr, g.nonce, \
+             g.created_at AS g_created_at, g.expires_at AS g_expires_at, g.revoked_at, \
+             u.email AS u_email, u.display_name AS u_display_name, u.locale AS u_locale, \
+             u.disabled AS u_disabled, u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+             FROM oidc_tokens t JOIN oidc_grants g ON g.id = t.grant_id \
+             LEFT JOIN users u ON u.id = g.user_id WHERE t.token_hash = $1"
         )
         .bind(token_hash)
         .fetch_optional(p)
         .await
-        .map_err(|e| self.db_err(e))
-        })?;
-        let Some(token) = row.map(TokenRow::into_model).transpose()? else {
-            return Ok(None);
+        .map_err(|e| self.db_err(e)))?;
+        let Some(r) = row else { return Ok(None) };
+        let token = TokenRow {
+            token_hash: r.token_hash,
+            grant_id: r.grant_id,
+            kind: r.kind,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            used_at: r.used_at,
+        }
+        .into_model()?;
+        let grant = GrantRow {
+            id: r.id,
+            client_id: r.client_id,
+            user_id: r.user_id,
+            session_id: r.session_id,
+            scope: r.scope,
+            auth_time: r.auth_time,
+            amr: r.amr,
+            nonce: r.nonce,
+            created_at: r.g_created_at,
+            expires_at: r.g_expires_at,
+            revoked_at: r.revoked_at,
+        }
+        .into_model()?;
+        let user = match (grant.user_id, r.u_created_at, r.u_updated_at, r.u_disabled) {
+            (Some(id), Some(created_at), Some(updated_at), Some(disabled)) => Some(User {
+                id,
+                email: r.u_email.map(Email::from_stored),
+                display_name: r.u_display_name,
+                locale: r.u_locale.map(Locale::from_stored),
+                disabled,
+                created_at,
+                updated_at,
+            }),
+            _ => None,
         };
-        Ok(self
-            .grant(&token.grant_id.to_string())
-            .await?
-            .map(|g| (token, g)))
+        Ok(Some((token, grant, user)))
     }
 
     async fn insert_oidc_assertion(&self, jti_hash: &[u8], expires_at: Timestamp) -> Result<()> {
