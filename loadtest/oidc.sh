@@ -16,6 +16,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 SESSIONS=${SESSIONS:-10000}
+# ALG=ES256 or EdDSA: sign the ID tokens with that instead of RS256.
+ALG=${ALG:-RS256}
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 [ -n "${BIN:-}" ] || cargo build --release -q
@@ -62,6 +64,7 @@ level = "warn"
 keys = ["$($bin vault key)"]
 [oidc]
 code_ttl_secs = 600
+signing_alg = "$ALG"
 [clients.bench]
 client_secret = "$secret"
 redirect_uris = ["http://127.0.0.1:9/cb"]
@@ -87,12 +90,12 @@ read -r u_rps u_p50 u_p99 u_bad <<< "$(load loadtest/oidc_userinfo.lua ACCESS="$
 kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 
 echo
-echo "OpenID provider on $backend, $SESSIONS sessions, $codes codes made by the authorize phase"
+echo "OpenID provider on $backend, $SESSIONS sessions, ID tokens $ALG, $codes codes made by the authorize phase"
 echo "| route | req/s | p50/p99 ms | failures | / ceiling |"
 echo "|---|---|---|---|---|"
 row() { printf "| %s | %s | %s/%s | %s | %.2f |\n" "$1" "$2" "$3" "$4" "$5" "$(echo "$2 / $c_rps" | bc -l)"; }
 row "GET /health/live (ceiling)" "$c_rps" "$c_p50" "$c_p99" "$c_bad"
 row "GET /oauth2/authorize (prompt=none, session)" "$a_rps" "$a_p50" "$a_p99" "$a_bad"
-row "POST /oauth2/token (code exchange, RS256)" "$t_rps" "$t_p50" "$t_p99" "$t_bad"
+row "POST /oauth2/token (code exchange, $ALG)" "$t_rps" "$t_p50" "$t_p99" "$t_bad"
 row "GET /oauth2/userinfo" "$u_rps" "$u_p50" "$u_p99" "$u_bad"
 echo "(token failures: requests after the codes ran out, answered invalid_grant)"

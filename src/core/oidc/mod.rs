@@ -1198,7 +1198,13 @@ impl Core {
         }
         claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
         claims.extend(user_claims(grant, user));
-        signer.sign("JWT", &Value::Object(claims))
+        // An RSA signature takes about a millisecond of CPU: off the async
+        // workers, so that they go on answering (and give back the SQLite
+        // writer) meanwhile.
+        let claims = Value::Object(claims);
+        tokio::task::spawn_blocking(move || signer.sign("JWT", &claims))
+            .await
+            .map_err(|e| Error::Internal(format!("signing task: {e}")))?
     }
 
     /// A live token with its grant and person: an access token before its
@@ -1543,7 +1549,7 @@ impl Core {
         let mut stored = self.store().oidc_keys().await?;
         if !stored.iter().any(|k| signs_at(k, now)) {
             // The first start (or every key retired by hand): make one.
-            let key = self.new_signing_key(now)?;
+            let key = self.new_signing_key(now).await?;
             self.store().insert_oidc_key(&key, None).await?;
             tracing::info!(kid = %key.kid, alg = %key.alg, "made the OpenID provider's first signing key");
             stored.push(key);
@@ -1593,10 +1599,13 @@ impl Core {
         })
     }
 
-    fn new_signing_key(&self, signs_from: Timestamp) -> Result<SigningKey, Error> {
+    async fn new_signing_key(&self, signs_from: Timestamp) -> Result<SigningKey, Error> {
         let alg = self.inner.oidc.signing_alg;
         let kid = Uuid::now_v7();
-        let (der, jwk) = keys::generate(alg, &kid.to_string())?;
+        // RSA key generation takes a while: not on an async worker.
+        let (der, jwk) = tokio::task::spawn_blocking(move || keys::generate(alg, &kid.to_string()))
+            .await
+            .map_err(|e| Error::Internal(format!("key generation task: {e}")))??;
         let sealed = self
             .vault_for_keys()?
             .seal(kid, KEY_FIELD, &B64.encode(der))?;
@@ -1637,7 +1646,7 @@ impl Core {
         } else {
             now + self.inner.oidc.rotation_lead
         };
-        let key = self.new_signing_key(from)?;
+        let key = self.new_signing_key(from).await?;
         let until = from + self.inner.oidc.retired_key_lifetime();
         self.store()
             .insert_oidc_key(&key, Some((from, until)))
