@@ -61,6 +61,7 @@ struct Inner {
     oidc: oidc::OidcPolicy,
     /// The OpenID provider's signing keys, as last read.
     oidc_keys: tokio::sync::Mutex<Option<Arc<oidc::KeyRing>>>,
+    userinfo_cache: oidc::cache::UserinfoCache,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -146,6 +147,7 @@ impl Core {
                 touches: Default::default(),
                 oidc: oidc::OidcPolicy::default(),
                 oidc_keys: Default::default(),
+                userinfo_cache: Default::default(),
             },
         }
     }

@@ -105,6 +105,7 @@ impl Core {
             .await?
             .ok_or(Error::NotFound)?;
         self.sessions_changed(None).await;
+        self.inner.userinfo_cache.forget_user(user.id);
         let kind = if disabled {
             "user.disabled"
         } else {
@@ -219,6 +220,7 @@ impl Core {
             return Err(Error::NotFound);
         }
         self.sessions_changed(None).await;
+        self.inner.userinfo_cache.forget_user(user.id);
         self.audit("user.deleted", Some(user.id), meta, None).await;
         Ok(user)
     }

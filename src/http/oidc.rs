@@ -56,6 +56,9 @@ pub struct OidcConfig {
     /// pairwise `sub` would change).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pairwise_secret: Option<Secret>,
+    /// Seconds a userinfo answer may be served from memory, on SQLite (a
+    /// revocation by another process is seen after at most this; 0: never).
+    pub userinfo_cache_secs: i64,
 }
 
 impl Default for OidcConfig {
@@ -66,6 +69,7 @@ impl Default for OidcConfig {
             key_cache_secs: 5,
             key_rotation_lead_secs: 300,
             pairwise_secret: None,
+            userinfo_cache_secs: 5,
         }
     }
 }
@@ -169,6 +173,7 @@ pub fn policy(cfg: &Config) -> OidcPolicy {
             .pairwise_secret
             .as_ref()
             .map(|s| crate::core::oidc::Salt(s.expose().to_string())),
+        userinfo_cache_secs: cfg.oidc.userinfo_cache_secs,
     }
 }
 
@@ -249,6 +254,9 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
             "oidc.key_rotation_lead_secs",
             "must be between 0 and 86400",
         ));
+    }
+    if !(0..=300).contains(&o.userinfo_cache_secs) {
+        errors.push(err("oidc.userinfo_cache_secs", "must be between 0 and 300"));
     }
     if !(0..=3600).contains(&o.key_cache_secs) {
         errors.push(err("oidc.key_cache_secs", "must be between 0 and 3600"));

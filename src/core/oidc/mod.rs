@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::secret::{self, MAX_TOKEN_LEN, TokenFormat, ct_eq};
 use super::{ClientMeta, Core, Error, SessionCheck, Timestamp, User};
 
+pub(crate) mod cache;
 pub mod keys;
 pub use keys::SigningAlg;
 
@@ -104,6 +105,9 @@ pub struct OidcPolicy {
     pub rotation_lead: i64,
     /// The salt of pairwise subjects (`oidc.pairwise_secret`).
     pub pairwise_secret: Option<Salt>,
+    /// Seconds a userinfo answer may be served from memory (SQLite only;
+    /// 0: never).
+    pub userinfo_cache_secs: i64,
 }
 
 /// A secret salt: never printed.
@@ -126,6 +130,7 @@ impl Default for OidcPolicy {
             key_cache_secs: 5,
             rotation_lead: 300,
             pairwise_secret: None,
+            userinfo_cache_secs: 5,
         }
     }
 }
@@ -946,7 +951,7 @@ impl Core {
             Spend::Reused(grant_id) => {
                 // A code seen twice was stolen or replayed: end what the
                 // first redemption gave (RFC 9700 4.5, OAuth 2.1 4.1.3).
-                self.store().revoke_oidc_grant(grant_id, now).await?;
+                self.revoke_grant(grant_id).await?;
                 self.audit(
                     "oidc.code_reused",
                     None,
@@ -1017,7 +1022,7 @@ impl Core {
         {
             Spend::Spent(grant) => grant,
             Spend::Reused(grant_id) => {
-                self.store().revoke_oidc_grant(grant_id, now).await?;
+                self.revoke_grant(grant_id).await?;
                 self.audit(
                     "oidc.refresh_reused",
                     None,
@@ -1237,6 +1242,13 @@ impl Core {
     /// (userinfo). `InvalidToken` for anything but a live access token of
     /// a person, with the `openid` scope.
     pub async fn userinfo(&self, access_token: &str) -> Result<Value, OAuthError> {
+        let ttl = self.inner.oidc.userinfo_cache_secs;
+        let cached = ttl > 0 && self.store_backend() == "sqlite";
+        let hash = secret::hash_token(access_token);
+        let now = self.now();
+        if cached && let Some(claims) = self.inner.userinfo_cache.get(&hash, now) {
+            return Ok(claims);
+        }
         let Some((token, grant, Some(user))) = self.live_token(access_token).await? else {
             return Err(OAuthError::InvalidToken);
         };
@@ -1249,7 +1261,21 @@ impl Core {
         let mut claims = Map::new();
         claims.insert("sub".into(), json!(self.subject(client, user.id)));
         claims.extend(user_claims(&grant, &user));
-        Ok(Value::Object(claims))
+        let claims = Value::Object(claims);
+        if cached {
+            let until = token.expires_at.min(now + ttl);
+            self.inner
+                .userinfo_cache
+                .put(hash, claims.clone(), grant.id, user.id, until);
+        }
+        Ok(claims)
+    }
+
+    /// A grant was revoked: its answers leave the userinfo cache.
+    async fn revoke_grant(&self, grant_id: Uuid) -> Result<(), Error> {
+        self.store().revoke_oidc_grant(grant_id, self.now()).await?;
+        self.inner.userinfo_cache.forget_grant(grant_id);
+        Ok(())
     }
 
     /// [`Self::live_token`], of this client's.
@@ -1308,11 +1334,10 @@ impl Core {
             return Ok(());
         };
         match t.kind {
-            TokenKind::Refresh => {
-                self.store().revoke_oidc_grant(g.id, self.now()).await?;
-            }
+            TokenKind::Refresh => self.revoke_grant(g.id).await?,
             TokenKind::Access => {
                 self.store().delete_oidc_token(&t.token_hash).await?;
+                self.inner.userinfo_cache.forget_token(&t.token_hash);
             }
         }
         self.audit(
