@@ -263,12 +263,12 @@ async fn run(command: Command, cfg: Config, path: Option<PathBuf>) -> anyhow::Re
                 .build();
             let r = core.rekey_vault().await?;
             println!(
-                "re-encrypted {} token sets; {} already under the first key; {} that no configured key opens",
-                r.rekeyed, r.current, r.unreadable
+                "re-encrypted {} token sets and {} signing keys; {} already under the first key; {} that no configured key opens",
+                r.rekeyed, r.signing_keys, r.current, r.unreadable
             );
             if r.unreadable > 0 {
                 anyhow::bail!(
-                    "{} token sets could not be opened with any configured key",
+                    "{} token sets or signing keys could not be opened with any configured key",
                     r.unreadable
                 );
             }

@@ -148,6 +148,9 @@ pub struct RekeyReport {
     pub current: u64,
     /// Rows no configured key opens (left as they are).
     pub unreadable: u64,
+    /// The OpenID provider's signing keys re-sealed (those already under
+    /// the first key and unreadable ones are counted above).
+    pub signing_keys: u64,
 }
 
 impl Core {
@@ -354,6 +357,7 @@ impl Core {
                 report.rekeyed += 1;
             }
         }
+        self.rekey_signing_keys(vault, &mut report).await?;
         Ok(report)
     }
 }

@@ -29,6 +29,7 @@ on_both_databases!(
     private_key_jwt_clients_sign_their_assertions,
     authlib_signs_in_and_refreshes,
     a_pairwise_client_gets_its_own_stable_subject,
+    vault_rekey_reseals_the_signing_keys,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -1554,4 +1555,32 @@ async fn a_pairwise_client_gets_its_own_stable_subject(db: &TestDb) {
     let r = b.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 303, "the pairwise hint names this person");
     assert_eq!(db.count("SELECT COUNT(*) FROM sessions").await, 0);
+}
+
+/// `authgate vault rekey` (the core call it makes) re-seals the signing
+/// keys too: after it, an instance with only the new vault key signs.
+async fn vault_rekey_reseals_the_signing_keys(db: &TestDb) {
+    let old = authgate::core::Vault::new_key().unwrap();
+    let new = authgate::core::Vault::new_key().unwrap();
+    let clock: std::sync::Arc<dyn authgate::core::Clock> =
+        std::sync::Arc::new(authgate::core::SystemClock);
+    let with = |keys: &[&str]| {
+        authgate::core::Core::builder(db.store.clone(), clock.clone())
+            .vault(Some(authgate::core::Vault::from_base64(keys).unwrap()))
+            .build()
+    };
+    let before = with(&[&old]).jwks().await.unwrap();
+    assert_eq!(before["keys"].as_array().unwrap().len(), 1);
+    assert!(
+        with(&[&new]).jwks().await.is_err(),
+        "the new key alone cannot open it yet"
+    );
+    let report = with(&[&new, &old]).rekey_vault().await.unwrap();
+    assert_eq!((report.signing_keys, report.unreadable), (1, 0));
+    assert_eq!(
+        with(&[&new]).jwks().await.unwrap(),
+        before,
+        "the same key, re-sealed"
+    );
+    assert_eq!(with(&[&new, &old]).rekey_vault().await.unwrap().current, 1);
 }

@@ -1687,6 +1687,30 @@ impl Core {
         Ok(key)
     }
 
+    /// Re-seal the signing keys under the vault's first key (`authgate
+    /// vault rekey`).
+    pub(crate) async fn rekey_signing_keys(
+        &self,
+        vault: &super::Vault,
+        report: &mut super::RekeyReport,
+    ) -> Result<(), Error> {
+        for key in self.store().oidc_keys().await? {
+            if vault.is_current(&key.private_key) {
+                report.current += 1;
+                continue;
+            }
+            let Some(plain) = vault.open(key.kid, KEY_FIELD, &key.private_key) else {
+                report.unreadable += 1;
+                continue;
+            };
+            let sealed = vault.seal(key.kid, KEY_FIELD, &plain)?;
+            self.store().reseal_oidc_key(key.kid, &sealed).await?;
+            report.signing_keys += 1;
+        }
+        *self.inner.oidc_keys.lock().await = None;
+        Ok(())
+    }
+
     /// Every stored signing key (newest first), for the CLI.
     pub async fn signing_keys(&self) -> Result<Vec<SigningKey>, Error> {
         let mut keys = self.store().oidc_keys().await?;

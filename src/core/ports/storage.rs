@@ -278,6 +278,8 @@ pub trait AuditStore: Send + Sync + 'static {
 #[async_trait]
 pub trait OidcStore: Send + Sync + 'static {
     async fn oidc_keys(&self) -> Result<Vec<SigningKey>>;
+    /// Replace a signing key's sealed private half (re-sealed, same key).
+    async fn reseal_oidc_key(&self, kid: Uuid, private_key: &[u8]) -> Result<()>;
     /// Insert a key; with `retire = (at, published_until)`, first retire
     /// every key still signing (one transaction).
     async fn insert_oidc_key(

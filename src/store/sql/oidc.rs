@@ -184,6 +184,18 @@ impl OidcStore for SqlStore {
             .collect()
     }
 
+    async fn reseal_oidc_key(&self, kid: Uuid, private_key: &[u8]) -> Result<()> {
+        with_writer!(self, |p| sqlx::query(
+            "UPDATE oidc_keys SET private_key = $2 WHERE kid = $1"
+        )
+        .bind(kid.to_string())
+        .bind(private_key)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|_| ()))
+    }
+
     async fn insert_oidc_key(
         &self,
         key: &SigningKey,
