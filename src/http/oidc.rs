@@ -475,16 +475,20 @@ async fn authorize(
 ) -> Response {
     match query {
         Ok(Query(req)) => authorization(&state, &s, &client, &headers, &req).await,
-        // A parameter twice, or not text: nothing to trust, not even the
-        // redirect URI.
-        Err(_) => pages::error_page(
-            &s,
-            &headers,
-            None,
-            StatusCode::BAD_REQUEST,
-            "err_unknown_client",
-        ),
+        Err(_) => untrusted(&s, &headers),
     }
+}
+
+/// Parameters that did not parse (one given twice, or not text): nothing
+/// in them is trusted, not even a redirect URI, so a page answers.
+fn untrusted(s: &PageSettings, headers: &HeaderMap) -> Response {
+    pages::error_page(
+        s,
+        headers,
+        None,
+        StatusCode::BAD_REQUEST,
+        "err_unknown_client",
+    )
 }
 
 /// The authorization endpoint by form post (OpenID Connect Core 3.1.2.1).
@@ -500,13 +504,7 @@ async fn authorize_post(
 ) -> Response {
     match form {
         Ok(Form(req)) => authorization(&state, &s, &client, &headers, &req).await,
-        Err(_) => pages::error_page(
-            &s,
-            &headers,
-            None,
-            StatusCode::BAD_REQUEST,
-            "err_unknown_client",
-        ),
+        Err(_) => untrusted(&s, &headers),
     }
 }
 
@@ -941,13 +939,7 @@ async fn logout(
 ) -> Response {
     match query {
         Ok(Query(req)) => end_session(&state, &s, &client, &headers, &req).await,
-        Err(_) => pages::error_page(
-            &s,
-            &headers,
-            None,
-            StatusCode::BAD_REQUEST,
-            "err_unknown_client",
-        ),
+        Err(_) => untrusted(&s, &headers),
     }
 }
 
@@ -964,13 +956,7 @@ async fn logout_post(
 ) -> Response {
     match form {
         Ok(Form(req)) => end_session(&state, &s, &client, &headers, &req).await,
-        Err(_) => pages::error_page(
-            &s,
-            &headers,
-            None,
-            StatusCode::BAD_REQUEST,
-            "err_unknown_client",
-        ),
+        Err(_) => untrusted(&s, &headers),
     }
 }
 
