@@ -56,6 +56,10 @@ pub enum Command {
     /// The OpenID provider's ID-token signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// The OpenID provider's clients (relying parties) kept in the
+    /// database; `[clients.<id>]` in the config are listed, not changed.
+    #[command(subcommand)]
+    Client(Box<ClientCommand>),
     /// Print the OpenAPI document (JSON).
     Openapi,
 }
@@ -155,6 +159,159 @@ pub enum KeysCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Register a client. A confidential one (the default) gets a secret,
+    /// printed once: only its hash is kept.
+    Add {
+        /// The client id (letters, digits, '-', '.', '_').
+        id: String,
+        /// No secret: a public client (a browser or native app, PKCE).
+        #[arg(long, conflicts_with = "jwks")]
+        public: bool,
+        #[command(flatten)]
+        settings: ClientFlags,
+    },
+    /// List every client (config and database).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one client (never its secret).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a stored client: each option given replaces that setting
+    /// (a repeated option replaces the whole list).
+    Update {
+        id: String,
+        #[command(flatten)]
+        settings: ClientFlags,
+    },
+    /// A new secret for a confidential client, printed once; the old one
+    /// stops working at once.
+    RotateSecret { id: String },
+    /// Delete a stored client and revoke every grant and token it holds.
+    Delete { id: String },
+}
+
+/// A client's settings on the command line (see `[clients.<id>]`).
+#[derive(Debug, Args, Default)]
+pub struct ClientFlags {
+    /// The name the consent page shows.
+    #[arg(long)]
+    name: Option<String>,
+    /// An exact redirect URI (repeat for several).
+    #[arg(long = "redirect-uri", value_name = "URI")]
+    redirect_uris: Vec<String>,
+    /// An exact post-logout redirect URI (repeat for several).
+    #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
+    post_logout_redirect_uris: Vec<String>,
+    /// authorization_code, refresh_token or client_credentials (repeat).
+    #[arg(long = "grant-type", value_name = "GRANT", value_parser = parse_grant)]
+    grant_types: Vec<crate::core::oidc::GrantType>,
+    /// A scope it may ask for (repeat; default: openid email profile
+    /// offline_access).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    scopes: Vec<String>,
+    #[arg(long, value_name = "SECS")]
+    access_token_ttl_secs: Option<i64>,
+    #[arg(long, value_name = "SECS")]
+    id_token_ttl_secs: Option<i64>,
+    #[arg(long, value_name = "SECS")]
+    refresh_token_ttl_secs: Option<i64>,
+    /// A file with the client's public JWK set (private_key_jwt; then no
+    /// secret is made).
+    #[arg(long, value_name = "FILE")]
+    jwks: Option<PathBuf>,
+    /// public or pairwise.
+    #[arg(long, value_parser = ["public", "pairwise"])]
+    subject_type: Option<String>,
+    /// Ask the person to consent (someone else's application): true or
+    /// false.
+    #[arg(long, value_name = "BOOL")]
+    third_party: Option<bool>,
+    /// opaque or jwt (RFC 9068).
+    #[arg(long, value_parser = ["opaque", "jwt"])]
+    access_token_format: Option<String>,
+    /// Where logout tokens are posted (back-channel logout); "" removes it.
+    #[arg(long, value_name = "URI")]
+    backchannel_logout_uri: Option<String>,
+}
+
+fn parse_grant(s: &str) -> Result<crate::core::oidc::GrantType, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| "authorization_code, refresh_token or client_credentials".to_string())
+}
+
+impl ClientFlags {
+    /// The settings with every given option applied.
+    fn apply(self, s: &mut crate::core::oidc::ClientSettings, jwks: Option<serde_json::Value>) {
+        use crate::core::oidc::{AccessTokenFormat, SubjectType};
+        if let Some(n) = self.name {
+            s.name = Some(n).filter(|n| !n.is_empty());
+        }
+        for (given, field) in [
+            (self.redirect_uris, &mut s.redirect_uris),
+            (
+                self.post_logout_redirect_uris,
+                &mut s.post_logout_redirect_uris,
+            ),
+            (self.scopes, &mut s.scopes),
+        ] {
+            if !given.is_empty() {
+                *field = given;
+            }
+        }
+        if !self.grant_types.is_empty() {
+            s.grant_types = self.grant_types;
+        }
+        for (given, field) in [
+            (self.access_token_ttl_secs, &mut s.access_token_ttl_secs),
+            (self.id_token_ttl_secs, &mut s.id_token_ttl_secs),
+            (self.refresh_token_ttl_secs, &mut s.refresh_token_ttl_secs),
+        ] {
+            if let Some(v) = given {
+                *field = v;
+            }
+        }
+        if jwks.is_some() {
+            s.jwks = jwks;
+        }
+        match self.subject_type.as_deref() {
+            Some("pairwise") => s.subject_type = SubjectType::Pairwise,
+            Some(_) => s.subject_type = SubjectType::Public,
+            None => {}
+        }
+        if let Some(t) = self.third_party {
+            s.third_party = t;
+        }
+        match self.access_token_format.as_deref() {
+            Some("jwt") => s.access_token_format = AccessTokenFormat::Jwt,
+            Some(_) => s.access_token_format = AccessTokenFormat::Opaque,
+            None => {}
+        }
+        if let Some(u) = self.backchannel_logout_uri {
+            s.backchannel_logout_uri = Some(u).filter(|u| !u.is_empty());
+        }
+    }
+
+    /// The `--jwks` file, read and parsed.
+    fn jwks(&self) -> anyhow::Result<Option<serde_json::Value>> {
+        self.jwks
+            .as_ref()
+            .map(|f| {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read --jwks {}", f.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("--jwks {} is not JSON", f.display()))
+            })
+            .transpose()
+    }
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the configuration and print the effective values (secrets masked).
     Check,
@@ -249,6 +406,13 @@ async fn run(command: Command, cfg: Config, path: Option<PathBuf>) -> anyhow::Re
                 .build();
             keys_command(&core, cmd, &meta).await
         }
+        Command::Client(cmd) => {
+            init_logging(&cfg, false);
+            let core = Core::builder(open_store(&cfg).await?, Arc::new(SystemClock))
+                .oidc(crate::http::oidc::policy(&cfg))
+                .build();
+            client_command(&cfg, &core, *cmd, &meta).await
+        }
         Command::Vault(VaultCommand::Key) => {
             println!("{}", crate::core::Vault::new_key()?);
             Ok(())
@@ -337,6 +501,125 @@ struct KeyView {
     signs_from: String,
     retired_at: Option<String>,
     published_until: Option<String>,
+}
+
+async fn client_command(
+    cfg: &Config,
+    core: &Core,
+    cmd: ClientCommand,
+    meta: &ClientMeta,
+) -> anyhow::Result<()> {
+    use crate::core::oidc::{ClientSettings, ClientView};
+    fn print(c: &ClientView) {
+        let s = &c.settings;
+        let source = match c.source {
+            crate::core::oidc::ClientSource::Config => "config file",
+            crate::core::oidc::ClientSource::Database => "database",
+        };
+        println!("client {} ({source})", c.id);
+        if let Some(n) = &s.name {
+            println!("  name:                 {n}");
+        }
+        println!("  authentication:       {}", c.auth_method);
+        println!("  redirect URIs:        {}", s.redirect_uris.join(" "));
+        if !s.post_logout_redirect_uris.is_empty() {
+            println!(
+                "  post-logout URIs:     {}",
+                s.post_logout_redirect_uris.join(" ")
+            );
+        }
+        let grants: Vec<&str> = s.grant_types.iter().map(|g| g.as_str()).collect();
+        println!("  grant types:          {}", grants.join(" "));
+        println!("  scopes:               {}", s.scopes.join(" "));
+        println!(
+            "  token lifetimes (s):  access {}, id {}, refresh {}",
+            s.access_token_ttl_secs, s.id_token_ttl_secs, s.refresh_token_ttl_secs
+        );
+        println!(
+            "  third party:          {}",
+            if s.third_party {
+                "yes (asks for consent)"
+            } else {
+                "no"
+            }
+        );
+        if let Some(u) = &s.backchannel_logout_uri {
+            println!("  back-channel logout:  {u}");
+        }
+    }
+    fn shown_once(id: &str, secret: &str) {
+        println!("client_id:     {id}");
+        println!("client_secret: {secret}");
+        eprintln!(
+            "The secret is shown this once and kept only as a hash: store it in the application's secret store now."
+        );
+    }
+    match cmd {
+        ClientCommand::Add {
+            id,
+            public,
+            settings,
+        } => {
+            let jwks = settings.jwks()?;
+            let confidential = !public && jwks.is_none();
+            let mut s = ClientSettings::default();
+            settings.apply(&mut s, jwks);
+            let (view, secret) = core.register_client(&id, s, confidential, meta).await?;
+            match secret {
+                Some(secret) => shown_once(&view.id, &secret),
+                None => println!("client_id: {} ({})", view.id, view.auth_method),
+            }
+        }
+        ClientCommand::List { json } => {
+            let all = core
+                .clients(&crate::http::oidc::client_settings(cfg))
+                .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                println!("no clients");
+            } else {
+                for c in &all {
+                    println!(
+                        "{}  {}  {}",
+                        c.id,
+                        c.auth_method,
+                        c.settings.redirect_uris.join(" ")
+                    );
+                }
+            }
+        }
+        ClientCommand::Show { id, json } => {
+            let all = core
+                .clients(&crate::http::oidc::client_settings(cfg))
+                .await?;
+            let c = all
+                .into_iter()
+                .find(|c| c.id == id)
+                .ok_or_else(|| anyhow::anyhow!("no client {id}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                print(&c);
+            }
+        }
+        ClientCommand::Update { id, settings } => {
+            let jwks = settings.jwks()?;
+            let view = core
+                .update_client(&id, |s| settings.apply(s, jwks), meta)
+                .await?;
+            print(&view);
+        }
+        ClientCommand::RotateSecret { id } => {
+            let secret = core.rotate_client_secret(&id, meta).await?;
+            shown_once(&id, &secret);
+        }
+        ClientCommand::Delete { id } => {
+            core.delete_client(&id, meta).await?;
+            println!("client {id} deleted; its grants and tokens are revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn keys_command(core: &Core, cmd: KeysCommand, meta: &ClientMeta) -> anyhow::Result<()> {

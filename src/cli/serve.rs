@@ -193,13 +193,13 @@ fn read_key_file(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
 /// the key file (SQLite: beside the database, mode 0600) and say where, or
 /// refuse to start, naming the setting (PostgreSQL: several instances must
 /// share one key, so none is made up).
-fn ensure_vault_key(cfg: &Config) -> anyhow::Result<()> {
-    if !(cfg.keeps_provider_tokens() || cfg.needs_oidc_keys()) || vault(cfg)?.is_some() {
+fn ensure_vault_key(cfg: &Config, oidc: bool) -> anyhow::Result<()> {
+    if !(cfg.keeps_provider_tokens() || oidc) || vault(cfg)?.is_some() {
         return Ok(());
     }
     let provider = cfg.browser.provider_name();
     let Some(file) = cfg.vault.key_file_for(cfg.database.url.expose()) else {
-        if cfg.needs_oidc_keys() {
+        if oidc {
             anyhow::bail!(
                 "vault.keys is empty, and the OpenID provider keeps its signing keys encrypted: \
                  set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
@@ -238,8 +238,19 @@ fn ensure_vault_key(cfg: &Config) -> anyhow::Result<()> {
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_vault_key(&cfg)?;
+    ensure_vault_key(&cfg, cfg.needs_oidc_keys())?;
     let store = super::open_store(&cfg).await?;
+    // Clients registered by `authgate client add` need what config clients
+    // need: signing keys (the vault) and the sign-in pages.
+    let stored_clients = cfg.surfaces.oidc && !store.oidc_clients().await?.is_empty();
+    if stored_clients && !cfg.surfaces.pages {
+        anyhow::bail!(
+            "the database holds OpenID clients (authgate client list), and the OpenID provider signs people in on the pages: set surfaces.pages = true"
+        );
+    }
+    if stored_clients {
+        ensure_vault_key(&cfg, true)?;
+    }
     let (core, app, background) = assemble(&cfg, store, Arc::new(crate::core::SystemClock), None)?;
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await

@@ -62,6 +62,9 @@ struct Inner {
     /// The OpenID provider's signing keys, as last read.
     oidc_keys: tokio::sync::Mutex<Option<Arc<oidc::KeyRing>>>,
     userinfo_cache: oidc::cache::UserinfoCache,
+    /// The clients as last read (config and stored).
+    oidc_clients: std::sync::RwLock<Arc<oidc::clients::ClientRegistry>>,
+    oidc_clients_reload: tokio::sync::Mutex<()>,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -148,6 +151,8 @@ impl Core {
                 oidc: oidc::OidcPolicy::default(),
                 oidc_keys: Default::default(),
                 userinfo_cache: Default::default(),
+                oidc_clients: Default::default(),
+                oidc_clients_reload: Default::default(),
             },
         }
     }

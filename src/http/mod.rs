@@ -179,7 +179,13 @@ fn cors(server: &ServerConfig, languages: &[String]) -> tower_http::cors::CorsLa
 
 pub fn app(state: AppState, config: &Config) -> Router {
     let server = &config.server;
-    let (router, doc) = api(config, |s| (s.enabled)(&config.surfaces)).split_for_parts();
+    let (mut router, doc) = api(config, |s| (s.enabled)(&config.surfaces)).split_for_parts();
+    if config.surfaces.oidc && config.surfaces.pages {
+        router = router.layer(middleware::map_response_with_state(
+            state.clone(),
+            pages::csp_with_clients,
+        ));
+    }
     let doc = Arc::new(doc);
     router
         .route("/openapi.json", get(move || async move { Json(doc.as_ref().clone()) }))

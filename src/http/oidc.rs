@@ -23,9 +23,11 @@ use super::extract::Client;
 use super::pages::{self, Settings as PageSettings, see_other};
 use super::{AppState, Surface, with_settings};
 use crate::config::{Config, ConfigError, Secret, err};
+use crate::core::oidc::clients::{Credential, client_id_problem};
 use crate::core::oidc::{
-    AuthorizationRequest, Client as OidcClient, ClientAuth, GrantType, LogoutRequest, Next,
-    OAuthError, OidcPolicy, SCOPES, SigningAlg, TokenRequest, hash_client_secret,
+    AccessTokenFormat, AuthorizationRequest, Client as OidcClient, ClientAuth, ClientSettings,
+    GrantType, LogoutRequest, Next, OAuthError, OidcPolicy, SigningAlg, SubjectType, TokenRequest,
+    hash_client_secret,
 };
 
 pub const DECLARATION: Surface = Surface {
@@ -59,6 +61,9 @@ pub struct OidcConfig {
     /// Seconds a userinfo answer may be served from memory, on SQLite (a
     /// revocation by another process is seen after at most this; 0: never).
     pub userinfo_cache_secs: i64,
+    /// Seconds this instance keeps the clients registered by `authgate
+    /// client` in memory (a change is seen after at most this).
+    pub client_cache_secs: i64,
 }
 
 impl Default for OidcConfig {
@@ -70,11 +75,13 @@ impl Default for OidcConfig {
             key_rotation_lead_secs: 300,
             pairwise_secret: None,
             userinfo_cache_secs: 5,
+            client_cache_secs: 5,
         }
     }
 }
 
-/// `[clients.<id>]`: a relying party.
+/// `[clients.<id>]`: a relying party (the same fields as `authgate
+/// client add`, see [`ClientSettings`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientConfig {
@@ -85,6 +92,9 @@ pub struct ClientConfig {
     /// A file holding `client_secret` (one line).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_file: Option<std::path::PathBuf>,
+    /// The name the consent page shows (default: the id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Where the browser may be sent back with a code (exact matches).
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
@@ -104,66 +114,92 @@ pub struct ClientConfig {
     /// `public` (authgate's user id as `sub`) or `pairwise` (a `sub` of
     /// its own per sector: the host of its redirect URIs).
     pub subject_type: SubjectType,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SubjectType {
-    #[default]
-    Public,
-    Pairwise,
+    /// Someone else's application: the person is asked to consent.
+    pub third_party: bool,
+    /// `opaque` or `jwt` (RFC 9068).
+    pub access_token_format: AccessTokenFormat,
+    /// Back-channel logout: where logout tokens are posted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
+        let d = ClientSettings::default();
         ClientConfig {
             client_secret: None,
             client_secret_file: None,
-            redirect_uris: Vec::new(),
-            post_logout_redirect_uris: Vec::new(),
-            grant_types: vec![GrantType::AuthorizationCode, GrantType::RefreshToken],
-            scopes: SCOPES.iter().map(|s| s.to_string()).collect(),
-            access_token_ttl_secs: 900,
-            id_token_ttl_secs: 3600,
-            refresh_token_ttl_secs: 30 * 24 * 3600,
-            jwks: None,
-            subject_type: SubjectType::Public,
+            name: d.name,
+            redirect_uris: d.redirect_uris,
+            post_logout_redirect_uris: d.post_logout_redirect_uris,
+            grant_types: d.grant_types,
+            scopes: d.scopes,
+            access_token_ttl_secs: d.access_token_ttl_secs,
+            id_token_ttl_secs: d.id_token_ttl_secs,
+            refresh_token_ttl_secs: d.refresh_token_ttl_secs,
+            jwks: d.jwks,
+            subject_type: d.subject_type,
+            third_party: d.third_party,
+            access_token_format: d.access_token_format,
+            backchannel_logout_uri: d.backchannel_logout_uri,
         }
     }
 }
 
+impl ClientConfig {
+    /// The core's form (without the secret).
+    pub fn settings(&self) -> ClientSettings {
+        ClientSettings {
+            name: self.name.clone(),
+            redirect_uris: self.redirect_uris.clone(),
+            post_logout_redirect_uris: self.post_logout_redirect_uris.clone(),
+            grant_types: self.grant_types.clone(),
+            scopes: self.scopes.clone(),
+            access_token_ttl_secs: self.access_token_ttl_secs,
+            id_token_ttl_secs: self.id_token_ttl_secs,
+            refresh_token_ttl_secs: self.refresh_token_ttl_secs,
+            jwks: self.jwks.clone(),
+            subject_type: self.subject_type,
+            third_party: self.third_party,
+            access_token_format: self.access_token_format,
+            backchannel_logout_uri: self.backchannel_logout_uri.clone(),
+        }
+    }
+
+    fn credential(&self) -> Credential {
+        match (&self.client_secret, &self.jwks) {
+            (Some(_), _) => Credential::Secret,
+            (None, Some(_)) => Credential::Keys,
+            (None, None) => Credential::Public,
+        }
+    }
+}
+
+/// The config's clients in the core's form (for `authgate client list`).
+pub fn client_settings(cfg: &Config) -> BTreeMap<String, ClientSettings> {
+    cfg.clients
+        .iter()
+        .map(|(id, c)| (id.clone(), c.settings()))
+        .collect()
+}
+
 /// The core's policy from `[oidc]` and `[clients.*]`.
 pub fn policy(cfg: &Config) -> OidcPolicy {
-    let clients: BTreeMap<String, OidcClient> = cfg
+    let clients = cfg
         .clients
         .iter()
         .map(|(id, c)| {
-            (
-                id.clone(),
-                OidcClient {
-                    id: id.clone(),
-                    secret_hash: c
-                        .client_secret
-                        .as_ref()
-                        .map(|s| hash_client_secret(s.expose())),
-                    redirect_uris: c.redirect_uris.clone(),
-                    post_logout_redirect_uris: c.post_logout_redirect_uris.clone(),
-                    grant_types: c.grant_types.clone(),
-                    scopes: c.scopes.clone(),
-                    access_token_ttl: c.access_token_ttl_secs,
-                    id_token_ttl: c.id_token_ttl_secs,
-                    refresh_token_ttl: c.refresh_token_ttl_secs,
-                    jwks: c.jwks.as_ref().and_then(|j| client_jwks(j).ok()),
-                    pairwise_sector: (c.subject_type == SubjectType::Pairwise)
-                        .then(|| sector(c))
-                        .flatten(),
-                },
-            )
+            let hash = c
+                .client_secret
+                .as_ref()
+                .map(|s| hash_client_secret(s.expose()));
+            (id.clone(), Arc::new(c.settings().client(id, hash)))
         })
         .collect();
     OidcPolicy {
         issuer: issuer(cfg),
         clients,
+        client_cache_secs: cfg.oidc.client_cache_secs,
         code_ttl: cfg.oidc.code_ttl_secs,
         signing_alg: SigningAlg::parse(&cfg.oidc.signing_alg).unwrap_or_default(),
         key_cache_secs: cfg.oidc.key_cache_secs,
@@ -172,43 +208,10 @@ pub fn policy(cfg: &Config) -> OidcPolicy {
             .oidc
             .pairwise_secret
             .as_ref()
+            .filter(|s| s.expose().len() >= 32)
             .map(|s| crate::core::oidc::Salt(s.expose().to_string())),
         userinfo_cache_secs: cfg.oidc.userinfo_cache_secs,
     }
-}
-
-/// A pairwise client's sector: the one host of its redirect URIs.
-fn sector(c: &ClientConfig) -> Option<String> {
-    let mut hosts = c
-        .redirect_uris
-        .iter()
-        .filter_map(|u| url::Url::parse(u).ok()?.host_str().map(str::to_string));
-    let first = hosts.next()?;
-    hosts.all(|h| h == first).then_some(first)
-}
-
-/// A client's `jwks`: a JWK set of public signing keys.
-fn client_jwks(v: &Value) -> Result<jsonwebtoken::jwk::JwkSet, String> {
-    let set: jsonwebtoken::jwk::JwkSet =
-        serde_json::from_value(v.clone()).map_err(|e| format!("is not a JWK set: {e}"))?;
-    if set.keys.is_empty() {
-        return Err("holds no key".into());
-    }
-    for k in &set.keys {
-        if matches!(
-            k.algorithm,
-            jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)
-        ) {
-            return Err("must hold public keys (RSA, EC, OKP), not a shared secret".into());
-        }
-        if jsonwebtoken::DecodingKey::from_jwk(k).is_err() {
-            return Err(format!(
-                "key {} cannot be used",
-                k.common.key_id.as_deref().unwrap_or("without kid")
-            ));
-        }
-    }
-    Ok(set)
 }
 
 /// `server.public_url` without its trailing slash.
@@ -218,27 +221,6 @@ fn issuer(cfg: &Config) -> String {
         .as_str()
         .trim_end_matches('/')
         .to_string()
-}
-
-/// A redirect URI a client may register: absolute, no fragment; https, or
-/// http on a loopback host (development and native apps, RFC 8252).
-fn redirect_uri_problem(uri: &str) -> Option<&'static str> {
-    let Ok(u) = url::Url::parse(uri) else {
-        return Some("is not an absolute URL");
-    };
-    if u.fragment().is_some() {
-        return Some("must not have a fragment");
-    }
-    match u.scheme() {
-        "https" => None,
-        "http" => match u.host() {
-            Some(url::Host::Domain("localhost")) => None,
-            Some(url::Host::Ipv4(ip)) if ip.is_loopback() => None,
-            Some(url::Host::Ipv6(ip)) if ip.is_loopback() => None,
-            _ => Some("must be https (http only on a loopback host)"),
-        },
-        _ => Some("must be an https URL"),
-    }
 }
 
 fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
@@ -258,21 +240,27 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
     if !(0..=300).contains(&o.userinfo_cache_secs) {
         errors.push(err("oidc.userinfo_cache_secs", "must be between 0 and 300"));
     }
-    if !(0..=3600).contains(&o.key_cache_secs) {
-        errors.push(err("oidc.key_cache_secs", "must be between 0 and 3600"));
+    for (field, v) in [
+        ("oidc.key_cache_secs", o.key_cache_secs),
+        ("oidc.client_cache_secs", o.client_cache_secs),
+    ] {
+        if !(0..=3600).contains(&v) {
+            errors.push(err(field, "must be between 0 and 3600"));
+        }
+    }
+    if o.pairwise_secret
+        .as_ref()
+        .is_some_and(|s| s.expose().len() < 32)
+    {
+        errors.push(err(
+            "oidc.pairwise_secret",
+            "must be at least 32 characters",
+        ));
     }
     for (id, c) in &cfg.clients {
         let key = |f: &str| format!("clients.{id}.{f}");
-        if id.is_empty()
-            || id.len() > 100
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
-        {
-            errors.push(err(
-                &format!("clients.{id}"),
-                "a client id is 1 to 100 letters, digits, '-', '.' or '_'",
-            ));
+        if let Some(problem) = client_id_problem(id) {
+            errors.push(err(&format!("clients.{id}"), problem));
         }
         if c.client_secret
             .as_ref()
@@ -280,76 +268,12 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
         {
             errors.push(err(&key("client_secret"), "must be at least 32 characters"));
         }
-        if let Some(jwks) = &c.jwks {
-            if let Err(e) = client_jwks(jwks) {
-                errors.push(err(&key("jwks"), e));
-            }
-            if c.client_secret.is_some() {
-                errors.push(err(
-                    &key("jwks"),
-                    "a client has a client_secret or jwks (private_key_jwt), not both",
-                ));
-            }
-        }
-        if c.subject_type == SubjectType::Pairwise {
-            if sector(c).is_none() {
-                errors.push(err(
-                    &key("subject_type"),
-                    "a pairwise client's redirect_uris must all be on one host (its sector)",
-                ));
-            }
-            if o.pairwise_secret
-                .as_ref()
-                .is_none_or(|s| s.expose().len() < 32)
-            {
-                errors.push(err(
-                    "oidc.pairwise_secret",
-                    "pairwise subjects need a secret of at least 32 characters",
-                ));
-            }
-        }
-        if c.grant_types.is_empty() {
-            errors.push(err(
-                &key("grant_types"),
-                "must name at least one grant type",
-            ));
-        }
-        if c.grant_types.contains(&GrantType::AuthorizationCode) && c.redirect_uris.is_empty() {
-            errors.push(err(
-                &key("redirect_uris"),
-                "is required for the authorization_code grant",
-            ));
-        }
-        if c.grant_types.contains(&GrantType::ClientCredentials)
-            && c.client_secret.is_none()
-            && c.jwks.is_none()
-        {
-            errors.push(err(
-                &key("grant_types"),
-                "client_credentials needs a client_secret or jwks",
-            ));
-        }
-        for (field, uris) in [
-            ("redirect_uris", &c.redirect_uris),
-            ("post_logout_redirect_uris", &c.post_logout_redirect_uris),
-        ] {
-            for u in uris {
-                if let Some(problem) = redirect_uri_problem(u) {
-                    errors.push(err(&key(field), format!("{u}: {problem}")));
-                }
-            }
-        }
-        for (field, v) in [
-            ("access_token_ttl_secs", c.access_token_ttl_secs),
-            ("id_token_ttl_secs", c.id_token_ttl_secs),
-            ("refresh_token_ttl_secs", c.refresh_token_ttl_secs),
-        ] {
-            if v < 60 {
-                errors.push(err(&key(field), "must be at least 60"));
-            }
-        }
-        if c.scopes.iter().any(|s| s.is_empty() || s.contains(' ')) {
-            errors.push(err(&key("scopes"), "scopes are single words"));
+        let salt = o
+            .pairwise_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() >= 32);
+        for (field, problem) in c.settings().problems(c.credential(), salt) {
+            errors.push(err(&key(field), problem));
         }
     }
     if cfg.needs_oidc_keys()
@@ -516,7 +440,7 @@ async fn authorization(
     req: &AuthorizationRequest,
 ) -> Response {
     let asked = req.ui_locales.as_deref().and_then(pages::known_locale);
-    let a = match state.core.check_authorization(req) {
+    let a = match state.core.check_authorization(req).await {
         Ok(a) => a,
         Err(crate::core::oidc::AuthorizeError::NoRedirect(why)) => {
             tracing::info!(reason = why, client = ?req.client_id, "authorize: refused without a redirect");
@@ -529,6 +453,9 @@ async fn authorization(
             );
         }
         Err(crate::core::oidc::AuthorizeError::Redirect(to)) => return see_other(&to, vec![]),
+        Err(crate::core::oidc::AuthorizeError::Failed(e)) => {
+            return pages::core_error_page(s, headers, asked, &e);
+        }
     };
     proceed(state, s, client, headers, &a, None).await
 }
@@ -751,11 +678,11 @@ fn client_auth(headers: &HeaderMap, form: &FormCredentials) -> Result<ClientAuth
 
 /// The authenticated client of a form post to the token, introspection or
 /// revocation endpoint.
-async fn authenticated<'a>(
-    state: &'a AppState,
+async fn authenticated(
+    state: &AppState,
     headers: &HeaderMap,
     form: FormCredentials<'_>,
-) -> Result<&'a OidcClient, OAuthError> {
+) -> Result<Arc<OidcClient>, OAuthError> {
     let auth = client_auth(headers, &form)?;
     state.core.authenticate_client(&auth).await.inspect_err(|_| {
         tracing::info!(client = %auth.client_id, "openid provider: client authentication failed");
@@ -853,7 +780,7 @@ async fn token_only(
     state: &AppState,
     headers: &HeaderMap,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
-) -> Result<(OidcClient, String), OAuthError> {
+) -> Result<(Arc<OidcClient>, String), OAuthError> {
     let form = form.map_err(form_error)?.0;
     let client = authenticated(
         state,
@@ -865,8 +792,7 @@ async fn token_only(
             assertion: form.client_assertion.as_deref(),
         },
     )
-    .await?
-    .clone();
+    .await?;
     let token = form
         .token
         .filter(|t| !t.is_empty())
@@ -989,7 +915,7 @@ async fn end_session(
     match session {
         // Nobody is signed in here: nothing to end.
         None => see_other(&to, vec![]),
-        Some(check) if state.core.logout_is_about(&plan, &check) => {
+        Some(check) if state.core.logout_is_about(&plan, &check).await => {
             pages::sign_out(state, s, client, headers, asked, &to).await
         }
         Some(_) => {
@@ -1098,16 +1024,5 @@ mod tests {
         }
         let unknown = "[clients.web]\nredirect_uris = [\"https://a.example/cb\"]\nsecret = \"x\"\n";
         assert!(!problems(unknown).is_empty(), "unknown keys are refused");
-    }
-
-    #[test]
-    fn redirect_uris_must_be_https_or_loopback() {
-        assert_eq!(redirect_uri_problem("https://app.example/cb"), None);
-        assert_eq!(redirect_uri_problem("http://127.0.0.1:8080/cb"), None);
-        assert_eq!(redirect_uri_problem("http://localhost/cb"), None);
-        assert!(redirect_uri_problem("http://app.example/cb").is_some());
-        assert!(redirect_uri_problem("https://app.example/cb#x").is_some());
-        assert!(redirect_uri_problem("/cb").is_some());
-        assert!(redirect_uri_problem("javascript:alert(1)").is_some());
     }
 }

@@ -683,6 +683,32 @@ async fn a_surface_keeping_tokens_gets_a_vault_key_or_a_clear_refusal() {
     );
 }
 
+/// A client kept in the database (`authgate client add`, no
+/// `[clients.*]` in the config) needs signing keys as a config client
+/// does: serve makes the vault key beside the SQLite database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_client_gets_the_server_a_vault_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_ok(authgate(dir.path()).args([
+        "client",
+        "add",
+        "app",
+        "--redirect-uri",
+        "https://app.example/cb",
+    ]));
+    assert!(out.contains("client_secret:"), "{out}");
+    let file = dir.path().join("authgate.db.vault-key");
+    assert!(!file.exists());
+    let log = serve_until_ready(&mut authgate(dir.path()), free_port()).await;
+    assert!(file.exists(), "{log}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .unwrap()
+        .trim();
+    assert!(!log.contains(secret), "the secret is in the log");
+}
+
 /// Every config in the README's "Moving an application to authgate"
 /// sections passes `config check` as written (placeholders filled in).
 #[test]

@@ -30,6 +30,7 @@ on_both_databases!(
     authlib_signs_in_and_refreshes,
     a_pairwise_client_gets_its_own_stable_subject,
     vault_rekey_reseals_the_signing_keys,
+    clients_registered_by_the_cli_sign_in_and_their_secrets_rotate,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -1523,7 +1524,7 @@ async fn a_pairwise_client_gets_its_own_stable_subject(db: &TestDb) {
                 client_secret: Some(SECRET.into()),
                 redirect_uris: vec![REDIRECT.into()],
                 post_logout_redirect_uris: vec![BYE.into()],
-                subject_type: authgate::http::oidc::SubjectType::Pairwise,
+                subject_type: authgate::core::oidc::SubjectType::Pairwise,
                 ..Default::default()
             },
         );
@@ -1583,4 +1584,232 @@ async fn vault_rekey_reseals_the_signing_keys(db: &TestDb) {
         "the same key, re-sealed"
     );
     assert_eq!(with(&[&new, &old]).rekey_vault().await.unwrap().current, 1);
+}
+
+/// `authgate client ...` on the database the server uses.
+/// Its config file holds one client of the server's, `webapp`.
+fn client_cli(db: &TestDb, dir: &Path, args: &[&str]) -> std::process::Output {
+    let config = dir.join("authgate.toml");
+    if !config.exists() {
+        let key = authgate::core::Vault::new_key().unwrap();
+        let toml = format!(
+            "[vault]\nkeys = [\"{key}\"]\n[clients.webapp]\nclient_secret = \"{SECRET}\"\nredirect_uris = [\"{REDIRECT}\"]\n"
+        );
+        std::fs::write(&config, toml).unwrap();
+    }
+    crate::support::authgate(dir)
+        .env("AUTHGATE_DATABASE__URL", &db.url)
+        .arg("client")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn client_cli_ok(db: &TestDb, dir: &Path, args: &[&str]) -> String {
+    let out = client_cli(db, dir, args);
+    assert!(
+        out.status.success(),
+        "client {args:?}: {}",
+        crate::support::stderr(&out)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The `client_secret:` line of `client add` or `rotate-secret`.
+fn shown_secret(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("client_secret:"))
+        .expect("the secret is shown")
+        .trim()
+        .to_string()
+}
+
+/// A client registered by `authgate client add` (kept in the database,
+/// its secret shown once and stored hashed) signs a person in through
+/// openid-client like a config client; its settings follow the same
+/// rules; `rotate-secret` ends the old secret at once; `delete` revokes
+/// what it holds; config clients are listed but not changed.
+async fn clients_registered_by_the_cli_sign_in_and_their_secrets_rotate(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = start(db, |c| {
+        clients(c);
+        c.oidc.client_cache_secs = 0;
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let added = client_cli_ok(
+        db,
+        dir,
+        &[
+            "add",
+            "cli-app",
+            "--name",
+            "CLI App",
+            "--redirect-uri",
+            REDIRECT,
+            "--redirect-uri",
+            "http://localhost:9/cb",
+        ],
+    );
+    let secret = shown_secret(&added);
+    assert!(secret.len() >= 43, "256 random bits: {secret}");
+
+    // Refused: a taken id (stored or in the config), a bad redirect URI,
+    // a bad id; each names what is wrong, none is stored.
+    for (args, says) in [
+        (
+            vec!["add", "cli-app", "--redirect-uri", REDIRECT],
+            "already exists",
+        ),
+        (
+            vec!["add", "webapp", "--redirect-uri", REDIRECT],
+            "config file",
+        ),
+        (
+            vec!["add", "evil", "--redirect-uri", "http://evil.example/cb"],
+            "redirect_uris",
+        ),
+        (
+            vec!["add", "no room", "--redirect-uri", REDIRECT],
+            "client id",
+        ),
+        (
+            vec![
+                "add",
+                "robot",
+                "--public",
+                "--grant-type",
+                "client_credentials",
+            ],
+            "client_credentials needs",
+        ),
+        (vec!["rotate-secret", "webapp"], "config file"),
+        (vec!["update", "nobody", "--name", "x"], "not found"),
+    ] {
+        let out = client_cli(db, dir, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = crate::support::stderr(&out);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+
+    let listed = client_cli_ok(db, dir, &["list", "--json"]);
+    assert!(!listed.contains(&secret), "secrets are never listed");
+    let listed: Vec<Value> = serde_json::from_str(&listed).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["webapp", "cli-app"]);
+    let mine = &listed[1];
+    assert_eq!(mine["source"], "database");
+    assert_eq!(mine["auth_method"], "client_secret");
+    assert_eq!(mine["name"], "CLI App");
+    assert_eq!(listed[0]["source"], "config");
+    let shown = client_cli_ok(db, dir, &["show", "cli-app"]);
+    assert!(shown.contains("http://localhost:9/cb") && !shown.contains(&secret));
+
+    // openid-client signs in with it: the server reads stored clients.
+    rp.discover(&app, "cli-app", Some(&secret), "basic").await;
+    let b = browser();
+    let done = code_flow(
+        &app,
+        &mut rp,
+        &b,
+        "cli-app",
+        "openid email",
+        "cli@example.com",
+    )
+    .await;
+    assert_eq!(done["claims"]["aud"], "cli-app");
+    assert_eq!(done["claims"]["email"], "cli@example.com");
+    let refresh = done["tokens"]["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let access = done["tokens"]["access_token"].as_str().unwrap().to_string();
+    // The pages' forms may lead to its redirect origins (CSP form-action).
+    let page = b.get(app.url("/login")).send().await.unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("http://localhost:9"), "{csp}");
+
+    // A new secret: the old one is refused at once, the new one works.
+    let rotated = client_cli_ok(db, dir, &["rotate-secret", "cli-app"]);
+    let new_secret = shown_secret(&rotated);
+    assert_ne!(new_secret, secret);
+    let grant = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh.as_str()),
+    ];
+    let (status, body, headers) = token(&app, Some(("cli-app", &secret)), &grant).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert!(headers.contains_key("www-authenticate"));
+    let (status, body, _) = token(&app, Some(("cli-app", &new_secret)), &grant).await;
+    assert_eq!(status, 200, "{body}");
+    let refresh = body["refresh_token"].as_str().unwrap().to_string();
+
+    // An update follows the rules, and takes effect.
+    let out = client_cli(
+        db,
+        dir,
+        &["update", "cli-app", "--redirect-uri", "ftp://x/cb"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    client_cli_ok(db, dir, &["update", "cli-app", "--scope", "openid"]);
+    let ask = |scope: &str| {
+        let mut u = url::Url::parse(&app.url("/oauth2/authorize")).unwrap();
+        u.query_pairs_mut()
+            .append_pair("client_id", "cli-app")
+            .append_pair("response_type", "code")
+            .append_pair("redirect_uri", REDIRECT)
+            .append_pair("scope", scope);
+        u.to_string()
+    };
+    let r = b.get(ask("openid email")).send().await.unwrap();
+    assert_eq!(query(&location(&r))["error"], "invalid_scope");
+    // Deleted: its tokens stop working, the client is unknown.
+    let userinfo = |token: String| {
+        let url = app.url("/oauth2/userinfo");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        userinfo(body_access(&app, &new_secret, &refresh).await).await,
+        200
+    );
+    client_cli_ok(db, dir, &["delete", "cli-app"]);
+    // Another process revoked: seen once the userinfo cache (5 s) is past.
+    app.clock.advance(6);
+    assert_eq!(userinfo(access).await, 401);
+    let (status, _, _) = token(&app, Some(("cli-app", &new_secret)), &grant).await;
+    assert_eq!(status, 401);
+    let r = b.get(ask("openid")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        400,
+        "an unknown client gets a page, no redirect"
+    );
+    let listed = client_cli_ok(db, dir, &["list"]);
+    assert!(!listed.contains("cli-app"), "{listed}");
+}
+
+/// A fresh access token by refresh (the scope the client may still have).
+async fn body_access(app: &App, secret: &str, refresh: &str) -> String {
+    let (status, body, _) = token(
+        app,
+        Some(("cli-app", secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"].as_str().unwrap().to_string()
 }

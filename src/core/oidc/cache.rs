@@ -76,4 +76,11 @@ impl UserinfoCache {
             map.retain(|_, e| e.user != user);
         }
     }
+
+    /// Forget everything (a client was deleted: its grants are revoked).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut map) = self.map.lock() {
+            map.clear();
+        }
+    }
 }

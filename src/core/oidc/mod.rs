@@ -22,7 +22,11 @@ use super::secret::{self, MAX_TOKEN_LEN, TokenFormat, ct_eq};
 use super::{ClientMeta, Core, Error, SessionCheck, Timestamp, User};
 
 pub(crate) mod cache;
+pub mod clients;
 pub mod keys;
+pub use clients::{
+    AccessTokenFormat, ClientSettings, ClientSource, ClientView, StoredClient, SubjectType,
+};
 pub use keys::SigningAlg;
 
 /// The core's name for this surface (parked requests, audit).
@@ -56,6 +60,8 @@ impl GrantType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub id: String,
+    /// The name the consent page shows.
+    pub name: Option<String>,
     /// SHA-256 of the client secret; `None`: a public client (PKCE, no
     /// secret).
     pub secret_hash: Option<[u8; 32]>,
@@ -75,6 +81,12 @@ pub struct Client {
     /// Pairwise subjects: the sector (the host of its redirect URIs) its
     /// `sub` values are computed for; `None`: authgate's user id.
     pub pairwise_sector: Option<String>,
+    /// Asked for consent (not the operator's own application).
+    pub third_party: bool,
+    /// Access tokens are JWTs (RFC 9068) rather than opaque.
+    pub jwt_access_tokens: bool,
+    /// OpenID Connect Back-Channel Logout: where logout tokens go.
+    pub backchannel_logout_uri: Option<String>,
 }
 
 impl Client {
@@ -93,7 +105,10 @@ impl Client {
 pub struct OidcPolicy {
     /// `server.public_url` without a trailing slash.
     pub issuer: String,
-    pub clients: BTreeMap<String, Client>,
+    pub clients: BTreeMap<String, Arc<Client>>,
+    /// Seconds the clients stored by the CLI are kept in memory before
+    /// they are read again.
+    pub client_cache_secs: i64,
     /// Seconds an authorization code lives.
     pub code_ttl: i64,
     /// The algorithm new signing keys are made for.
@@ -125,6 +140,7 @@ impl Default for OidcPolicy {
         OidcPolicy {
             issuer: String::new(),
             clients: BTreeMap::new(),
+            client_cache_secs: 5,
             code_ttl: 60,
             signing_alg: SigningAlg::RS256,
             key_cache_secs: 5,
@@ -132,19 +148,6 @@ impl Default for OidcPolicy {
             pairwise_secret: None,
             userinfo_cache_secs: 5,
         }
-    }
-}
-
-impl OidcPolicy {
-    /// How long a retired key stays published: the longest-lived token it
-    /// may have signed, plus a minute for clocks.
-    pub fn retired_key_lifetime(&self) -> i64 {
-        self.clients
-            .values()
-            .map(|c| c.id_token_ttl)
-            .max()
-            .unwrap_or(3600)
-            + 60
     }
 }
 
@@ -310,13 +313,15 @@ impl Authorization {
 }
 
 /// Why an authorization request is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum AuthorizeError {
     /// An unknown client or an unregistered redirect URI: said on a page,
     /// never redirected (the redirect could lead anywhere).
     NoRedirect(&'static str),
     /// Any other fault: the browser goes back to the client with it.
     Redirect(String),
+    /// The clients could not be read.
+    Failed(Error),
 }
 
 /// What happens with a checked request and the browser's session.
@@ -364,21 +369,17 @@ impl Core {
         &self.inner.oidc
     }
 
-    pub fn oidc_client(&self, id: &str) -> Option<&Client> {
-        self.inner.oidc.clients.get(id)
-    }
-
     /// Check an authorization request (OpenID Connect Core 3.1.2.1 with
     /// RFC 9700's rules: code flow only, PKCE S256, exact redirect URIs).
-    pub fn check_authorization(
+    pub async fn check_authorization(
         &self,
         req: &AuthorizationRequest,
     ) -> Result<Authorization, AuthorizeError> {
-        let client = req
-            .client_id
-            .as_deref()
-            .and_then(|id| self.oidc_client(id))
-            .ok_or(AuthorizeError::NoRedirect("unknown_client"))?;
+        let client = match req.client_id.as_deref() {
+            Some(id) => self.oidc_client(id).await.map_err(AuthorizeError::Failed)?,
+            None => None,
+        }
+        .ok_or(AuthorizeError::NoRedirect("unknown_client"))?;
         let redirect_uri = req
             .redirect_uri
             .as_deref()
@@ -629,6 +630,7 @@ impl Core {
     ) -> Result<String, Error> {
         let client = self
             .oidc_client(&a.client_id)
+            .await?
             .ok_or(Error::Forbidden("unknown client"))?;
         let now = self.now();
         let grant = Grant {
@@ -811,14 +813,16 @@ impl Core {
     /// Authenticate a client at the token endpoint: a confidential client
     /// by its secret (compared as hashes, in constant time), a public one by
     /// its id alone.
-    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<&Client, OAuthError> {
+    pub async fn authenticate_client(&self, auth: &ClientAuth) -> Result<Arc<Client>, OAuthError> {
         const BAD: &str = "client authentication failed";
         let client = self
             .oidc_client(&auth.client_id)
+            .await
+            .map_err(OAuthError::Server)?
             .ok_or(OAuthError::InvalidClient(BAD))?;
         match (&client.jwks, &auth.assertion) {
             (Some(jwks), Some(a)) if auth.secret.is_none() => {
-                return match self.check_assertion(client, jwks, a).await {
+                return match self.check_assertion(&client, jwks, a).await {
                     Ok(()) => Ok(client),
                     Err(AssertionFault::Store(e)) => Err(OAuthError::Server(e.into())),
                     Err(AssertionFault::Bad(why)) => {
@@ -1252,14 +1256,18 @@ impl Core {
         let Some((token, grant, Some(user))) = self.live_token(access_token).await? else {
             return Err(OAuthError::InvalidToken);
         };
-        let Some(client) = self.oidc_client(&grant.client_id) else {
+        let Some(client) = self
+            .oidc_client(&grant.client_id)
+            .await
+            .map_err(OAuthError::Server)?
+        else {
             return Err(OAuthError::InvalidToken);
         };
         if token.kind != TokenKind::Access || !grant.has_scope("openid") {
             return Err(OAuthError::InvalidToken);
         }
         let mut claims = Map::new();
-        claims.insert("sub".into(), json!(self.subject(client, user.id)));
+        claims.insert("sub".into(), json!(self.subject(&client, user.id)));
         claims.extend(user_claims(&grant, &user));
         let claims = Value::Object(claims);
         if cached {
@@ -1381,9 +1389,10 @@ impl Core {
         let Ok(data) = jsonwebtoken::decode::<Value>(token, &key, &v) else {
             return Ok(None);
         };
-        let known = data.claims["aud"]
-            .as_str()
-            .is_some_and(|aud| self.oidc_client(aud).is_some());
+        let known = match data.claims["aud"].as_str() {
+            Some(aud) => self.oidc_client(aud).await?.is_some(),
+            None => false,
+        };
         Ok(known.then_some(data.claims))
     }
 
@@ -1411,7 +1420,12 @@ impl Core {
             (None, None) => None,
         };
         let client = match client_id {
-            Some(id) => Some(self.oidc_client(id).ok_or("unknown_client")?),
+            Some(id) => Some(
+                self.oidc_client(id)
+                    .await
+                    .map_err(|_| "unavailable")?
+                    .ok_or("unknown_client")?,
+            ),
             None => None,
         };
         let target = match req
@@ -1512,14 +1526,17 @@ impl Core {
 
     /// Whether a logout's hint names the person of this session, so the
     /// session may end without asking (the request cannot be a forged one).
-    pub fn logout_is_about(&self, logout: &Logout, s: &SessionCheck) -> bool {
+    pub async fn logout_is_about(&self, logout: &Logout, s: &SessionCheck) -> bool {
         let Some(hint) = &logout.hint else {
             return false;
         };
-        let Some(client) = hint["aud"].as_str().and_then(|a| self.oidc_client(a)) else {
+        let Some(aud) = hint["aud"].as_str() else {
             return false;
         };
-        hint["sub"].as_str() == Some(self.subject(client, s.user.id).as_str())
+        let Ok(Some(client)) = self.oidc_client(aud).await else {
+            return false;
+        };
+        hint["sub"].as_str() == Some(self.subject(&client, s.user.id).as_str())
     }
 }
 
@@ -1672,7 +1689,7 @@ impl Core {
             now + self.inner.oidc.rotation_lead
         };
         let key = self.new_signing_key(from).await?;
-        let until = from + self.inner.oidc.retired_key_lifetime();
+        let until = from + self.retired_key_lifetime().await?;
         self.store()
             .insert_oidc_key(&key, Some((from, until)))
             .await?;

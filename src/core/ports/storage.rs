@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use crate::core::oidc::{AuthCode, Grant, IssuedToken, SigningKey, Spend};
+use crate::core::oidc::{AuthCode, Grant, IssuedToken, SigningKey, Spend, StoredClient};
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
     AuditEvent, Confirmation, Handoff, Identity, LoginFlow, MailAuthToken, MailLogin, OutboxMail,
@@ -323,6 +323,25 @@ pub trait OidcStore: Send + Sync + 'static {
     async fn insert_oidc_assertion(&self, jti_hash: &[u8], expires_at: Timestamp) -> Result<()>;
     /// Revoke a grant (every token under it stops working).
     async fn revoke_oidc_grant(&self, grant_id: Uuid, now: Timestamp) -> Result<bool>;
+    /// The clients the CLI registered.
+    async fn oidc_clients(&self) -> Result<Vec<StoredClient>>;
+    /// `Conflict` when the id is taken.
+    async fn insert_oidc_client(&self, client: &StoredClient) -> Result<()>;
+    /// Replace a client's settings and secret hash; false: no such client.
+    async fn update_oidc_client(&self, client: &StoredClient) -> Result<bool>;
+    /// Delete a client, revoking every grant it holds and forgetting the
+    /// consents it was given (one transaction); false: no such client.
+    async fn delete_oidc_client(&self, id: &str, now: Timestamp) -> Result<bool>;
+    /// The scopes a person let a client have (none: never asked).
+    async fn oidc_consent(&self, user_id: Uuid, client_id: &str) -> Result<Option<String>>;
+    /// Record (or widen) a consent.
+    async fn put_oidc_consent(
+        &self,
+        user_id: Uuid,
+        client_id: &str,
+        scope: &str,
+        now: Timestamp,
+    ) -> Result<()>;
 }
 
 /// Everything the core stores: one object implementing every aggregate's

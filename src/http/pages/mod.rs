@@ -92,6 +92,49 @@ fn csp(cfg: &Config) -> HeaderValue {
     HeaderValue::try_from(policy).unwrap_or(strict)
 }
 
+/// The pages' CSP with the `form-action` origins of the clients the CLI
+/// registered (read while the server runs; the config's are in [`csp`]
+/// already): a layer over the whole application, as the OpenID provider's
+/// pages and the sign-in pages both lead to them.
+pub(crate) async fn csp_with_clients(
+    axum::extract::State(state): axum::extract::State<super::AppState>,
+    mut res: axum::response::Response,
+) -> axum::response::Response {
+    let origins = state.core.oidc_client_origins();
+    if origins.is_empty() {
+        return res;
+    }
+    let Some(policy) = res
+        .headers()
+        .get(CONTENT_SECURITY_POLICY)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return res;
+    };
+    let widened: Vec<String> = policy
+        .split(';')
+        .map(|d| {
+            let d = d.trim();
+            if !d.starts_with("form-action ") {
+                return d.to_string();
+            }
+            let mut out = d.to_string();
+            for o in origins.iter() {
+                let safe = o.starts_with("http") && !o.contains([' ', ';', ',', '\'']);
+                if safe && !d.split(' ').any(|t| t == o) {
+                    out.push(' ');
+                    out.push_str(o);
+                }
+            }
+            out
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::try_from(widened.join("; ")) {
+        res.headers_mut().insert(CONTENT_SECURITY_POLICY, v);
+    }
+    res
+}
+
 pub const DECLARATION: Surface = Surface {
     tag: "pages",
     description: "authgate's own sign-in and account pages (HTML)",

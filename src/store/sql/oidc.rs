@@ -1,7 +1,7 @@
 //! The OpenID provider: signing keys (sealed), grants, codes and tokens
 //! (hashes only).
 use super::*;
-use crate::core::oidc::{AuthCode, Grant, IssuedToken, SigningKey, Spend, TokenKind};
+use crate::core::oidc::{AuthCode, Grant, IssuedToken, SigningKey, Spend, StoredClient, TokenKind};
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
@@ -13,6 +13,15 @@ struct KeyRow {
     signs_from: i64,
     retired_at: Option<i64>,
     published_until: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ClientRow {
+    id: String,
+    secret_hash: Option<Vec<u8>>,
+    settings: String,
+    created_at: i64,
+    updated_at: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -467,5 +476,125 @@ impl OidcStore for SqlStore {
         .await
         .map_err(|e| self.db_err(e))
         .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn oidc_clients(&self) -> Result<Vec<StoredClient>> {
+        let rows: Vec<ClientRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT id, secret_hash, settings, created_at, updated_at FROM oidc_clients ORDER BY id"
+        )
+        .fetch_all(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredClient {
+                id: r.id,
+                secret_hash: r.secret_hash,
+                settings: r.settings,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+            })
+            .collect())
+    }
+
+    async fn insert_oidc_client(&self, c: &StoredClient) -> Result<()> {
+        with_writer!(self, |p| {
+            sqlx::query(
+            "INSERT INTO oidc_clients (id, secret_hash, settings, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(&c.id)
+        .bind(c.secret_hash.as_deref())
+        .bind(&c.settings)
+        .bind(c.created_at)
+        .bind(c.updated_at)
+        .execute(p)
+        .await
+        .map_err(|e| match self.db_err(e) {
+            StoreError::Conflict(_) => StoreError::Conflict("a client with this id"),
+            e => e,
+        })
+        .map(|_| ())
+        })
+    }
+
+    async fn update_oidc_client(&self, c: &StoredClient) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "UPDATE oidc_clients SET secret_hash = $2, settings = $3, updated_at = $4 WHERE id = $1"
+        )
+        .bind(&c.id)
+        .bind(c.secret_hash.as_deref())
+        .bind(&c.settings)
+        .bind(c.updated_at)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn delete_oidc_client(&self, id: &str, now: Timestamp) -> Result<bool> {
+        with_writer!(self, |p| {
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+            let gone = sqlx::query("DELETE FROM oidc_clients WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?
+                .rows_affected()
+                > 0;
+            if gone {
+                sqlx::query(
+                    "UPDATE oidc_grants SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+                sqlx::query("DELETE FROM oidc_consents WHERE client_id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))?;
+            Ok(gone)
+        })
+    }
+
+    async fn oidc_consent(&self, user_id: Uuid, client_id: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> = with_pool!(self, |p| sqlx::query_as(
+            "SELECT scope FROM oidc_consents WHERE user_id = $1 AND client_id = $2"
+        )
+        .bind(user_id.to_string())
+        .bind(client_id)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e)))?;
+        Ok(row.map(|(s,)| s))
+    }
+
+    async fn put_oidc_consent(
+        &self,
+        user_id: Uuid,
+        client_id: &str,
+        scope: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        with_writer!(self, |p| {
+            sqlx::query(
+            "INSERT INTO oidc_consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at"
+        )
+        .bind(user_id.to_string())
+        .bind(client_id)
+        .bind(scope)
+        .bind(now)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|_| ())
+        })
     }
 }
