@@ -293,6 +293,9 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
+/// Where the consent page posts the person's answer.
+const CONSENT_PATH: &str = "/oauth2/authorize/consent";
+
 /// The path the sign-in page sends the person back to.
 const RESUME_PATH: &str = "/oauth2/authorize/resume";
 
@@ -306,6 +309,7 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         .routes(routes!(jwks))
         .routes(routes!(authorize, authorize_post))
         .route(RESUME_PATH, axum::routing::get(resume))
+        .route(CONSENT_PATH, axum::routing::post(consent))
         .routes(routes!(token))
         .routes(routes!(introspect))
         .routes(routes!(revoke))
@@ -485,6 +489,22 @@ async fn proceed(
             }
             see_other(&to, vec![])
         }
+        Ok(Next::Consent {
+            client: name,
+            scopes,
+        }) => {
+            let key = match key {
+                Some(k) => k.to_string(),
+                None => match core
+                    .park_authorization(a, session.as_ref(), client.ip.as_deref())
+                    .await
+                {
+                    Ok(k) => k,
+                    Err(e) => return pages::core_error_page(s, headers, asked, &e),
+                },
+            };
+            pages::consent_page(s, headers, asked, &name, &scopes, &key)
+        }
         Ok(Next::SignIn { reauth }) => {
             let key = match key {
                 Some(k) => k.to_string(),
@@ -537,6 +557,88 @@ async fn resume(
         Ok(Some(a)) => proceed(&state, &s, &client, &headers, &a, Some(&q.request)).await,
         Ok(None) => expired(&s),
         Err(e) => pages::core_error_page(&s, &headers, None, &e),
+    }
+}
+
+/// The consent page's answer.
+#[derive(Deserialize)]
+pub(crate) struct ConsentForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    lang: Option<String>,
+    #[serde(default)]
+    request: String,
+    /// `allow` or `deny`.
+    #[serde(default)]
+    decision: String,
+}
+
+impl pages::Posted for ConsentForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+    fn lang(&self) -> Option<&str> {
+        self.lang.as_deref()
+    }
+}
+
+/// The person allowed or denied a third-party client (a page form: this
+/// origin, this browser's CSRF token, its session).
+async fn consent(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<PageSettings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    pages::PageForm { form, lang }: pages::PageForm<ConsentForm>,
+) -> Response {
+    let core = &state.core;
+    let asked = Some(lang);
+    let a = match core.parked_authorization(&form.request).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return pages::error_page(&s, &headers, asked, StatusCode::GONE, "err_request_expired");
+        }
+        Err(e) => return pages::core_error_page(&s, &headers, asked, &e),
+    };
+    let session = match pages::signed_in(&state, &s, &headers).await {
+        Ok(Some((_, check))) => check,
+        // Signed out meanwhile: the request goes on through the sign-in.
+        Ok(None) => return proceed(&state, &s, &client, &headers, &a, Some(&form.request)).await,
+        Err(e) => return pages::core_error_page(&s, &headers, asked, &e),
+    };
+    let allow = match form.decision.as_str() {
+        "allow" => true,
+        "deny" => false,
+        _ => {
+            return pages::error_page(
+                &s,
+                &headers,
+                asked,
+                StatusCode::BAD_REQUEST,
+                "err_forbidden",
+            );
+        }
+    };
+    match core.answer_consent(&a, &session, allow, &client).await {
+        Ok(Ok(consented)) => {
+            proceed(
+                &state,
+                &s,
+                &client,
+                &headers,
+                &consented,
+                Some(&form.request),
+            )
+            .await
+        }
+        Ok(Err(to)) => {
+            if let Err(e) = core.forget_authorization(&form.request).await {
+                tracing::warn!(error = %e, "consent: cannot spend the parked request");
+            }
+            see_other(&to, vec![])
+        }
+        Err(e) => pages::core_error_page(&s, &headers, asked, &e),
     }
 }
 

@@ -31,6 +31,7 @@ on_both_databases!(
     a_pairwise_client_gets_its_own_stable_subject,
     vault_rekey_reseals_the_signing_keys,
     clients_registered_by_the_cli_sign_in_and_their_secrets_rotate,
+    a_third_party_client_asks_for_consent_once_per_scope,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -1157,6 +1158,16 @@ async fn in_chromium_an_application_signs_in_by_mail_code_and_by_google(db: &Tes
         let web = c.clients.get_mut("webapp").unwrap();
         web.redirect_uris = vec![cb.clone()];
         web.post_logout_redirect_uris = vec![bye.clone()];
+        c.clients.insert(
+            "partner".into(),
+            ClientConfig {
+                name: Some("Partner App".into()),
+                client_secret: Some(PARTNER_SECRET.into()),
+                redirect_uris: vec![cb.clone()],
+                third_party: true,
+                ..Default::default()
+            },
+        );
         c.server.public_url = Some(public.parse().unwrap());
         c.mail.transport = authgate::config::MailTransport::Smtp;
         c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{smtp_port}").into());
@@ -1172,7 +1183,8 @@ async fn in_chromium_an_application_signs_in_by_mail_code_and_by_google(db: &Tes
     })
     .await;
     rp.discover(&app, "webapp", Some(SECRET), "basic").await;
-    let browser = Browser::start(&driver, &chromium, false).await;
+    // Script on, as most people have it (and axe-core needs it).
+    let browser = Browser::start(&driver, &chromium, true).await;
     let c = &browser.client;
     let address = "fay@example.com";
 
@@ -1245,6 +1257,29 @@ async fn in_chromium_an_application_signs_in_by_mail_code_and_by_google(db: &Tes
         (Some("gus@gmail.example"), Some("Gus"))
     );
     assert_eq!(done["userinfo"]["email"], "gus@gmail.example");
+
+    // 2b. A third-party application: the person is asked first.
+    rp.discover(&app, "partner", Some(PARTNER_SECRET), "basic")
+        .await;
+    let begun = rp
+        .ok(json!({ "op": "begin", "name": "partner", "redirect_uri": cb, "scope": "openid email profile" }))
+        .await;
+    c.goto(begun["url"].as_str().unwrap()).await.unwrap();
+    text_becomes(c, "h1", "Allow access").await;
+    text_becomes(c, "#consent-question", "Partner App would like to:").await;
+    screenshots(c, "oidc-consent").await;
+    crate::pages::assert_accessible(c, "the consent page").await;
+    click(c, "#allow").await;
+    text_becomes(c, "#app", "Back at the application").await;
+    let back = c.current_url().await.unwrap().to_string();
+    let partner = rp
+        .ok(json!({
+            "op": "finish", "name": "partner", "callback": back,
+            "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+        }))
+        .await;
+    assert_eq!(partner["claims"]["aud"], "partner");
+    assert_eq!(partner["claims"]["sub"], gus.id.to_string());
 
     // 3. The application signs the person out at authgate.
     let url = rp
@@ -1812,4 +1847,191 @@ async fn body_access(app: &App, secret: &str, refresh: &str) -> String {
     .await;
     assert_eq!(status, 200, "{body}");
     body["access_token"].as_str().unwrap().to_string()
+}
+
+const PARTNER_SECRET: &str = "partner-secret-0123456789-abcdefghijklmno";
+
+/// An authorization request of client `id` for `scope`, with `extra`.
+fn authorize_url(app: &App, id: &str, scope: &str, extra: &[(&str, &str)]) -> String {
+    let mut u = url::Url::parse(&app.url("/oauth2/authorize")).unwrap();
+    u.query_pairs_mut()
+        .append_pair("client_id", id)
+        .append_pair("response_type", "code")
+        .append_pair("redirect_uri", REDIRECT)
+        .append_pair("scope", scope)
+        .append_pair("state", "st-1")
+        .extend_pairs(extra);
+    u.to_string()
+}
+
+/// The consent page's answer, posted as the page's form would be.
+async fn answer(app: &App, b: &reqwest::Client, page: &str, decision: &str) -> reqwest::Response {
+    let field = |n: &str| crate::pages::input(page, n).unwrap();
+    b.post(app.url("/oauth2/authorize/consent"))
+        .header("origin", issuer(app))
+        .form(&[
+            ("csrf", field("csrf")),
+            ("lang", field("lang")),
+            ("request", field("request")),
+            ("decision", decision.to_string()),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A client marked third-party (`third_party = true`): after the sign-in
+/// the person is asked, in their language, whether it may have the scopes
+/// it asks for. Denied: `access_denied` with `state` and `iss`. Allowed:
+/// remembered, so the same scope is not asked again, a wider one is, and
+/// `prompt=consent` always is; `prompt=none` without consent gets
+/// `consent_required`. The answer is a page form (origin, CSRF, session).
+async fn a_third_party_client_asks_for_consent_once_per_scope(db: &TestDb) {
+    let app = start(db, |c| {
+        clients(c);
+        c.clients.insert(
+            "partner".into(),
+            ClientConfig {
+                name: Some("Partner App".into()),
+                client_secret: Some(PARTNER_SECRET.into()),
+                redirect_uris: vec![REDIRECT.into()],
+                third_party: true,
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let b = browser();
+    // Not signed in: the sign-in first, then the question (in German).
+    let r = b
+        .get(authorize_url(
+            &app,
+            "partner",
+            "openid email",
+            &[("ui_locales", "de")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    let login = location(&r);
+    assert!(login.starts_with("/login?"), "{login}");
+    let r = mail_sign_in(&app, &b, &login["/login".len()..], "pat@example.com").await;
+    let r = b.get(app.url(&location(&r))).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the consent page, not yet a redirect");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("form-action 'self' http://127.0.0.1:9"),
+        "{csp}"
+    );
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Partner App möchte:"), "{page}");
+    assert!(page.contains("Ihre E-Mail-Adresse sehen"), "{page}");
+    assert!(page.contains("lang=\"de\""));
+
+    // Forged answers change nothing.
+    let forged = b
+        .post(app.url("/oauth2/authorize/consent"))
+        .header("origin", "https://evil.example")
+        .form(&[
+            ("csrf", crate::pages::input(&page, "csrf").unwrap()),
+            ("request", crate::pages::input(&page, "request").unwrap()),
+            ("decision", "allow".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let odd = answer(&app, &b, &page, "maybe").await;
+    assert_eq!(odd.status(), 400);
+    let gone = answer(
+        &app,
+        &b,
+        &page.replace(&crate::pages::input(&page, "request").unwrap(), "nope"),
+        "allow",
+    )
+    .await;
+    assert_eq!(gone.status(), 410);
+
+    // Denied: back to the client with access_denied, state and iss.
+    let r = answer(&app, &b, &page, "deny").await;
+    let back = query(&location(&r));
+    assert_eq!(back["error"], "access_denied");
+    assert_eq!(back["state"], "st-1");
+    assert_eq!(back["iss"], issuer(&app));
+    // prompt=none without consent: consent_required.
+    let r = b
+        .get(authorize_url(
+            &app,
+            "partner",
+            "openid email",
+            &[("prompt", "none")],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query(&location(&r))["error"], "consent_required");
+
+    // Allowed: a code, which the client redeems.
+    let ask = |scope: &str, extra: &[(&str, &str)]| authorize_url(&app, "partner", scope, extra);
+    let r = b.get(ask("openid email", &[])).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("Partner App would like to:"), "{page}");
+    let r = answer(&app, &b, &page, "allow").await;
+    let back = query(&location(&r));
+    assert_eq!(back["state"], "st-1");
+    let (status, body, _) = token(
+        &app,
+        Some(("partner", PARTNER_SECRET)),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &back["code"]),
+            ("redirect_uri", REDIRECT),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["id_token"].is_string());
+
+    // Remembered: the same scope (or less) goes straight back with a code.
+    for scope in ["openid email", "openid"] {
+        let r = b.get(ask(scope, &[])).send().await.unwrap();
+        assert_eq!(r.status(), 303, "{scope}");
+        assert!(query(&location(&r)).contains_key("code"), "{scope}");
+    }
+    let r = b
+        .get(ask("openid email", &[("prompt", "none")]))
+        .send()
+        .await
+        .unwrap();
+    assert!(query(&location(&r)).contains_key("code"));
+    // More, or prompt=consent: asked again.
+    for (scope, extra) in [
+        ("openid email profile", vec![]),
+        ("openid", vec![("prompt", "consent")]),
+    ] {
+        let r = b.get(ask(scope, &extra)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{scope} {extra:?}");
+        let page = r.text().await.unwrap();
+        assert!(page.contains("id=\"allow\""));
+        if scope.contains("profile") {
+            assert!(page.contains("See your name and language"), "{page}");
+            let r = answer(&app, &b, &page, "allow").await;
+            assert!(query(&location(&r)).contains_key("code"));
+        }
+    }
+    let r = b.get(ask("openid profile", &[])).send().await.unwrap();
+    assert_eq!(r.status(), 303, "the widened consent is kept");
+
+    // A first-party client is never asked.
+    let r = b
+        .get(authorize_url(&app, "webapp", "openid email profile", &[]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(query(&location(&r)).contains_key("code"));
 }

@@ -64,6 +64,15 @@ fn axe_source() -> Option<String> {
     }
 }
 
+/// axe-core finds nothing on the page `c` shows (`what` names it); axe
+/// missing: skipped, or a failure under CI.
+pub async fn assert_accessible(c: &Client, what: &str) {
+    if let Some(axe) = axe_source() {
+        let found = axe_violations(c, &axe).await;
+        assert!(found.is_empty(), "{what}: {found:?}");
+    }
+}
+
 /// axe-core run in the page: its violations.
 async fn axe_violations(c: &Client, source: &str) -> Vec<String> {
     c.execute(source, vec![]).await.unwrap();

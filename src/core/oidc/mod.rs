@@ -293,6 +293,10 @@ pub struct Authorization {
     /// asked for (`prompt=login`) is one that replaced it.
     #[serde(default)]
     pub stale_session: Option<Uuid>,
+    /// The person of this session allowed the (third-party) client the
+    /// scope on the consent page, for this request.
+    #[serde(default)]
+    pub consented_in: Option<Uuid>,
 }
 
 impl Authorization {
@@ -332,6 +336,9 @@ pub enum Next {
     /// The person must sign in (again, with `reauth`: a session exists but
     /// is too old or `prompt=login` asked for a new sign-in).
     SignIn { reauth: bool },
+    /// A third-party client: the person is asked whether it may have
+    /// `scopes` (the consent page), as `client` (its name, else its id).
+    Consent { client: String, scopes: Vec<String> },
 }
 
 fn error_redirect(
@@ -542,6 +549,7 @@ impl Core {
             requested_at: self.now(),
             parked: false,
             stale_session: None,
+            consented_in: None,
         })
     }
 
@@ -578,6 +586,9 @@ impl Core {
         let Some(s) = session else {
             return Ok(Next::SignIn { reauth: false });
         };
+        if let Some(next) = self.consent_needed(a, s).await? {
+            return Ok(next);
+        }
         let code = self.issue_code(a, s, meta).await?;
         let mut params = vec![("code", code.as_str())];
         if let Some(state) = &a.state {
@@ -585,6 +596,88 @@ impl Core {
         }
         params.push(("iss", issuer));
         Ok(Next::Redirect(with_query(&a.redirect_uri, &params)))
+    }
+
+    /// A third-party client's request that needs the person's consent
+    /// first: never asked, asked for less, or `prompt=consent`. With
+    /// `prompt=none`, `consent_required` goes back to the client.
+    async fn consent_needed(
+        &self,
+        a: &Authorization,
+        s: &SessionCheck,
+    ) -> Result<Option<Next>, Error> {
+        let Some(client) = self.oidc_client(&a.client_id).await? else {
+            return Err(Error::Forbidden("unknown client"));
+        };
+        if !client.third_party || a.consented_in == Some(s.session.id) {
+            return Ok(None);
+        }
+        let granted = self.store().oidc_consent(s.user.id, &client.id).await?;
+        let covered = granted.as_deref().is_some_and(|g| {
+            a.scope
+                .split(' ')
+                .all(|want| g.split(' ').any(|had| had == want))
+        });
+        if covered && !a.prompts("consent") {
+            return Ok(None);
+        }
+        if a.prompts("none") {
+            return Ok(Some(Next::Redirect(a.error_redirect(
+                &self.inner.oidc.issuer,
+                "consent_required",
+                "the person has not allowed this client (prompt=none)",
+            ))));
+        }
+        Ok(Some(Next::Consent {
+            client: client.name.clone().unwrap_or_else(|| client.id.clone()),
+            scopes: a.scope.split(' ').map(str::to_string).collect(),
+        }))
+    }
+
+    /// The person answered the consent page for `a`, signed in as `s`:
+    /// allowed, the consent is kept (widened to this scope) and the request
+    /// goes on as consented in this session; denied, the client hears
+    /// `access_denied`. Returns the request to go on with, or the redirect.
+    pub async fn answer_consent(
+        &self,
+        a: &Authorization,
+        s: &SessionCheck,
+        allow: bool,
+        meta: &ClientMeta,
+    ) -> Result<Result<Authorization, String>, Error> {
+        let detail = json!({ "client_id": a.client_id, "scope": a.scope });
+        if !allow {
+            self.audit("oidc.consent_denied", Some(s.user.id), meta, Some(detail))
+                .await;
+            return Ok(Err(a.error_redirect(
+                &self.inner.oidc.issuer,
+                "access_denied",
+                "the person did not allow this client",
+            )));
+        }
+        let mut scope: Vec<String> = self
+            .store()
+            .oidc_consent(s.user.id, &a.client_id)
+            .await?
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|x| !x.is_empty())
+            .map(str::to_string)
+            .collect();
+        for want in a.scope.split(' ') {
+            if !scope.iter().any(|x| x == want) {
+                scope.push(want.to_string());
+            }
+        }
+        self.store()
+            .put_oidc_consent(s.user.id, &a.client_id, &scope.join(" "), self.now())
+            .await?;
+        self.audit("oidc.consent_granted", Some(s.user.id), meta, Some(detail))
+            .await;
+        Ok(Ok(Authorization {
+            consented_in: Some(s.session.id),
+            ..a.clone()
+        }))
     }
 
     /// Keep a checked request while the person signs in (replacing

@@ -420,7 +420,7 @@ fn texts() -> &'static BTreeMap<&'static str, Texts> {
 }
 
 /// The built-in templates, by name.
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 8] = [
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("code.html", include_str!("templates/code.html")),
@@ -428,6 +428,7 @@ const TEMPLATES: [(&str, &str); 7] = [
     ("error.html", include_str!("templates/error.html")),
     ("delete.html", include_str!("templates/delete.html")),
     ("logout.html", include_str!("templates/logout.html")),
+    ("consent.html", include_str!("templates/consent.html")),
 ];
 
 /// The pages' templates (HTML auto-escaped): the built-in ones, each
@@ -678,13 +679,13 @@ fn trusted_post(s: &Settings, headers: &HeaderMap, token: &str) -> bool {
 /// A form one of the pages posted: parsed, from this page's origin with
 /// this browser's CSRF token, in the page's language. Anything else is
 /// answered with the friendly error page (400 or 403).
-struct PageForm<T> {
-    form: T,
-    lang: &'static str,
+pub(crate) struct PageForm<T> {
+    pub(crate) form: T,
+    pub(crate) lang: &'static str,
 }
 
 /// What every page form carries.
-trait Posted {
+pub(crate) trait Posted {
     fn csrf(&self) -> &str;
     fn lang(&self) -> Option<&str> {
         None
@@ -1639,6 +1640,35 @@ pub(crate) fn logout_confirmation(
         )
 }
 
+/// The consent page: may the third-party client `name` have `scopes`?
+/// The answer goes to the OpenID provider with the parked request's key.
+pub(crate) fn consent_page(
+    s: &Settings,
+    headers: &HeaderMap,
+    asked: Option<&str>,
+    name: &str,
+    scopes: &[String],
+    request: &str,
+) -> Response {
+    let (csrf, cookie) = csrf_token(s, headers);
+    let lang = language(asked, headers, None);
+    let t = texts().get(lang);
+    // Known scopes in words; a client's own ones (`reports.read`) as they are.
+    let described: Vec<String> = scopes
+        .iter()
+        .map(|sc| {
+            t.and_then(|t| t.get(&format!("scope_{sc}")))
+                .cloned()
+                .unwrap_or_else(|| sc.clone())
+        })
+        .collect();
+    Page::new(s, lang).cookie(cookie).render(
+        "consent.html",
+        "consent_title",
+        context! { csrf => csrf, client => name, scopes => described, request => request },
+    )
+}
+
 async fn stylesheet() -> Response {
     css(include_str!("assets/authgate.css").to_string())
 }
@@ -1703,6 +1733,7 @@ mod tests {
             "error.html",
             "delete.html",
             "logout.html",
+            "consent.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
