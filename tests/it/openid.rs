@@ -32,6 +32,7 @@ on_both_databases!(
     vault_rekey_reseals_the_signing_keys,
     clients_registered_by_the_cli_sign_in_and_their_secrets_rotate,
     a_third_party_client_asks_for_consent_once_per_scope,
+    jwt_access_tokens_follow_rfc_9068,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -2034,4 +2035,115 @@ async fn a_third_party_client_asks_for_consent_once_per_scope(db: &TestDb) {
         .unwrap();
     assert_eq!(r.status(), 303);
     assert!(query(&location(&r)).contains_key("code"));
+}
+
+/// A client with `access_token_format = "jwt"` gets RFC 9068 access
+/// tokens: jose (as a resource server would) checks them against the
+/// JWKS with `typ` `at+jwt`, issuer and audience; the claims name the
+/// person (or, for a machine, the client), the client and the scope; the
+/// provider's own endpoints take them like opaque ones, and a revoked one
+/// is refused by userinfo at once.
+async fn jwt_access_tokens_follow_rfc_9068(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = start(db, |c| {
+        clients(c);
+        use authgate::core::oidc::AccessTokenFormat::Jwt;
+        c.clients.get_mut("webapp").unwrap().access_token_format = Jwt;
+        c.clients.get_mut("machine").unwrap().access_token_format = Jwt;
+    })
+    .await;
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let done = code_flow(
+        &app,
+        &mut rp,
+        &b,
+        "webapp",
+        "openid email",
+        "jo@example.com",
+    )
+    .await;
+    let access = done["tokens"]["access_token"].as_str().unwrap().to_string();
+    assert_eq!(access.split('.').count(), 3, "a JWS: {access}");
+    assert_eq!(
+        done["userinfo"]["email"], "jo@example.com",
+        "userinfo takes it"
+    );
+    let checked = rp
+        .ok(json!({ "op": "verify_access_token", "name": "webapp", "token": access, "audience": "webapp" }))
+        .await;
+    let (p, h) = (&checked["payload"], &checked["header"]);
+    assert_eq!(h["typ"], "at+jwt");
+    assert!(h["kid"].is_string());
+    assert_eq!(p["iss"], issuer(&app));
+    assert_eq!(p["sub"], done["claims"]["sub"]);
+    assert_eq!(p["client_id"], "webapp");
+    assert_eq!(p["scope"], "openid email");
+    assert_eq!(p["exp"].as_i64().unwrap() - p["iat"].as_i64().unwrap(), 900);
+    assert_eq!(p["amr"], json!(["otp"]));
+    // Another audience is refused by the resource server's check.
+    let wrong = rp
+        .call(json!({ "op": "verify_access_token", "name": "webapp", "token": access, "audience": "other" }))
+        .await;
+    assert!(wrong.get("error").is_some(), "{wrong}");
+    // A forged one (the payload changed, the signature kept).
+    let mut parts: Vec<String> = access.split('.').map(str::to_string).collect();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!("openid email admin");
+    parts[1] = b64.encode(claims.to_string());
+    let forged = parts.join(".");
+    let refused = rp
+        .call(json!({ "op": "verify_access_token", "name": "webapp", "token": forged, "audience": "webapp" }))
+        .await;
+    assert!(refused.get("error").is_some(), "{refused}");
+    let userinfo = |token: String| {
+        let url = app.url("/oauth2/userinfo");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(userinfo(forged).await, 401);
+    // Introspection and revocation as for an opaque token.
+    let i = rp
+        .ok(json!({ "op": "introspect", "name": "webapp", "token": access }))
+        .await;
+    assert_eq!(i["introspection"]["active"], true);
+    rp.ok(json!({ "op": "revoke", "name": "webapp", "token": access }))
+        .await;
+    assert_eq!(userinfo(access.clone()).await, 401);
+    let i = rp
+        .ok(json!({ "op": "introspect", "name": "webapp", "token": access }))
+        .await;
+    assert_eq!(i["introspection"]["active"], false);
+
+    // A machine: the client is the subject.
+    let (status, body, _) = token(
+        &app,
+        Some(("machine", MACHINE_SECRET)),
+        &[
+            ("grant_type", "client_credentials"),
+            ("scope", "reports.read"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    rp.discover(&app, "machine", Some(MACHINE_SECRET), "basic")
+        .await;
+    let checked = rp
+        .ok(json!({ "op": "verify_access_token", "name": "machine",
+            "token": body["access_token"], "audience": "machine" }))
+        .await;
+    assert_eq!(checked["payload"]["sub"], "machine");
+    assert_eq!(checked["payload"]["scope"], "reports.read");
+    assert!(checked["payload"].get("auth_time").is_none());
 }

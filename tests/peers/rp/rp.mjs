@@ -109,6 +109,21 @@ const ops = {
     return { tokens: tokensOf(tokens), claims, userinfo };
   },
 
+  // A resource server's check of a JWT access token (RFC 9068 4): the
+  // signature by the provider's JWKS, typ at+jwt, iss, aud, exp (jose).
+  async verify_access_token(cmd) {
+    const { config: c } = config(cmd.name);
+    const m = c.serverMetadata();
+    const keys = jose.createRemoteJWKSet(new URL(m.jwks_uri));
+    const { payload, protectedHeader } = await jose.jwtVerify(cmd.token, keys, {
+      issuer: m.issuer,
+      audience: cmd.audience,
+      typ: 'at+jwt',
+      requiredClaims: ['exp', 'iat', 'jti', 'sub', 'client_id'],
+    });
+    return { payload, header: protectedHeader };
+  },
+
   async refresh(cmd) {
     const { config: c } = config(cmd.name);
     const tokens = await client.refreshTokenGrant(c, cmd.refresh_token);
