@@ -18,3 +18,10 @@ CREATE TABLE oidc_consents (
     granted_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, client_id)
 );
+
+-- Back-channel logout: when the session a grant was made in has ended, a
+-- logout token is posted to the client (if it registered a URI), once:
+-- `logout_sent_at` claims the grant for that, across instances.
+ALTER TABLE oidc_grants ADD COLUMN logout_sent_at BIGINT;
+CREATE INDEX oidc_grants_logout_pending ON oidc_grants (client_id)
+    WHERE logout_sent_at IS NULL AND session_id IS NOT NULL;

@@ -73,6 +73,11 @@ pub fn assemble(
     let outbox =
         core.clone()
             .run_outbox(transport, cfg.mail.from.clone(), cfg.mail.outbox_policy());
+    let backchannel = {
+        let http = crate::providers::http::Http::new(Duration::from_secs(5))
+            .map_err(|e| anyhow::anyhow!(e))?;
+        core.clone().run_backchannel_logout(Arc::new(http))
+    };
     let purger = {
         let core = core.clone();
         async move {
@@ -99,7 +104,7 @@ pub fn assemble(
         }
     };
     let background = async move {
-        tokio::join!(outbox, purger, listener);
+        tokio::join!(outbox, purger, listener, backchannel);
     };
     Ok((core, app, background))
 }

@@ -65,6 +65,8 @@ struct Inner {
     /// The clients as last read (config and stored).
     oidc_clients: std::sync::RwLock<Arc<oidc::clients::ClientRegistry>>,
     oidc_clients_reload: tokio::sync::Mutex<()>,
+    /// Sessions ended here: look for back-channel logouts now.
+    logout_notify: Arc<tokio::sync::Notify>,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -153,6 +155,7 @@ impl Core {
                 userinfo_cache: Default::default(),
                 oidc_clients: Default::default(),
                 oidc_clients_reload: Default::default(),
+                logout_notify: Default::default(),
             },
         }
     }

@@ -277,6 +277,7 @@ impl Core {
             Some(h) => self.inner.session_cache.evict(h),
             None => self.inner.session_cache.clear(),
         }
+        self.nudge_backchannel_logout();
         let payload = token_hash.map_or_else(|| "all".to_string(), hex);
         if let Err(e) = self.store().announce_sessions_changed(&payload).await {
             tracing::error!(error = %e, "cannot tell other instances that sessions changed");

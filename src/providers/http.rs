@@ -73,6 +73,25 @@ impl Http {
     }
 }
 
+/// Back-channel logout (OpenID Connect Back-Channel Logout 1.0 2.5): the
+/// token as a form post; the relying party answers 200 (or any 2xx).
+#[async_trait::async_trait]
+impl crate::core::ports::notify::LogoutNotifier for Http {
+    async fn send_logout(&self, uri: &str, logout_token: &str) -> Result<(), String> {
+        let resp = self
+            .client
+            .post(uri)
+            .form(&[("logout_token", logout_token)])
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach it: {}", e.without_url()))?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            s => Err(format!("it answered {}", s.as_u16())),
+        }
+    }
+}
+
 /// The body of an error answer as JSON: as sent when it is JSON, else the
 /// (shortened) text under `error`.
 pub fn error_body(body: &[u8]) -> serde_json::Value {

@@ -33,6 +33,7 @@ on_both_databases!(
     clients_registered_by_the_cli_sign_in_and_their_secrets_rotate,
     a_third_party_client_asks_for_consent_once_per_scope,
     jwt_access_tokens_follow_rfc_9068,
+    back_channel_logout_tells_the_client_once_per_ended_session,
 );
 
 const SECRET: &str = "webapp-secret-0123456789-abcdefghijklmnop";
@@ -2146,4 +2147,135 @@ async fn jwt_access_tokens_follow_rfc_9068(db: &TestDb) {
     assert_eq!(checked["payload"]["sub"], "machine");
     assert_eq!(checked["payload"]["scope"], "reports.read");
     assert!(checked["payload"].get("auth_time").is_none());
+}
+
+/// Back-channel logout: a client with a `backchannel_logout_uri` gets a
+/// logout token (a form post) when a session it holds a grant from ends,
+/// whichever way: RP-initiated logout, or an operator revoking the
+/// person's sessions. openid-client's jose checks it as a relying party
+/// would (signature, typ, iss, aud, event, no nonce); its `sid` is the ID
+/// token's; each session is told once; clients without a URI get nothing.
+async fn back_channel_logout_tells_the_client_once_per_ended_session(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+    let seen: Seen = Default::default();
+    let receiver = axum::Router::new()
+        .route(
+            "/bc",
+            axum::routing::post(
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 headers: axum::http::HeaderMap,
+                 body: String| async move {
+                    let ct = headers["content-type"].to_str().unwrap().to_string();
+                    seen.lock().unwrap().push((ct, body));
+                    axum::http::StatusCode::OK
+                },
+            ),
+        )
+        .with_state(seen.clone());
+    let receiver = crate::support::TestServer::serve(receiver).await;
+    let uri = receiver.url("/bc");
+    let app = start(db, |c| {
+        clients(c);
+        c.clients.get_mut("webapp").unwrap().backchannel_logout_uri = Some(uri.clone());
+    })
+    .await;
+    let discovery: Value = reqwest::get(app.url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["backchannel_logout_supported"], true);
+    assert_eq!(discovery["backchannel_logout_session_supported"], true);
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    rp.discover(&app, "other", Some(OTHER_SECRET), "basic")
+        .await;
+    let arrived = |n: usize| {
+        let seen = seen.clone();
+        async move {
+            let start = std::time::Instant::now();
+            while seen.lock().unwrap().len() < n {
+                assert!(
+                    start.elapsed() < Duration::from_secs(15),
+                    "{n} logout tokens in 15 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            seen.lock().unwrap()[n - 1].clone()
+        }
+    };
+
+    // 1. RP-initiated logout.
+    let b = browser();
+    let done = code_flow(&app, &mut rp, &b, "webapp", "openid", "bea@example.com").await;
+    code_flow(&app, &mut rp, &b, "other", "openid", "bea@example.com").await;
+    let url = rp
+        .ok(json!({ "op": "end_session_url", "name": "webapp",
+            "params": { "id_token_hint": done["tokens"]["id_token"] } }))
+        .await["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = b.get(url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        303,
+        "signed out at once (the hint is this person's)"
+    );
+    let (ct, body) = arrived(1).await;
+    assert_eq!(ct, "application/x-www-form-urlencoded");
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+    let token = &form["logout_token"];
+    let checked = rp
+        .ok(json!({ "op": "verify_logout_token", "name": "webapp", "token": token }))
+        .await;
+    let p = &checked["payload"];
+    assert_eq!(checked["header"]["typ"], "logout+jwt");
+    assert_eq!(p["sid"], done["claims"]["sid"]);
+    assert_eq!(p["sub"], done["claims"]["sub"]);
+    assert_eq!(p["aud"], "webapp");
+    // Not for another client, and not its ID token.
+    let wrong = rp
+        .call(json!({ "op": "verify_logout_token", "name": "other", "token": token }))
+        .await;
+    assert!(wrong.get("error").is_some(), "{wrong}");
+    let id_token = rp
+        .call(json!({ "op": "verify_logout_token", "name": "webapp", "token": done["tokens"]["id_token"] }))
+        .await;
+    assert!(
+        id_token.get("error").is_some(),
+        "an ID token is no logout token"
+    );
+
+    // 2. An operator ends every session of another person.
+    let b2 = browser();
+    let done2 = code_flow(&app, &mut rp, &b2, "webapp", "openid", "cid@example.com").await;
+    let cid = app
+        .core
+        .find_user(&authgate::core::UserKey::parse("cid@example.com").unwrap())
+        .await
+        .unwrap();
+    app.core
+        .revoke_user_sessions(cid.id, &authgate::core::ClientMeta::default())
+        .await
+        .unwrap();
+    let (_, body) = arrived(2).await;
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(body.as_bytes())
+            .into_owned()
+            .collect();
+    let checked = rp
+        .ok(json!({ "op": "verify_logout_token", "name": "webapp", "token": form["logout_token"] }))
+        .await;
+    assert_eq!(checked["payload"]["sid"], done2["claims"]["sid"]);
+
+    // Once each: a few more rounds of the worker send nothing new.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2);
 }

@@ -448,9 +448,8 @@ impl Core {
         }
     }
 
-    /// The longest ID-token lifetime of any client (how long a retired key
-    /// stays published, with a minute for clocks).
-    pub(crate) async fn retired_key_lifetime(&self) -> Result<i64, Error> {
+    /// Every client: the config's, then the stored ones.
+    pub(crate) async fn all_clients(&self) -> Result<Vec<Arc<Client>>, Error> {
         let registry = self.client_registry().await?;
         Ok(self
             .inner
@@ -458,6 +457,17 @@ impl Core {
             .clients
             .values()
             .chain(registry.clients.values())
+            .cloned()
+            .collect())
+    }
+
+    /// The longest ID-token lifetime of any client (how long a retired key
+    /// stays published, with a minute for clocks).
+    pub(crate) async fn retired_key_lifetime(&self) -> Result<i64, Error> {
+        Ok(self
+            .all_clients()
+            .await?
+            .iter()
             .map(|c| c.id_token_ttl)
             .max()
             .unwrap_or(3600)

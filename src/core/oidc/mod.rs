@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::secret::{self, MAX_TOKEN_LEN, TokenFormat, ct_eq};
 use super::{ClientMeta, Core, Error, SessionCheck, Timestamp, User};
 
+pub mod backchannel;
 pub(crate) mod cache;
 pub mod clients;
 pub mod keys;
@@ -1618,6 +1619,8 @@ impl Core {
             "introspection_endpoint": format!("{iss}/oauth2/introspect"),
             "revocation_endpoint": format!("{iss}/oauth2/revoke"),
             "end_session_endpoint": format!("{iss}/oauth2/logout"),
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
             "jwks_uri": format!("{iss}/oauth2/jwks"),

@@ -332,6 +332,15 @@ pub trait OidcStore: Send + Sync + 'static {
     /// Delete a client, revoking every grant it holds and forgetting the
     /// consents it was given (one transaction); false: no such client.
     async fn delete_oidc_client(&self, id: &str, now: Timestamp) -> Result<bool>;
+    /// Claim (at most `limit`) live grants of `client_id` whose session has
+    /// ended (deleted, or past its expiry) and whose client was not told
+    /// yet: each is returned to one caller only, across instances.
+    async fn claim_logged_out_grants(
+        &self,
+        client_id: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Grant>>;
     /// The scopes a person let a client have (none: never asked).
     async fn oidc_consent(&self, user_id: Uuid, client_id: &str) -> Result<Option<String>>;
     /// Record (or widen) a consent.

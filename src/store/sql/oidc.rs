@@ -563,6 +563,31 @@ impl OidcStore for SqlStore {
         })
     }
 
+    async fn claim_logged_out_grants(
+        &self,
+        client_id: &str,
+        now: Timestamp,
+        limit: u32,
+    ) -> Result<Vec<Grant>> {
+        let rows: Vec<GrantRow> = with_writer!(self, |p| {
+            sqlx::query_as(
+            "UPDATE oidc_grants SET logout_sent_at = $2 WHERE id IN ( \
+                SELECT g.id FROM oidc_grants g WHERE g.client_id = $1 \
+                AND g.logout_sent_at IS NULL AND g.session_id IS NOT NULL AND g.expires_at > $2 \
+                AND NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = g.session_id AND s.expires_at > $2) \
+                LIMIT $3) AND logout_sent_at IS NULL \
+             RETURNING id, client_id, user_id, session_id, scope, auth_time, amr, nonce, created_at, expires_at, revoked_at"
+        )
+        .bind(client_id)
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        rows.into_iter().map(GrantRow::into_model).collect()
+    }
+
     async fn oidc_consent(&self, user_id: Uuid, client_id: &str) -> Result<Option<String>> {
         let row: Option<(String,)> = with_pool!(self, |p| sqlx::query_as(
             "SELECT scope FROM oidc_consents WHERE user_id = $1 AND client_id = $2"

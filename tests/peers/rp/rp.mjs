@@ -124,6 +124,25 @@ const ops = {
     return { payload, header: protectedHeader };
   },
 
+  // A relying party's check of a back-channel logout token (Back-Channel
+  // Logout 2.6): signature, typ logout+jwt, iss, aud, the event, no nonce.
+  async verify_logout_token(cmd) {
+    const { config: c } = config(cmd.name);
+    const m = c.serverMetadata();
+    const keys = jose.createRemoteJWKSet(new URL(m.jwks_uri));
+    const { payload, protectedHeader } = await jose.jwtVerify(cmd.token, keys, {
+      issuer: m.issuer,
+      audience: c.clientMetadata().client_id,
+      typ: 'logout+jwt',
+      requiredClaims: ['iat', 'jti', 'events'],
+    });
+    if (!payload.events || typeof payload.events['http://schemas.openid.net/event/backchannel-logout'] !== 'object') {
+      throw new Error('no back-channel logout event');
+    }
+    if ('nonce' in payload) throw new Error('a logout token has no nonce');
+    return { payload, header: protectedHeader };
+  },
+
   async refresh(cmd) {
     const { config: c } = config(cmd.name);
     const tokens = await client.refreshTokenGrant(c, cmd.refresh_token);
