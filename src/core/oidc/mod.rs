@@ -1044,7 +1044,7 @@ impl Core {
             return Err(OAuthError::InvalidGrant(BAD));
         }
         let now = self.now();
-        let (stored, grant) = match self
+        let (stored, grant, person) = match self
             .store()
             .redeem_oidc_code(&secret::hash_token(code), &client.id, now)
             .await?
@@ -1091,7 +1091,15 @@ impl Core {
             }
             (None, None) => {}
         }
-        let user = self.grant_user(&grant).await?;
+        let user = match (grant.user_id, person) {
+            (None, _) => None,
+            (Some(_), Some(u)) if !u.disabled => Some(u),
+            (Some(_), _) => {
+                return Err(OAuthError::InvalidGrant(
+                    "the account is disabled or deleted",
+                ));
+            }
+        };
         self.issue_tokens(client, &grant, user.as_ref(), grant.nonce.as_deref(), true)
             .await
     }

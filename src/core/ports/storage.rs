@@ -294,14 +294,14 @@ pub trait OidcStore: Send + Sync + 'static {
         code: Option<&AuthCode>,
         tokens: &[IssuedToken],
     ) -> Result<()>;
-    /// Spend a live code of `client_id`'s: the code and its grant; or the
-    /// grant of a code spent before.
+    /// Spend a live code of `client_id`'s: the code, its grant and the
+    /// grant's person (none when gone); or the grant of a code spent before.
     async fn redeem_oidc_code(
         &self,
         code_hash: &[u8],
         client_id: &str,
         now: Timestamp,
-    ) -> Result<Spend<(AuthCode, Grant)>>;
+    ) -> Result<Spend<(AuthCode, Grant, Option<User>)>>;
     /// Spend a live refresh token of `client_id`'s: its grant; or the grant
     /// of a token spent before.
     async fn use_refresh_token(

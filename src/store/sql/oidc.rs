@@ -123,11 +123,13 @@ const SQL_GRANT: &str = "SELECT id, client_id, user_id, session_id, scope, auth_
      FROM oidc_grants WHERE id = $1";
 const SQL_INSERT_TOKEN: &str = "INSERT INTO oidc_tokens (token_hash, grant_id, kind, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
 
-/// Bind an [`IssuedToken`] to [`SQL_INSERT_TOKEN`].
-macro_rules! token_insert {
-    ($t:expr) => {
-        sqlx::query(SQL_INSERT_TOKEN)
-            .bind(&$t.token_hash)
+const SQL_INSERT_TWO_TOKENS: &str = "INSERT INTO oidc_tokens (token_hash, grant_id, kind, created_at, expires_at) \
+     VALUES ($1, $2, $3, $4, $5), ($6, $7, $8, $9, $10)";
+
+/// Bind an [`IssuedToken`]'s five columns to a query.
+macro_rules! bind_token {
+    ($q:expr, $t:expr) => {
+        $q.bind(&$t.token_hash)
             .bind($t.grant_id.to_string())
             .bind($t.kind.as_str())
             .bind($t.created_at)
@@ -135,7 +137,80 @@ macro_rules! token_insert {
     };
 }
 
+/// [`SQL_INSERT_TOKEN`] with an [`IssuedToken`] bound.
+macro_rules! token_insert {
+    ($t:expr) => {
+        bind_token!(sqlx::query(SQL_INSERT_TOKEN), $t)
+    };
+}
+
+/// A grant with its person's columns (`u_*`), as [`SQL_GRANT_USER`] reads.
+#[derive(sqlx::FromRow)]
+struct GrantUserRow {
+    #[sqlx(flatten)]
+    grant: GrantRow,
+    u_email: Option<String>,
+    u_display_name: Option<String>,
+    u_locale: Option<String>,
+    u_disabled: Option<bool>,
+    u_created_at: Option<i64>,
+    u_updated_at: Option<i64>,
+}
+
+const SQL_GRANT_USER: &str = "SELECT g.id, g.client_id, g.user_id, g.session_id, g.scope, g.auth_time, g.amr, g.nonce, \
+     g.created_at, g.expires_at, g.revoked_at, \
+     u.email AS u_email, u.display_name AS u_display_name, u.locale AS u_locale, \
+     u.disabled AS u_disabled, u.created_at AS u_created_at, u.updated_at AS u_updated_at \
+     FROM oidc_grants g LEFT JOIN users u ON u.id = g.user_id WHERE g.id = $1";
+
+/// The person of a joined row (none: a machine's grant, or the person is
+/// gone).
+#[allow(clippy::too_many_arguments)]
+fn joined_user(
+    id: Option<Uuid>,
+    email: Option<String>,
+    display_name: Option<String>,
+    locale: Option<String>,
+    disabled: Option<bool>,
+    created_at: Option<i64>,
+    updated_at: Option<i64>,
+) -> Option<User> {
+    match (id, created_at, updated_at, disabled) {
+        (Some(id), Some(created_at), Some(updated_at), Some(disabled)) => Some(User {
+            id,
+            email: email.map(Email::from_stored),
+            display_name,
+            locale: locale.map(Locale::from_stored),
+            disabled,
+            created_at,
+            updated_at,
+        }),
+        _ => None,
+    }
+}
+
 impl SqlStore {
+    /// A grant and its person, in one read.
+    async fn grant_with_user(&self, id: &str) -> Result<Option<(Grant, Option<User>)>> {
+        let row: Option<GrantUserRow> = with_pool!(self, |p| sqlx::query_as(SQL_GRANT_USER)
+            .bind(id)
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.db_err(e)))?;
+        let Some(r) = row else { return Ok(None) };
+        let grant = r.grant.into_model()?;
+        let user = joined_user(
+            grant.user_id,
+            r.u_email,
+            r.u_display_name,
+            r.u_locale,
+            r.u_disabled,
+            r.u_created_at,
+            r.u_updated_at,
+        );
+        Ok(Some((grant, user)))
+    }
+
     async fn grant(&self, id: &str) -> Result<Option<Grant>> {
         let row: Option<GrantRow> = with_pool!(self, |p| sqlx::query_as(SQL_GRANT)
             .bind(id)
@@ -296,7 +371,7 @@ impl OidcStore for SqlStore {
         code_hash: &[u8],
         client_id: &str,
         now: Timestamp,
-    ) -> Result<Spend<(AuthCode, Grant)>> {
+    ) -> Result<Spend<(AuthCode, Grant, Option<User>)>> {
         let row: Option<CodeRow> = with_writer!(self, |p| {
             sqlx::query_as(
             "UPDATE oidc_codes SET redeemed_at = $2 \
@@ -321,7 +396,7 @@ impl OidcStore for SqlStore {
                 )
                 .await;
         };
-        let Some(grant) = self.grant(&r.grant_id).await? else {
+        let Some((grant, user)) = self.grant_with_user(&r.grant_id).await? else {
             return Ok(Spend::Unknown);
         };
         Ok(Spend::Spent((
@@ -334,6 +409,7 @@ impl OidcStore for SqlStore {
                 expires_at: r.expires_at,
             },
             grant,
+            user,
         )))
     }
 
@@ -374,16 +450,35 @@ impl OidcStore for SqlStore {
     }
 
     async fn insert_oidc_tokens(&self, tokens: &[IssuedToken]) -> Result<()> {
-        with_writer!(self, |p| {
-            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
-            for t in tokens {
-                token_insert!(t)
-                    .execute(&mut *tx)
+        match tokens {
+            [] => Ok(()),
+            [t] => with_writer!(self, |p| token_insert!(t)
+                .execute(p)
+                .await
+                .map_err(|e| self.db_err(e))
+                .map(|_| ())),
+            // An access and a refresh token: one statement (atomic, one
+            // round trip to the writer).
+            [a, r] => with_writer!(self, |p| {
+                let q = sqlx::query(SQL_INSERT_TWO_TOKENS);
+                let q = bind_token!(q, a);
+                bind_token!(q, r)
+                    .execute(p)
                     .await
-                    .map_err(|e| self.db_err(e))?;
-            }
-            tx.commit().await.map_err(|e| self.db_err(e))
-        })
+                    .map_err(|e| self.db_err(e))
+                    .map(|_| ())
+            }),
+            _ => with_writer!(self, |p| {
+                let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+                for t in tokens {
+                    token_insert!(t)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.db_err(e))?;
+                }
+                tx.commit().await.map_err(|e| self.db_err(e))
+            }),
+        }
     }
 
     async fn oidc_token(
@@ -428,18 +523,15 @@ impl OidcStore for SqlStore {
             revoked_at: r.revoked_at,
         }
         .into_model()?;
-        let user = match (grant.user_id, r.u_created_at, r.u_updated_at, r.u_disabled) {
-            (Some(id), Some(created_at), Some(updated_at), Some(disabled)) => Some(User {
-                id,
-                email: r.u_email.map(Email::from_stored),
-                display_name: r.u_display_name,
-                locale: r.u_locale.map(Locale::from_stored),
-                disabled,
-                created_at,
-                updated_at,
-            }),
-            _ => None,
-        };
+        let user = joined_user(
+            grant.user_id,
+            r.u_email,
+            r.u_display_name,
+            r.u_locale,
+            r.u_disabled,
+            r.u_created_at,
+            r.u_updated_at,
+        );
         Ok(Some((token, grant, user)))
     }
 
