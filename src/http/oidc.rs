@@ -293,9 +293,6 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
     }
 }
 
-/// Where the consent page posts the person's answer.
-const CONSENT_PATH: &str = "/oauth2/authorize/consent";
-
 /// The path the sign-in page sends the person back to.
 const RESUME_PATH: &str = "/oauth2/authorize/resume";
 
@@ -308,8 +305,8 @@ fn router(cfg: &Config) -> OpenApiRouter<AppState> {
         )
         .routes(routes!(jwks))
         .routes(routes!(authorize, authorize_post))
-        .route(RESUME_PATH, axum::routing::get(resume))
-        .route(CONSENT_PATH, axum::routing::post(consent))
+        .routes(routes!(resume))
+        .routes(routes!(consent))
         .routes(routes!(token))
         .routes(routes!(introspect))
         .routes(routes!(revoke))
@@ -540,6 +537,13 @@ struct ResumeQuery {
 }
 
 /// Back from the sign-in page: the parked request goes on.
+#[utoipa::path(get, path = "/oauth2/authorize/resume", tag = "openid provider",
+    params(("request" = String, Query, description = "The kept request's key")),
+    responses(
+        (status = 303, description = "On to the client (a code or an error), or to sign in"),
+        (status = 200, description = "The consent page (a third-party client)"),
+        (status = 410, description = "The request is no longer kept: a page"),
+    ))]
 async fn resume(
     State(state): State<AppState>,
     Extension(s): Extension<Arc<PageSettings>>,
@@ -585,6 +589,13 @@ impl pages::Posted for ConsentForm {
 
 /// The person allowed or denied a third-party client (a page form: this
 /// origin, this browser's CSRF token, its session).
+#[utoipa::path(post, path = "/oauth2/authorize/consent", tag = "openid provider",
+    request_body(content_type = "application/x-www-form-urlencoded", description = "csrf, lang, request (the kept request's key), decision (allow or deny)"),
+    responses(
+        (status = 303, description = "On to the client: a code, or error=access_denied"),
+        (status = 403, description = "Not this page's form (origin, CSRF token): a page"),
+        (status = 410, description = "The request is no longer kept: a page"),
+    ))]
 async fn consent(
     State(state): State<AppState>,
     Extension(s): Extension<Arc<PageSettings>>,

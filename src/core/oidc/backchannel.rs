@@ -98,9 +98,7 @@ impl Core {
         claims.insert("sid".into(), json!(sid.to_string()));
         claims.insert("events".into(), json!({ LOGOUT_EVENT: {} }));
         let claims = Value::Object(claims);
-        tokio::task::spawn_blocking(move || signer.sign("logout+jwt", &claims))
-            .await
-            .map_err(|e| Error::Internal(format!("signing task: {e}")))?
+        super::keys::sign(signer, "logout+jwt", claims).await
     }
 
     /// Look for ended sessions now (one ended here).

@@ -112,6 +112,23 @@ pub fn generate(alg: SigningAlg, kid: &str) -> Result<(Vec<u8>, Value), Error> {
 }
 
 /// A key ready to sign: parsed once, kept in memory.
+/// Sign `claims` as a JWS of type `typ`. An RSA signature takes about a
+/// millisecond of CPU: off the async workers, so that they go on answering
+/// (and give back the SQLite writer) meanwhile. ES256 and EdDSA take tens
+/// of microseconds: right here (a hand-off would cost more).
+pub async fn sign(
+    signer: std::sync::Arc<Signer>,
+    typ: &'static str,
+    claims: Value,
+) -> Result<String, Error> {
+    if signer.alg != SigningAlg::RS256 {
+        return signer.sign(typ, &claims);
+    }
+    tokio::task::spawn_blocking(move || signer.sign(typ, &claims))
+        .await
+        .map_err(|e| Error::Internal(format!("signing task: {e}")))?
+}
+
 pub struct Signer {
     pub kid: String,
     pub alg: SigningAlg,

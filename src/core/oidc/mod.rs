@@ -1334,9 +1334,7 @@ impl Core {
             claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
         }
         let claims = Value::Object(claims);
-        tokio::task::spawn_blocking(move || signer.sign("at+jwt", &claims))
-            .await
-            .map_err(|e| Error::Internal(format!("signing task: {e}")))?
+        keys::sign(signer, "at+jwt", claims).await
     }
 
     async fn id_token(
@@ -1370,13 +1368,8 @@ impl Core {
         }
         claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
         claims.extend(user_claims(grant, user));
-        // An RSA signature takes about a millisecond of CPU: off the async
-        // workers, so that they go on answering (and give back the SQLite
-        // writer) meanwhile.
         let claims = Value::Object(claims);
-        tokio::task::spawn_blocking(move || signer.sign("JWT", &claims))
-            .await
-            .map_err(|e| Error::Internal(format!("signing task: {e}")))?
+        keys::sign(signer, "JWT", claims).await
     }
 
     /// A live token with its grant and person: an access token before its
