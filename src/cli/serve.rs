@@ -58,7 +58,8 @@ pub fn assemble(
         .mail_templates(Arc::new(crate::mail::templates::Templates))
         .providers(providers)
         .vault(vault(cfg)?)
-        .oidc(http::oidc::policy(cfg));
+        .oidc(http::oidc::policy(cfg))
+        .forward(http::forward::policy(cfg));
     if !ml.deny_list.is_empty() {
         let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
             .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;

@@ -43,6 +43,8 @@ pub struct Config {
     pub pages: crate::http::pages::PagesConfig,
     /// The OpenID provider's settings.
     pub oidc: crate::http::oidc::OidcConfig,
+    /// Forward auth's protected hosts, rules and headers.
+    pub forward_auth: crate::http::forward::ForwardConfig,
     /// The OpenID provider's relying parties, by client id.
     pub clients: std::collections::BTreeMap<String, crate::http::oidc::ClientConfig>,
     pub vault: VaultConfig,
@@ -149,6 +151,12 @@ pub struct SessionConfig {
     /// Sessions seen in the last hour loaded into the cache when it comes on
     /// (0: none), so a restarted server does not read them one by one.
     pub cache_warm_sessions: usize,
+    /// Share the pages' session cookie with this domain and all its
+    /// subdomains (`example.com` for `auth.example.com`, `app.example.com`),
+    /// so forward auth needs no hand-off on hosts under it. Every host
+    /// under it then receives the session cookie: see the README.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie_domain: Option<String>,
 }
 
 impl Default for SessionConfig {
@@ -160,6 +168,7 @@ impl Default for SessionConfig {
             touch_interval_secs: p.touch_interval,
             cache_ttl_secs: p.cache_ttl,
             cache_warm_sessions: p.cache_warm,
+            cookie_domain: None,
         }
     }
 }
@@ -334,6 +343,10 @@ fn ascii_list_entry(entry: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SurfacesConfig {
+    /// `/forward-auth`, `/forward-auth/nginx`, `/forward-auth/start` and the
+    /// protected hosts' `/.authgate/*`: forward auth for reverse proxies
+    /// (off unless `[forward_auth.hosts.*]` are configured).
+    pub forward_auth: bool,
     /// `/auth/send-mail-login-code-v2`, `/auth/sign-in-by-mail-code`, ...
     pub mail_code: bool,
     /// `/api/v1/auth/*` (the Microsoft code-exchange API).
@@ -360,6 +373,7 @@ impl Default for SurfacesConfig {
             browser: true,
             pages: true,
             oidc: true,
+            forward_auth: false,
         }
     }
 }

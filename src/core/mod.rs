@@ -10,6 +10,7 @@ use ports::storage::Store;
 pub mod audit;
 pub mod clock;
 mod error;
+pub mod forward;
 pub mod handoff;
 pub mod mail_login;
 pub mod model;
@@ -67,6 +68,8 @@ struct Inner {
     oidc_clients_reload: tokio::sync::Mutex<()>,
     /// Sessions ended here: look for back-channel logouts now.
     logout_notify: Arc<tokio::sync::Notify>,
+    /// Forward auth's protected hosts and their rules.
+    forward: forward::ForwardPolicy,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -122,6 +125,12 @@ impl CoreBuilder {
         self
     }
 
+    /// Forward auth's protected hosts and rules.
+    pub fn forward(mut self, policy: forward::ForwardPolicy) -> Self {
+        self.inner.forward = policy;
+        self
+    }
+
     pub fn build(self) -> Core {
         // Several PostgreSQL instances: no cached answers until the
         // invalidation channel is listening (`Core::set_session_cache`).
@@ -156,6 +165,7 @@ impl Core {
                 oidc_clients: Default::default(),
                 oidc_clients_reload: Default::default(),
                 logout_notify: Default::default(),
+                forward: Default::default(),
             },
         }
     }

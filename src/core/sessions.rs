@@ -59,6 +59,22 @@ impl Core {
         format: TokenFormat,
         meta: &ClientMeta,
     ) -> Result<(String, Session), Error> {
+        self.start_session(user, kind, method, format, meta, None)
+            .await
+    }
+
+    /// [`Core::sign_in`], as the child of `parent` when given (a protected
+    /// host's session handed over from an authgate session): it ends when
+    /// its parent ends and never outlives it.
+    pub(crate) async fn start_session(
+        &self,
+        user: &User,
+        kind: &str,
+        method: &str,
+        format: TokenFormat,
+        meta: &ClientMeta,
+        parent: Option<&Session>,
+    ) -> Result<(String, Session), Error> {
         if user.disabled {
             self.audit(
                 "signin.refused",
@@ -78,14 +94,16 @@ impl Core {
             created_at: now,
             last_seen_at: now,
             idle_timeout: policy.idle_timeout,
-            expires_at: now.saturating_add(policy.absolute_timeout),
+            expires_at: now
+                .saturating_add(policy.absolute_timeout)
+                .min(parent.map_or(i64::MAX, |p| p.expires_at)),
             ip: meta.ip.clone(),
             user_agent: meta.user_agent.clone().map(|ua| truncate(ua, 512)),
             kind: kind.to_string(),
             method: method.to_string(),
         };
         self.store()
-            .insert_session(&session, &secret::hash_token(&token))
+            .insert_session(&session, &secret::hash_token(&token), parent.map(|p| p.id))
             .await?;
         self.audit(
             "session.created",
@@ -328,8 +346,13 @@ impl Core {
             .await?
         {
             Some(s) => {
-                self.sessions_changed(Some(&secret::hash_token(token)))
-                    .await;
+                // The protected hosts' sessions handed over from it end too.
+                if self.store().delete_child_sessions(s.id).await? > 0 {
+                    self.sessions_changed(None).await;
+                } else {
+                    self.sessions_changed(Some(&secret::hash_token(token)))
+                        .await;
+                }
                 self.audit(
                     "session.revoked",
                     Some(s.user_id),

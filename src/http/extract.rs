@@ -171,7 +171,7 @@ pub fn cookie_value(headers: &axum::http::HeaderMap, name: &str) -> Option<Strin
         .filter(|v| !v.is_empty())
 }
 
-/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, never a `Domain`;
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, no `Domain`;
 /// `Secure` when authgate is served over https. `max_age` 0 clears it;
 /// `None` makes it last as long as the browser session.
 pub fn set_cookie(
@@ -181,7 +181,24 @@ pub fn set_cookie(
     max_age: Option<i64>,
     secure: bool,
 ) -> Option<axum::http::HeaderValue> {
-    let secure = if secure { "; Secure" } else { "" };
+    set_cookie_on(name, value, path, max_age, secure, None)
+}
+
+/// [`set_cookie`], shared with `domain` and its subdomains when given
+/// (`session.cookie_domain`).
+pub fn set_cookie_on(
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: Option<i64>,
+    secure: bool,
+    domain: Option<&str>,
+) -> Option<axum::http::HeaderValue> {
+    let secure = match domain {
+        Some(d) => format!("; Domain={d}{}", if secure { "; Secure" } else { "" }),
+        None if secure => "; Secure".to_string(),
+        None => String::new(),
+    };
     let max_age = max_age
         .map(|m| format!("; Max-Age={m}"))
         .unwrap_or_default();

@@ -29,6 +29,7 @@ pub mod browser;
 pub mod code_exchange;
 pub mod error;
 pub mod extract;
+pub mod forward;
 pub mod health;
 pub mod mail_code;
 pub mod metrics;
@@ -95,6 +96,7 @@ pub const SURFACES: &[Surface] = &[
     browser::DECLARATION,
     pages::DECLARATION,
     oidc::DECLARATION,
+    forward::DECLARATION,
     mail_code::DECLARATION,
     admin::DECLARATION,
 ];

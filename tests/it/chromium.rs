@@ -97,6 +97,17 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start(driver: &str, chromium: &str, javascript: bool) -> Browser {
+        Self::start_with(driver, chromium, javascript, &[]).await
+    }
+
+    /// [`Browser::start`] with more Chromium flags (e.g. host-resolver rules
+    /// that send made-up host names to 127.0.0.1).
+    pub async fn start_with(
+        driver: &str,
+        chromium: &str,
+        javascript: bool,
+        extra: &[&str],
+    ) -> Browser {
         let port = free_port();
         let driver = Peer(
             std::process::Command::new(driver)
@@ -116,6 +127,9 @@ impl Browser {
                 "--no-first-run", format!("--user-data-dir={}", profile.path().display()),
             ],
         });
+        if let Some(args) = options["args"].as_array_mut() {
+            args.extend(extra.iter().map(|a| json!(a)));
+        }
         if !javascript {
             options["prefs"] = json!({ "profile.managed_default_content_settings.javascript": 2 });
         }

@@ -12,6 +12,7 @@ mod browser;
 mod chromium;
 mod cli;
 mod code_exchange;
+mod forward;
 mod http_base;
 mod mail_code;
 mod oauth;

@@ -164,7 +164,9 @@ async fn deleting_a_user_removes_identities_sessions_and_tokens(db: &TestDb) {
     })
     .await
     .unwrap();
-    s.insert_session(&session(u.id, T), &[9; 32]).await.unwrap();
+    s.insert_session(&session(u.id, T), &[9; 32], None)
+        .await
+        .unwrap();
 
     assert!(s.delete_user(u.id).await.unwrap());
     assert!(!s.delete_user(u.id).await.unwrap());
@@ -186,9 +188,13 @@ async fn disabling_a_user_ends_their_sessions_in_the_same_step(db: &TestDb) {
     let other = user("other@example.com");
     s.insert_user(&u).await.unwrap();
     s.insert_user(&other).await.unwrap();
-    s.insert_session(&session(u.id, T), &[1; 32]).await.unwrap();
-    s.insert_session(&session(u.id, T), &[2; 32]).await.unwrap();
-    s.insert_session(&session(other.id, T), &[3; 32])
+    s.insert_session(&session(u.id, T), &[1; 32], None)
+        .await
+        .unwrap();
+    s.insert_session(&session(u.id, T), &[2; 32], None)
+        .await
+        .unwrap();
+    s.insert_session(&session(other.id, T), &[3; 32], None)
         .await
         .unwrap();
 
@@ -292,11 +298,11 @@ async fn sessions_are_found_by_hash_listed_touched_and_deleted(db: &TestDb) {
         idle_timeout: 50,
         ..session(u.id, T - 60)
     };
-    s.insert_session(&live, &[1; 32]).await.unwrap();
-    s.insert_session(&old, &[2; 32]).await.unwrap();
-    s.insert_session(&idle, &[3; 32]).await.unwrap();
+    s.insert_session(&live, &[1; 32], None).await.unwrap();
+    s.insert_session(&old, &[2; 32], None).await.unwrap();
+    s.insert_session(&idle, &[3; 32], None).await.unwrap();
     assert!(matches!(
-        s.insert_session(&session(u.id, T), &[1; 32]).await,
+        s.insert_session(&session(u.id, T), &[1; 32], None).await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -568,13 +574,16 @@ async fn purge_removes_only_what_expired(db: &TestDb) {
     let s = &db.store;
     let u = user("purge@example.com");
     s.insert_user(&u).await.unwrap();
-    s.insert_session(&session(u.id, T), &[1; 32]).await.unwrap();
+    s.insert_session(&session(u.id, T), &[1; 32], None)
+        .await
+        .unwrap();
     s.insert_session(
         &Session {
             expires_at: T + 5,
             ..session(u.id, T)
         },
         &[2; 32],
+        None,
     )
     .await
     .unwrap();

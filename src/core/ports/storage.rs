@@ -133,7 +133,14 @@ pub trait UserStore: Send + Sync + 'static {
 /// Sessions (only token hashes are stored), read with their users.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    async fn insert_session(&self, session: &Session, token_hash: &[u8]) -> Result<()>;
+    /// A new session; `parent`: the session it was handed over from (a
+    /// protected host's session, see `core::forward`).
+    async fn insert_session(
+        &self,
+        session: &Session,
+        token_hash: &[u8],
+        parent: Option<Uuid>,
+    ) -> Result<()>;
     async fn session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<(Session, User)>>;
     /// Set the last-seen time of these sessions (one statement per 64).
     async fn touch_sessions(&self, ids: &[Uuid], now: Timestamp) -> Result<()>;
@@ -156,8 +163,15 @@ pub trait SessionStore: Send + Sync + 'static {
         since: Timestamp,
         limit: usize,
     ) -> Result<Vec<Identity>>;
+    /// End a session and the sessions handed over from it.
     async fn delete_session(&self, id: Uuid) -> Result<bool>;
+    /// End the session of a token (only it: see `delete_child_sessions`).
     async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>>;
+    /// End the sessions handed over from `parent`; how many ended.
+    async fn delete_child_sessions(&self, parent: Uuid) -> Result<u64>;
+    /// End a token's whole family: its session's parent (or itself), and
+    /// every session handed over from that one. The sessions that ended.
+    async fn delete_session_family(&self, token_hash: &[u8]) -> Result<Vec<Session>>;
     async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64>;
     /// Live sessions at `now`, newest first.
     async fn list_sessions(

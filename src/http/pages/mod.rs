@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa_axum::router::OpenApiRouter;
 
-use super::extract::{Client, check_cookie_keys, cookie_value, cookie_values, set_cookie};
+use super::extract::{
+    Client, check_cookie_keys, cookie_value, cookie_values, set_cookie, set_cookie_on,
+};
 use super::{AppState, Surface, with_settings};
 use crate::config::{Config, ConfigError, err};
 use crate::core::providers::FLOW_TTL_SECS;
@@ -80,6 +82,23 @@ fn csp(cfg: &Config) -> HeaderValue {
         );
     }
     targets.retain(|o| *o != own && o.starts_with("http") && !o.contains([' ', ';', ',', '\'']));
+    // Forward auth's hand-off leads to the protected hosts, on any port,
+    // over the pages' own scheme.
+    // authgate's own origin too: forward auth's pages on a protected host
+    // ("Sign out?") lead back to authgate's sign-in.
+    if cfg.surfaces.forward_auth {
+        targets.push(own.clone());
+        targets.extend(
+            cfg.forward_auth
+                .hosts
+                .keys()
+                .filter(|h| {
+                    h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                })
+                .map(|h| format!("{h}:*")),
+        );
+    }
     targets.sort();
     targets.dedup();
     if !targets.is_empty() {
@@ -211,6 +230,30 @@ fn validate(cfg: &Config, errors: &mut Vec<ConfigError>) {
         errors.push(err("pages.primary_color", "must be a colour as #rrggbb"));
     }
     check_cookie_keys(cfg, "pages", &p.cookie_name, p.cookie_host_prefix, errors);
+    if let Some(d) = &cfg.session.cookie_domain {
+        let own = cfg
+            .server
+            .public_url()
+            .host_str()
+            .unwrap_or_default()
+            .to_string();
+        let name_ok = d.contains('.')
+            && !d.starts_with('.')
+            && !d.ends_with('.')
+            && d.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+        if !name_ok {
+            errors.push(err(
+                "session.cookie_domain",
+                "must be a domain in lower case with at least one dot, without a leading dot (example.com)",
+            ));
+        } else if own != *d && !own.ends_with(&format!(".{d}")) {
+            errors.push(err(
+                "session.cookie_domain",
+                format!("must be server.public_url's host ({own}) or a parent domain of it: browsers refuse the cookie otherwise"),
+            ));
+        }
+    }
     let icons: Vec<(String, &Option<String>)> = cfg
         .providers
         .iter()
@@ -237,6 +280,8 @@ pub struct Settings {
     stylesheet_url: Option<String>,
     primary_color: String,
     session_cookie: String,
+    /// `session.cookie_domain`: the session cookie's `Domain`.
+    cookie_domain: Option<String>,
     csrf_cookie: String,
     secure: bool,
     max_age: i64,
@@ -260,10 +305,12 @@ impl Settings {
         let p = &cfg.pages;
         let public = cfg.server.public_url();
         let https = public.scheme() == "https";
-        let prefix = if p.cookie_host_prefix.unwrap_or(https) {
-            "__Host-"
-        } else {
-            ""
+        let cookie_domain = cfg.session.cookie_domain.clone();
+        // A cookie shared with a parent domain cannot be `__Host-`.
+        let prefix = match (p.cookie_host_prefix.unwrap_or(https), &cookie_domain) {
+            (false, _) => "",
+            (true, None) => "__Host-",
+            (true, Some(_)) => "__Secure-",
         };
         Settings {
             product: p
@@ -274,7 +321,8 @@ impl Settings {
             stylesheet_url: p.stylesheet_url.clone(),
             primary_color: p.primary_color.clone(),
             session_cookie: format!("{prefix}{}", p.cookie_name),
-            csrf_cookie: format!("{prefix}authgate_csrf"),
+            cookie_domain,
+            csrf_cookie: format!("{}authgate_csrf", if prefix.is_empty() { "" } else { "__Host-" }),
             secure: https || p.cookie_host_prefix == Some(true),
             max_age: cfg.session.absolute_timeout_secs,
             origin: public.origin().ascii_serialization(),
@@ -323,6 +371,19 @@ impl Settings {
         let origin = url.origin().ascii_serialization();
         let path = return_path(self.return_origins.iter().find(|o| **o == origin)?, given)?;
         Some(format!("{origin}{path}"))
+    }
+
+    /// The session cookie's `Set-Cookie` (shared with
+    /// `session.cookie_domain` when it is set).
+    fn session_set_cookie(&self, value: &str, max_age: i64) -> Option<HeaderValue> {
+        set_cookie_on(
+            &self.session_cookie,
+            value,
+            "/",
+            Some(max_age),
+            self.secure,
+            self.cookie_domain.as_deref(),
+        )
     }
 
     fn callback_uri(&self, provider: &str) -> String {
@@ -420,7 +481,7 @@ fn texts() -> &'static BTreeMap<&'static str, Texts> {
 }
 
 /// The built-in templates, by name.
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 9] = [
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("code.html", include_str!("templates/code.html")),
@@ -429,6 +490,7 @@ const TEMPLATES: [(&str, &str); 8] = [
     ("delete.html", include_str!("templates/delete.html")),
     ("logout.html", include_str!("templates/logout.html")),
     ("consent.html", include_str!("templates/consent.html")),
+    ("forward.html", include_str!("templates/forward.html")),
 ];
 
 /// The pages' templates (HTML auto-escaped): the built-in ones, each
@@ -503,6 +565,9 @@ struct Page<'a> {
     lang: &'static str,
     status: StatusCode,
     cookies: Vec<HeaderValue>,
+    /// Where the stylesheets are: `/assets` on authgate, `/.authgate/assets`
+    /// on a protected host (forward auth).
+    assets: &'static str,
 }
 
 impl<'a> Page<'a> {
@@ -512,6 +577,7 @@ impl<'a> Page<'a> {
             lang,
             status: StatusCode::OK,
             cookies: Vec::new(),
+            assets: "/assets",
         }
     }
 
@@ -560,6 +626,7 @@ impl<'a> Page<'a> {
             product => &self.s.product,
             logo_url => &self.s.logo_url,
             stylesheet_url => &self.s.stylesheet_url,
+            assets => self.assets,
             languages => languages,
             ..page
         };
@@ -1006,7 +1073,7 @@ async fn verify_code(
     see_other(
         landing.as_deref().unwrap_or("/account"),
         vec![
-            set_cookie(&s.session_cookie, &token, "/", Some(s.max_age), s.secure),
+            s.session_set_cookie(&token, s.max_age),
             set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
         ],
     )
@@ -1102,7 +1169,7 @@ async fn provider_callback(
                 return see_other(
                     f.landing("/account"),
                     vec![
-                        set_cookie(&s.session_cookie, token, "/", Some(s.max_age), s.secure),
+                        s.session_set_cookie(token, s.max_age),
                         clear_flow,
                         set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
                     ],
@@ -1544,7 +1611,7 @@ async fn delete_account(
     match state.core.delete_user(&key, &client).await {
         Ok(_) => see_other(
             &format!("/login?lang={lang}"),
-            vec![set_cookie(&s.session_cookie, "", "/", Some(0), s.secure)],
+            vec![s.session_set_cookie("", 0)],
         ),
         Err(e) => Page::new(&s, lang).core_error(&e),
     }
@@ -1611,10 +1678,7 @@ pub(crate) async fn sign_out(
             return Page::new(s, language(asked, headers, None)).core_error(&e);
         }
     }
-    see_other(
-        to,
-        vec![set_cookie(&s.session_cookie, "", "/", Some(0), s.secure)],
-    )
+    see_other(to, vec![s.session_set_cookie("", 0)])
 }
 
 /// The core's name for a sign-out an OpenID client asked for (its
@@ -1669,11 +1733,64 @@ pub(crate) fn consent_page(
     )
 }
 
-async fn stylesheet() -> Response {
+/// Where a page on a protected host leads (forward auth).
+pub(crate) enum ForwardNext<'a> {
+    /// A link: its target and its text's key.
+    Link(&'a str, &'static str),
+    /// The sign-out form (posting to `/.authgate/logout`).
+    SignOut,
+}
+
+/// What a forward-auth page says: its title's and message's keys, and
+/// the host and person the message names.
+pub(crate) struct ForwardText<'a> {
+    /// The language the request named (`?lang=` of the original URL).
+    pub lang: Option<&'a str>,
+    pub title: &'static str,
+    pub message: &'static str,
+    pub host: &'a str,
+    pub who: &'a str,
+}
+
+/// A page forward auth shows on a protected host: its stylesheets come
+/// through the host's `/.authgate/` path. The message's text has
+/// `{host}`, `{who}` and `{product}` filled in.
+pub(crate) fn forward_page(
+    s: &Settings,
+    headers: &HeaderMap,
+    status: StatusCode,
+    text: ForwardText<'_>,
+    next: ForwardNext<'_>,
+) -> Response {
+    let mut page = Page::new(s, language(text.lang, headers, None)).status(status);
+    page.assets = "/.authgate/assets";
+    let message = page
+        .text(text.message)
+        .replace("{host}", text.host)
+        .replace("{who}", text.who)
+        .replace("{product}", &s.product);
+    let (link, link_text, form) = match next {
+        ForwardNext::Link(to, key) => (Some(to.to_string()), page.text(key), false),
+        ForwardNext::SignOut => (None, String::new(), true),
+    };
+    page.render(
+        "forward.html",
+        text.title,
+        context! { message => message, link => link, link_text => link_text, form => form, alert => status.is_client_error() },
+    )
+}
+
+/// The built-in stylesheet.
+pub(crate) async fn stylesheet() -> Response {
     css(include_str!("assets/authgate.css").to_string())
 }
 
 async fn theme(Extension(s): Extension<Arc<Settings>>) -> Response {
+    theme_of(&s)
+}
+
+/// The theme stylesheet (the primary colour).
+pub(crate) fn theme_of(s: &Settings) -> Response {
     css(format!(":root {{ --primary: {}; }}\n", s.primary_color))
 }
 
@@ -1724,6 +1841,25 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_session_cookie_names_its_domain() {
+        let mut cfg = Config::default();
+        cfg.server.public_url = Some("https://auth.example.com".parse().unwrap());
+        let own = Settings::new(&cfg);
+        assert_eq!(own.session_cookie, "__Host-authgate_session");
+        let set = own.session_set_cookie("t", 60).unwrap();
+        assert!(!set.to_str().unwrap().contains("Domain"), "{set:?}");
+        cfg.session.cookie_domain = Some("example.com".into());
+        let shared = Settings::new(&cfg);
+        assert_eq!(shared.session_cookie, "__Secure-authgate_session");
+        assert_eq!(shared.csrf_cookie, "__Host-authgate_csrf");
+        let set = shared.session_set_cookie("t", 60).unwrap();
+        assert_eq!(
+            set.to_str().unwrap(),
+            "__Secure-authgate_session=t; Path=/; Max-Age=60; HttpOnly; SameSite=Lax; Domain=example.com; Secure"
+        );
+    }
+
+    #[test]
     fn every_template_renders() {
         let env = environment(None).unwrap();
         for name in [
@@ -1734,6 +1870,7 @@ mod tests {
             "delete.html",
             "logout.html",
             "consent.html",
+            "forward.html",
         ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }

@@ -70,11 +70,16 @@ pub(super) struct RecentSessionRow {
 
 #[async_trait]
 impl SessionStore for SqlStore {
-    async fn insert_session(&self, s: &Session, token_hash: &[u8]) -> Result<()> {
+    async fn insert_session(
+        &self,
+        s: &Session,
+        token_hash: &[u8],
+        parent: Option<Uuid>,
+    ) -> Result<()> {
         with_writer!(self, |p| {
             sqlx::query(
-            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method, parent_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         )
         .bind(s.id.to_string())
         .bind(token_hash)
@@ -87,6 +92,7 @@ impl SessionStore for SqlStore {
         .bind(s.user_agent.as_deref())
         .bind(&s.kind)
         .bind(&s.method)
+        .bind(parent.map(|u| u.to_string()))
         .execute(p)
         .await
         .map_err(|e| self.db_err(e))
@@ -191,12 +197,14 @@ impl SessionStore for SqlStore {
     }
 
     async fn delete_session(&self, id: Uuid) -> Result<bool> {
-        with_writer!(self, |p| sqlx::query("DELETE FROM sessions WHERE id = $1")
-            .bind(id.to_string())
-            .execute(p)
-            .await
-            .map_err(|e| self.db_err(e))
-            .map(|r| r.rows_affected() > 0))
+        with_writer!(self, |p| sqlx::query(
+            "DELETE FROM sessions WHERE id = $1 OR parent_id = $1"
+        )
+        .bind(id.to_string())
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
     }
 
     async fn delete_session_by_token_hash(&self, token_hash: &[u8]) -> Result<Option<Session>> {
@@ -211,6 +219,32 @@ impl SessionStore for SqlStore {
         .map_err(|e| self.db_err(e))
         })?;
         row.map(Session::try_from).transpose()
+    }
+
+    async fn delete_child_sessions(&self, parent: Uuid) -> Result<u64> {
+        with_writer!(self, |p| sqlx::query(
+            "DELETE FROM sessions WHERE parent_id = $1"
+        )
+        .bind(parent.to_string())
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected()))
+    }
+
+    async fn delete_session_family(&self, token_hash: &[u8]) -> Result<Vec<Session>> {
+        let rows: Vec<SessionRow> = with_writer!(self, |p| {
+            sqlx::query_as(
+            "DELETE FROM sessions WHERE id IN (SELECT COALESCE(parent_id, id) FROM sessions WHERE token_hash = $1) \
+             OR parent_id IN (SELECT COALESCE(parent_id, id) FROM sessions WHERE token_hash = $1) \
+             RETURNING id, user_id, created_at, last_seen_at, idle_timeout, expires_at, ip, user_agent, kind, method"
+        )
+        .bind(token_hash)
+        .fetch_all(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        rows.into_iter().map(Session::try_from).collect()
     }
 
     async fn delete_user_sessions(&self, user_id: Uuid) -> Result<u64> {
