@@ -43,6 +43,8 @@ load() {
   echo "$rps $p50 $p99 $bad"
 }
 
+# nginx workers run as nobody: they must read the page.
+chmod 755 "$work"
 mkdir -p "$work/www"
 printf '<!doctype html><title>app</title><p>The application.</p>\n' > "$work/www/index.html"
 rows=()

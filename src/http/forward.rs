@@ -326,16 +326,20 @@ impl Settings {
 }
 
 fn router(cfg: &Config) -> OpenApiRouter<AppState> {
-    let r = OpenApiRouter::new()
+    // The checks answer proxies, tens of thousands of times a second: no
+    // page headers on their empty 200s (their pages set them).
+    let checks = OpenApiRouter::new()
         .routes(routes!(check))
-        .routes(routes!(check_nginx))
+        .routes(routes!(check_nginx));
+    let r = OpenApiRouter::new()
         .routes(routes!(start))
         .routes(routes!(host_auth))
         .routes(routes!(callback))
         .routes(routes!(logout_page, logout))
         .routes(routes!(stylesheet))
         .routes(routes!(theme))
-        .layer(pages::page_headers(cfg));
+        .layer(pages::page_headers(cfg))
+        .merge(checks);
     with_settings(r, Settings::new(cfg))
 }
 
@@ -521,33 +525,30 @@ async fn answer(
     let host = host_name(&o.host);
     match verdict {
         Verdict::Allow(check) => {
-            let mut r = StatusCode::OK.into_response();
             // All four, empty when unknown (nobody on a public path): Caddy
             // 2.6 passes an absent one on as its unresolved placeholder.
-            for name in [&s.user, &s.email, &s.name, &s.groups] {
-                r.headers_mut()
-                    .insert(name.clone(), HeaderValue::from_static(""));
-            }
-            if let Some(c) = check {
-                let h = r.headers_mut();
-                let mut put = |name: &HeaderName, value: &str| {
-                    if let Ok(v) = HeaderValue::from_str(value) {
-                        h.insert(name.clone(), v);
-                    }
-                };
-                put(&s.user, &c.user.id.to_string());
-                if let Some(e) = &c.user.email {
-                    put(&s.email, e.as_str());
+            let value = |v: Option<&str>| {
+                v.and_then(|v| HeaderValue::from_str(v).ok())
+                    .unwrap_or(HeaderValue::from_static(""))
+            };
+            let (user, email, name, groups) = match &check {
+                Some(c) => {
+                    let groups = state.core.forward_policy().groups_of(&c.user).join(",");
+                    (
+                        value(Some(&c.user.id.to_string())),
+                        value(c.user.email.as_ref().map(|e| e.as_str())),
+                        value(c.user.display_name.as_deref()),
+                        value(Some(&groups)),
+                    )
                 }
-                if let Some(n) = &c.user.display_name {
-                    put(&s.name, n);
-                }
-                let groups = state.core.forward_policy().groups_of(&c.user);
-                if !groups.is_empty() {
-                    put(&s.groups, &groups.join(","));
-                }
-            }
-            r
+                None => (value(None), value(None), value(None), value(None)),
+            };
+            let mut h = HeaderMap::with_capacity(4);
+            h.insert(s.user.clone(), user);
+            h.insert(s.email.clone(), email);
+            h.insert(s.name.clone(), name);
+            h.insert(s.groups.clone(), groups);
+            (StatusCode::OK, h).into_response()
         }
         Verdict::SignIn if mode == Mode::Redirects && browser(headers) => {
             let to = format!("{}/forward-auth/start?rd={}", s.public, encode(&o.url()));

@@ -298,6 +298,8 @@ pub struct Settings {
     signup: bool,
     /// The templates: built in, or the operator's from `pages.templates_dir`.
     env: Arc<Environment<'static>>,
+    /// The pages' CSP (for pages rendered outside [`page_headers`]).
+    csp: HeaderValue,
 }
 
 impl Settings {
@@ -350,6 +352,7 @@ impl Settings {
                 })
                 .collect(),
             signup: p.signup,
+            csp: csp(cfg),
             env: environment(p.templates_dir.as_deref())
                 .map(Arc::new)
                 .unwrap_or_else(|e| {
@@ -1773,11 +1776,22 @@ pub(crate) fn forward_page(
         ForwardNext::Link(to, key) => (Some(to.to_string()), page.text(key), false),
         ForwardNext::SignOut => (None, String::new(), true),
     };
-    page.render(
+    let mut r = page.render(
         "forward.html",
         text.title,
         context! { message => message, link => link, link_text => link_text, form => form, alert => status.is_client_error() },
-    )
+    );
+    // The forward-auth check itself is not behind `page_headers` (its
+    // answers are mostly an empty 200): its pages carry them here.
+    let h = r.headers_mut();
+    h.insert(CONTENT_SECURITY_POLICY, s.csp.clone());
+    h.insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.entry(axum::http::header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static("same-origin"));
+    r
 }
 
 /// The built-in stylesheet.
