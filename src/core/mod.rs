@@ -22,6 +22,7 @@ pub mod ratelimit;
 pub mod secret;
 mod session_cache;
 pub mod sessions;
+pub mod totp;
 mod touches;
 pub mod users;
 pub mod vault;

@@ -383,3 +383,22 @@ mod tests {
         assert!(Locale::parse("de-").is_err());
     }
 }
+
+/// A user's TOTP second factor (RFC 6238), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotpFactor {
+    pub user_id: Uuid,
+    /// The secret, sealed by the vault (never stored in the clear).
+    pub sealed: Vec<u8>,
+    /// When enrolment was confirmed by a right code; `None`: pending.
+    pub confirmed_at: Option<Timestamp>,
+    /// The last time step whose code was taken (a code is taken once).
+    pub last_step: i64,
+    /// Attempts since the last right code (or the last lock's end).
+    pub attempts: i64,
+    /// Locks so far without a right code between: each doubles the next.
+    pub lockouts: i64,
+    /// No attempt is evaluated before this.
+    pub locked_until: Timestamp,
+    pub created_at: Timestamp,
+}

@@ -22,3 +22,4 @@ mod providers;
 mod real_clients;
 mod sessions;
 mod storage;
+mod totp;

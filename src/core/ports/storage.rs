@@ -288,6 +288,45 @@ pub trait AuditStore: Send + Sync + 'static {
     async fn list_audit(&self, user_id: Option<Uuid>, limit: u32) -> Result<Vec<AuditEvent>>;
 }
 
+/// Second factors: a user's TOTP secret (sealed by the vault) with its
+/// replay and wrong-code counters, and the hashes of recovery codes.
+#[async_trait]
+pub trait FactorStore: Send + Sync + 'static {
+    /// Start (or restart) a TOTP enrolment: a new, unconfirmed secret.
+    /// `false` when a confirmed one exists (it must be removed first).
+    async fn put_totp(&self, user_id: Uuid, sealed: &[u8], now: Timestamp) -> Result<bool>;
+    async fn totp(&self, user_id: Uuid) -> Result<Option<crate::core::TotpFactor>>;
+    /// Count one attempt, atomically, if the factor is not locked and has
+    /// attempts left: the attempt that uses the last one locks it until
+    /// `lock_until`. The attempts now counted, or `None` (refused unseen).
+    async fn claim_totp_attempt(
+        &self,
+        user_id: Uuid,
+        now: Timestamp,
+        max: i64,
+        lock_until: Timestamp,
+    ) -> Result<Option<i64>>;
+    /// A right code for `step`: taken once (a step not after the last taken
+    /// one is a replay: `false`); the counters start again.
+    async fn accept_totp_step(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        confirm_at: Timestamp,
+    ) -> Result<bool>;
+    async fn delete_totp(&self, user_id: Uuid) -> Result<bool>;
+    /// Replace a user's recovery codes (their hashes) in one transaction.
+    async fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[[u8; 32]],
+        now: Timestamp,
+    ) -> Result<()>;
+    /// Spend one recovery code (once): `true` if it was there.
+    async fn spend_recovery_code(&self, user_id: Uuid, hash: &[u8; 32]) -> Result<bool>;
+    async fn recovery_codes_left(&self, user_id: Uuid) -> Result<i64>;
+}
+
 /// The OpenID provider's signing keys, grants, codes and tokens (hashes).
 #[async_trait]
 pub trait OidcStore: Send + Sync + 'static {
@@ -379,6 +418,7 @@ pub trait Store:
     + RateLimitStore
     + AuditStore
     + OidcStore
+    + FactorStore
 {
 }
 
@@ -392,5 +432,6 @@ impl<T> Store for T where
         + RateLimitStore
         + AuditStore
         + OidcStore
+        + FactorStore
 {
 }

@@ -21,13 +21,13 @@ use uuid::Uuid;
 
 use super::reachability::Reachability;
 use super::{
-    AuditStore, Database, FlowStore, MailLoginStore, OidcStore, RateHit, RateLimitStore, Result,
-    SessionStore, StoreError, TokenStore, UserStore,
+    AuditStore, Database, FactorStore, FlowStore, MailLoginStore, OidcStore, RateHit,
+    RateLimitStore, Result, SessionStore, StoreError, TokenStore, UserStore,
 };
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
     AuditEvent, Confirmation, Email, Handoff, Identity, Locale, LoginFlow, MailAuthToken,
-    MailLogin, OutboxMail, ProviderTokens, Session, Timestamp, User,
+    MailLogin, OutboxMail, ProviderTokens, Session, Timestamp, TotpFactor, User,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -354,6 +354,7 @@ impl SqlStore {
 mod audit;
 mod database;
 mod dialect;
+mod factors;
 mod flows;
 mod limits;
 mod mail_logins;

@@ -1,0 +1,173 @@
+//! Second factors: TOTP secrets (sealed) with their counters, recovery
+//! code hashes.
+use super::*;
+
+#[derive(sqlx::FromRow)]
+struct TotpRow {
+    user_id: String,
+    secret: Vec<u8>,
+    confirmed_at: Option<i64>,
+    last_step: i64,
+    attempts: i64,
+    lockouts: i64,
+    locked_until: i64,
+    created_at: i64,
+}
+
+#[async_trait]
+impl FactorStore for SqlStore {
+    async fn put_totp(&self, user_id: Uuid, sealed: &[u8], now: Timestamp) -> Result<bool> {
+        with_writer!(self, |p| {
+            sqlx::query(
+            "INSERT INTO totp_factors (user_id, secret, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id) DO UPDATE SET secret = excluded.secret, confirmed_at = NULL, \
+             last_step = 0, attempts = 0, lockouts = 0, locked_until = 0, created_at = excluded.created_at \
+             WHERE totp_factors.confirmed_at IS NULL"
+        )
+        .bind(user_id.to_string())
+        .bind(sealed)
+        .bind(now)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    async fn totp(&self, user_id: Uuid) -> Result<Option<TotpFactor>> {
+        let row: Option<TotpRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT user_id, secret, confirmed_at, last_step, attempts, lockouts, locked_until, created_at \
+             FROM totp_factors WHERE user_id = $1"
+        )
+        .bind(user_id.to_string())
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        row.map(|r| {
+            Ok(TotpFactor {
+                user_id: uuid(&r.user_id)?,
+                sealed: r.secret,
+                confirmed_at: r.confirmed_at,
+                last_step: r.last_step,
+                attempts: r.attempts,
+                lockouts: r.lockouts,
+                locked_until: r.locked_until,
+                created_at: r.created_at,
+            })
+        })
+        .transpose()
+    }
+
+    async fn claim_totp_attempt(
+        &self,
+        user_id: Uuid,
+        now: Timestamp,
+        max: i64,
+        lock_until: Timestamp,
+    ) -> Result<Option<i64>> {
+        // One statement: of many attempts at once, at most `max` get a
+        // count; the one that takes the last locks the factor. After a lock
+        // has ended the count starts again.
+        let row: Option<(i64,)> = with_writer!(self, |p| {
+            sqlx::query_as(
+            "UPDATE totp_factors SET \
+               attempts = CASE WHEN attempts >= $3 THEN 1 ELSE attempts + 1 END, \
+               locked_until = CASE WHEN (CASE WHEN attempts >= $3 THEN 1 ELSE attempts + 1 END) >= $3 \
+                 THEN $4 ELSE locked_until END, \
+               lockouts = CASE WHEN (CASE WHEN attempts >= $3 THEN 1 ELSE attempts + 1 END) >= $3 \
+                 THEN lockouts + 1 ELSE lockouts END \
+             WHERE user_id = $1 AND locked_until <= $2 \
+             RETURNING attempts"
+        )
+        .bind(user_id.to_string())
+        .bind(now)
+        .bind(max)
+        .bind(lock_until)
+        .fetch_optional(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        Ok(row.map(|(a,)| a))
+    }
+
+    async fn accept_totp_step(
+        &self,
+        user_id: Uuid,
+        step: i64,
+        confirm_at: Timestamp,
+    ) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "UPDATE totp_factors SET last_step = $2, attempts = 0, lockouts = 0, locked_until = 0, \
+             confirmed_at = COALESCE(confirmed_at, $3) WHERE user_id = $1 AND last_step < $2"
+        )
+        .bind(user_id.to_string())
+        .bind(step)
+        .bind(confirm_at)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn delete_totp(&self, user_id: Uuid) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "DELETE FROM totp_factors WHERE user_id = $1"
+        )
+        .bind(user_id.to_string())
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[[u8; 32]],
+        now: Timestamp,
+    ) -> Result<()> {
+        with_writer!(self, |p| {
+            let mut tx = p.begin().await.map_err(|e| self.db_err(e))?;
+            sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                .bind(user_id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.db_err(e))?;
+            for h in hashes {
+                sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
+                    .bind(user_id.to_string())
+                    .bind(h.as_slice())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.db_err(e))?;
+            }
+            tx.commit().await.map_err(|e| self.db_err(e))
+        })
+    }
+
+    async fn spend_recovery_code(&self, user_id: Uuid, hash: &[u8; 32]) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "DELETE FROM recovery_codes WHERE user_id = $1 AND code_hash = $2"
+        )
+        .bind(user_id.to_string())
+        .bind(hash.as_slice())
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
+    }
+
+    async fn recovery_codes_left(&self, user_id: Uuid) -> Result<i64> {
+        let (n,): (i64,) = with_pool!(self, |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1"
+        )
+        .bind(user_id.to_string())
+        .fetch_one(p)
+        .await
+        .map_err(|e| self.db_err(e)))?;
+        Ok(n)
+    }
+}
