@@ -64,6 +64,11 @@ pub enum Command {
     Openapi,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum FactorAction {
+    Remove,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {
     /// Create a user.
@@ -96,6 +101,17 @@ pub enum UserCommand {
     Enable { user: String },
     /// Delete a user with identities, sessions and stored provider tokens.
     Delete { user: String },
+    /// A user's second factors (TOTP, recovery codes left); `remove` takes
+    /// the TOTP factor and its recovery codes away (a support case: the
+    /// person lost the phone), audited.
+    Factors {
+        /// User id or e-mail address.
+        user: String,
+        #[arg(value_enum)]
+        action: Option<FactorAction>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Import users from CSV (header: email,name,locale) or JSON lines
     /// ({"email","name","locale"}). All rows or none; re-running is harmless.
     Import {
@@ -863,6 +879,39 @@ async fn user_command(core: &Core, cmd: UserCommand, meta: &ClientMeta) -> anyho
                 .await
                 .map_err(|e| named(e, "user"))?;
             println!("deleted user {}", u.id);
+        }
+        UserCommand::Factors { user, action, json } => {
+            let u = core
+                .find_user(&user_key(&user)?)
+                .await
+                .map_err(|e| named(e, "user"))?;
+            if let Some(FactorAction::Remove) = action {
+                if core.remove_totp(u.id, meta).await? {
+                    println!(
+                        "removed the TOTP factor and recovery codes of user {}",
+                        u.id
+                    );
+                } else {
+                    println!("user {} has no TOTP factor", u.id);
+                }
+                return Ok(());
+            }
+            let f = core.second_factors(u.id).await?;
+            if json {
+                let v = serde_json::json!({
+                    "user": u.id, "totp": f.totp, "totp_pending": f.totp_pending,
+                    "recovery_codes_left": f.recovery_codes_left,
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                let totp = match (f.totp, f.totp_pending) {
+                    (true, _) => "on",
+                    (false, true) => "enrolment started, not confirmed",
+                    (false, false) => "off",
+                };
+                println!("totp:                {totp}");
+                println!("recovery codes left: {}", f.recovery_codes_left);
+            }
         }
         UserCommand::Import { file, format } => import::run(core, &file, format, meta).await?,
     }
