@@ -103,7 +103,7 @@ impl Core {
 
     /// Check one code against a person's factor (pending or confirmed):
     /// counted first (a locked factor is `RateLimited` and the code is not
-    /// even looked at), then taken once. The step taken.
+    /// even looked at), then taken once.
     async fn take_totp_code(
         &self,
         user_id: Uuid,
@@ -302,6 +302,36 @@ impl Core {
                 .await;
         }
         Ok(removed)
+    }
+
+    /// Re-seal every TOTP secret not sealed under the vault's current key
+    /// (`authgate vault rekey`).
+    pub(crate) async fn rekey_totp(
+        &self,
+        vault: &super::Vault,
+        report: &mut super::RekeyReport,
+    ) -> Result<(), Error> {
+        let mut after = None;
+        loop {
+            let page = self.store().totp_factors_after(after, 500).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.user_id);
+            for f in page {
+                if vault.is_current(&f.sealed) {
+                    report.current += 1;
+                    continue;
+                }
+                let Some(plain) = vault.open(f.user_id, SEALED_FIELD, &f.sealed) else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                let new = vault.seal(f.user_id, SEALED_FIELD, &plain)?;
+                if self.store().reseal_totp(f.user_id, &f.sealed, &new).await? {
+                    report.rekeyed += 1;
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn second_factors(&self, user_id: Uuid) -> Result<SecondFactors, Error> {

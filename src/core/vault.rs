@@ -358,6 +358,7 @@ impl Core {
             }
         }
         self.rekey_signing_keys(vault, &mut report).await?;
+        self.rekey_totp(vault, &mut report).await?;
         Ok(report)
     }
 }

@@ -325,6 +325,15 @@ pub trait FactorStore: Send + Sync + 'static {
     /// Spend one recovery code (once): `true` if it was there.
     async fn spend_recovery_code(&self, user_id: Uuid, hash: &[u8; 32]) -> Result<bool>;
     async fn recovery_codes_left(&self, user_id: Uuid) -> Result<i64>;
+    /// TOTP factors by user id after `after`, at most `limit` (vault rekey).
+    async fn totp_factors_after(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<crate::core::TotpFactor>>;
+    /// Replace a sealed secret if it is still `old` (a rekey racing a new
+    /// enrolment leaves the new one alone).
+    async fn reseal_totp(&self, user_id: Uuid, old: &[u8], new: &[u8]) -> Result<bool>;
 }
 
 /// The OpenID provider's signing keys, grants, codes and tokens (hashes).

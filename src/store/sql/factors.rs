@@ -14,6 +14,22 @@ struct TotpRow {
     created_at: i64,
 }
 
+impl TryFrom<TotpRow> for TotpFactor {
+    type Error = StoreError;
+    fn try_from(r: TotpRow) -> Result<TotpFactor> {
+        Ok(TotpFactor {
+            user_id: uuid(&r.user_id)?,
+            sealed: r.secret,
+            confirmed_at: r.confirmed_at,
+            last_step: r.last_step,
+            attempts: r.attempts,
+            lockouts: r.lockouts,
+            locked_until: r.locked_until,
+            created_at: r.created_at,
+        })
+    }
+}
+
 #[async_trait]
 impl FactorStore for SqlStore {
     async fn put_totp(&self, user_id: Uuid, sealed: &[u8], now: Timestamp) -> Result<bool> {
@@ -45,19 +61,35 @@ impl FactorStore for SqlStore {
         .await
         .map_err(|e| self.db_err(e))
         })?;
-        row.map(|r| {
-            Ok(TotpFactor {
-                user_id: uuid(&r.user_id)?,
-                sealed: r.secret,
-                confirmed_at: r.confirmed_at,
-                last_step: r.last_step,
-                attempts: r.attempts,
-                lockouts: r.lockouts,
-                locked_until: r.locked_until,
-                created_at: r.created_at,
-            })
-        })
-        .transpose()
+        row.map(TotpFactor::try_from).transpose()
+    }
+
+    async fn totp_factors_after(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<TotpFactor>> {
+        let rows: Vec<TotpRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT user_id, secret, confirmed_at, last_step, attempts, lockouts, locked_until, created_at \
+             FROM totp_factors WHERE user_id > $1 ORDER BY user_id LIMIT $2"
+        )
+        .bind(after.map(|u| u.to_string()).unwrap_or_default())
+        .bind(i64::from(limit))
+        .fetch_all(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        rows.into_iter().map(TotpFactor::try_from).collect()
+    }
+
+    async fn reseal_totp(&self, user_id: Uuid, old: &[u8], new: &[u8]) -> Result<bool> {
+        with_writer!(self, |p| sqlx::query(
+            "UPDATE totp_factors SET secret = $3 WHERE user_id = $1 AND secret = $2"
+        )
+        .bind(user_id.to_string())
+        .bind(old)
+        .bind(new)
+        .execute(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        .map(|r| r.rows_affected() > 0))
     }
 
     async fn claim_totp_attempt(
