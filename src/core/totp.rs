@@ -114,27 +114,7 @@ impl Core {
             return Err(Error::NotFound);
         };
         let now = self.now();
-        let claimed = self
-            .store()
-            .claim_totp_attempt(
-                user_id,
-                now,
-                TOTP_MAX_ATTEMPTS,
-                now + lock_secs(factor.lockouts),
-            )
-            .await?;
-        if claimed.is_none() {
-            self.audit("mfa.totp_locked", Some(user_id), meta, None)
-                .await;
-            let until = self
-                .store()
-                .totp(user_id)
-                .await?
-                .map_or(now + 1, |f| f.locked_until);
-            return Err(Error::RateLimited {
-                retry_after: (until - now).max(1),
-            });
-        }
+        self.claim_attempt(&factor, meta).await?;
         let plain = self
             .totp_vault()?
             .open(user_id, SEALED_FIELD, &factor.sealed)
@@ -172,6 +152,38 @@ impl Core {
             return Err(Error::Unauthorized);
         }
         Ok(())
+    }
+
+    /// Count one attempt on a factor, or refuse it unseen while the factor
+    /// is locked (`RateLimited`, with the seconds left).
+    async fn claim_attempt(
+        &self,
+        factor: &super::TotpFactor,
+        meta: &ClientMeta,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let claimed = self
+            .store()
+            .claim_totp_attempt(
+                factor.user_id,
+                now,
+                TOTP_MAX_ATTEMPTS,
+                now + lock_secs(factor.lockouts),
+            )
+            .await?;
+        if claimed.is_some() {
+            return Ok(());
+        }
+        self.audit("mfa.totp_locked", Some(factor.user_id), meta, None)
+            .await;
+        let until = self
+            .store()
+            .totp(factor.user_id)
+            .await?
+            .map_or(now + 1, |f| f.locked_until);
+        Err(Error::RateLimited {
+            retry_after: (until - now).max(1),
+        })
     }
 
     /// Confirm a started enrolment with a right code: the factor is on,
@@ -252,22 +264,7 @@ impl Core {
         let Some(factor) = self.store().totp(user_id).await? else {
             return Err(Error::NotFound);
         };
-        let now = self.now();
-        if self
-            .store()
-            .claim_totp_attempt(
-                user_id,
-                now,
-                TOTP_MAX_ATTEMPTS,
-                now + lock_secs(factor.lockouts),
-            )
-            .await?
-            .is_none()
-        {
-            return Err(Error::RateLimited {
-                retry_after: (factor.locked_until - now).max(1),
-            });
-        }
+        self.claim_attempt(&factor, meta).await?;
         let code = normal_recovery(code);
         if code.len() > 64
             || !self
