@@ -1,6 +1,7 @@
 //! The pure hot paths, measured with criterion (`cargo bench --bench hot`):
 //! session-id hashing, the session check (from the cache and from SQLite),
-//! mail-code comparison, and ID-token validation (RS256, keys cached).
+//! mail-code comparison, ID-token validation (RS256, keys cached), and a
+//! TOTP second factor's verification (alone, and in the core on SQLite).
 //! Load over HTTP is `loadtest/run.sh`; nothing here leaves 127.0.0.1.
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,11 +146,59 @@ fn id_token_validation(c: &mut Criterion) {
     });
 }
 
+fn totp_verification(c: &mut Criterion) {
+    use authgate::core::{Clock, ManualClock, Vault};
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("totp.db").display());
+    let clock = Arc::new(ManualClock::new(1_800_000_015));
+    let (core, user, secret) = rt.block_on(async {
+        let store = authgate::store::connect(&url, &Default::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let vault = Vault::from_base64(&[Vault::new_key().unwrap()]).unwrap();
+        let core = Core::builder(store, clock.clone())
+            .vault(Some(vault))
+            .build();
+        let meta = ClientMeta::default();
+        let user = core
+            .add_user(
+                NewUser::parse("totp@example.com", None, None).unwrap(),
+                &meta,
+            )
+            .await
+            .unwrap();
+        let e = core.begin_totp(&user, "bench", &meta).await.unwrap();
+        let totp = totp_rs::Totp::from_url(&e.uri).unwrap();
+        let code = totp.generate(clock.now() as u64).to_string();
+        core.confirm_totp(user.id, &code, &meta).await.unwrap();
+        (core, user, totp)
+    });
+    let wrong = "000000";
+    c.bench_function(
+        "TOTP: check a wrong code against 3 steps (HMAC-SHA1)",
+        |b| b.iter(|| secret.check(std::hint::black_box(wrong), 1_800_000_015)),
+    );
+    let meta = ClientMeta::default();
+    c.bench_function(
+        "TOTP: verify a right code in the core (claim, unseal, check, take) on SQLite",
+        |b| {
+            b.iter(|| {
+                clock.advance(30);
+                let code = secret.generate(clock.now() as u64).to_string();
+                rt.block_on(core.verify_totp(user.id, &code, &meta))
+                    .unwrap()
+            })
+        },
+    );
+}
+
 criterion_group! {
     name = hot;
     config = Criterion::default()
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
-    targets = hashing, session_check, id_token_validation
+    targets = hashing, session_check, id_token_validation, totp_verification
 }
 criterion_main!(hot);
