@@ -283,7 +283,7 @@ impl Core {
             .start_session(
                 &user,
                 FORWARD_SESSION_KIND,
-                &parent.method.clone(),
+                &parent.method,
                 TokenFormat::UrlSafe32,
                 meta,
                 Some(&parent),

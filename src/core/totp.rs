@@ -130,25 +130,21 @@ impl Core {
         } else {
             None
         };
-        let Some(step) = step else {
+        let failed = |reason: &'static str| {
             self.audit(
                 "mfa.totp_failed",
                 Some(user_id),
                 meta,
-                Some(json!({ "reason": "wrong_code" })),
+                Some(json!({ "reason": reason })),
             )
-            .await;
+        };
+        let Some(step) = step else {
+            failed("wrong_code").await;
             return Err(Error::Unauthorized);
         };
         let step = i64::try_from(step).unwrap_or(i64::MAX);
         if !self.store().accept_totp_step(user_id, step, now).await? {
-            self.audit(
-                "mfa.totp_failed",
-                Some(user_id),
-                meta,
-                Some(json!({ "reason": "replayed" })),
-            )
-            .await;
+            failed("replayed").await;
             return Err(Error::Unauthorized);
         }
         Ok(())

@@ -96,14 +96,10 @@ impl Settings {
             "{}{}?error={}",
             self.frontend,
             self.error_path,
-            urlencoding(error)
+            super::extract::url_encode(error)
         );
         redirect(&to, &[clear_flow_cookie(secure)])
     }
-}
-
-fn urlencoding(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 fn clear_flow_cookie(secure: bool) -> Option<HeaderValue> {

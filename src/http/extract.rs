@@ -145,6 +145,11 @@ fn client_ip(peer: IpAddr, parts: &Parts, trusted: &[ipnet::IpNet]) -> IpAddr {
     client
 }
 
+/// `s` percent-encoded as a query parameter's value.
+pub fn url_encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// Every non-empty value of a request cookie, in the order sent.
 pub fn cookie_values(headers: &axum::http::HeaderMap, name: &str) -> Vec<String> {
     headers

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::extract::{Client, cookie_values, set_cookie_on};
+use super::extract::{Client, cookie_values, set_cookie_on, url_encode};
 use super::pages::{self, ForwardNext, ForwardText};
 use super::{AppState, Surface, with_settings};
 use crate::config::{Config, ConfigError, err};
@@ -267,11 +267,12 @@ struct Settings {
     groups: HeaderName,
     /// `server.public_url` without its trailing slash.
     public: String,
-    /// The session cookie's name without a prefix (`pages.cookie_name`).
-    cookie: String,
-    /// `__Host-`/`__Secure-` prefixes on https (`pages.cookie_host_prefix`
-    /// not false).
-    prefixed: bool,
+    /// The names a session cookie may come in on an https host (the
+    /// host's own `__Host-` one and the shared `__Secure-` one; over https
+    /// only prefixed names count, so a sibling host cannot plant a
+    /// session), and on an http host (the plain name). Empty: unused.
+    https_cookies: [String; 2],
+    http_cookies: [String; 2],
     /// authgate's own host is under `session.cookie_domain`.
     shared_cookie: bool,
     max_age: i64,
@@ -292,8 +293,15 @@ impl Settings {
             name: name(&h.name, "x-authgate-name"),
             groups: name(&h.groups, "x-authgate-groups"),
             public: public.as_str().trim_end_matches('/').to_string(),
-            cookie: cfg.pages.cookie_name.clone(),
-            prefixed: cfg.pages.cookie_host_prefix != Some(false),
+            https_cookies: if cfg.pages.cookie_host_prefix == Some(false) {
+                [cfg.pages.cookie_name.clone(), String::new()]
+            } else {
+                [
+                    format!("__Host-{}", cfg.pages.cookie_name),
+                    format!("__Secure-{}", cfg.pages.cookie_name),
+                ]
+            },
+            http_cookies: [cfg.pages.cookie_name.clone(), String::new()],
             shared_cookie: policy(cfg).cookie_reaches(&own),
             max_age: cfg.session.absolute_timeout_secs,
             pages: Arc::new(pages::Settings::new(cfg)),
@@ -301,16 +309,12 @@ impl Settings {
     }
 
     /// The cookie names a session may come in on a host of this scheme:
-    /// the host's own (a hand-off's) and the shared one. Over https only
-    /// prefixed names count, so a sibling host cannot plant a session.
-    fn cookie_names(&self, https: bool) -> [String; 2] {
-        if https && self.prefixed {
-            [
-                format!("__Host-{}", self.cookie),
-                format!("__Secure-{}", self.cookie),
-            ]
+    /// the host's own (a hand-off's) first, then the shared one.
+    fn cookie_names(&self, https: bool) -> &[String; 2] {
+        if https {
+            &self.https_cookies
         } else {
-            [self.cookie.clone(), String::new()]
+            &self.http_cookies
         }
     }
 
@@ -484,10 +488,6 @@ fn asked_lang(uri: &str) -> Option<String> {
         .map(|(_, v)| v.chars().take(16).collect())
 }
 
-fn encode(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// The proxies' two protocols.
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -522,7 +522,8 @@ async fn answer(
             );
         }
     };
-    let host = host_name(&o.host);
+    // The host's name is for the refusals' logs and pages only.
+    let host = || host_name(&o.host);
     match verdict {
         Verdict::Allow(check) => {
             // All four, empty when unknown (nobody on a public path): Caddy
@@ -551,7 +552,11 @@ async fn answer(
             (StatusCode::OK, h).into_response()
         }
         Verdict::SignIn if mode == Mode::Redirects && browser(headers) => {
-            let to = format!("{}/forward-auth/start?rd={}", s.public, encode(&o.url()));
+            let to = format!(
+                "{}/forward-auth/start?rd={}",
+                s.public,
+                url_encode(&o.url())
+            );
             let mut r = StatusCode::FOUND.into_response();
             if let Ok(v) = HeaderValue::from_str(&to) {
                 r.headers_mut().insert(LOCATION, v);
@@ -560,6 +565,7 @@ async fn answer(
         }
         Verdict::SignIn => plain(StatusCode::UNAUTHORIZED, "sign in first\n"),
         Verdict::Denied(c) => {
+            let host = host();
             tracing::info!(host = %host, user = %c.user.id, "forward auth: refused by the host's rule");
             if mode == Mode::StatusOnly {
                 return plain(StatusCode::FORBIDDEN, "not allowed\n");
@@ -586,6 +592,7 @@ async fn answer(
             )
         }
         Verdict::NotProtected => {
+            let host = host();
             tracing::warn!(host = %host, "forward auth: asked about a host that is not in forward_auth.hosts");
             if mode == Mode::StatusOnly {
                 return plain(StatusCode::FORBIDDEN, "not a protected host\n");
@@ -714,8 +721,8 @@ async fn start(
         Err(e) => return pages::core_error_page(&s.pages, &headers, None, &e),
     };
     let Some((_, check)) = signed_in else {
-        let back = format!("/forward-auth/start?rd={}", encode(&target));
-        return pages::see_other(&format!("/login?return_to={}", encode(&back)), vec![]);
+        let back = format!("/forward-auth/start?rd={}", url_encode(&target));
+        return pages::see_other(&format!("/login?return_to={}", url_encode(&back)), vec![]);
     };
     if s.shared_cookie && state.core.forward_policy().cookie_reaches(&authority) {
         return pages::see_other(&target, vec![]);
@@ -729,7 +736,7 @@ async fn start(
             let mut r = pages::see_other(
                 &format!(
                     "{origin}/.authgate/callback?code={code}&rd={}",
-                    encode(&path)
+                    url_encode(&path)
                 ),
                 vec![],
             );
