@@ -66,7 +66,13 @@ pub enum Command {
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum FactorAction {
+    /// Take the TOTP factor and its recovery codes away.
     Remove,
+    /// This person must use a second factor, whatever `mfa.required` says
+    /// (unless it is `off`).
+    Require,
+    /// This person follows `mfa.required` again.
+    Default,
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,9 +107,11 @@ pub enum UserCommand {
     Enable { user: String },
     /// Delete a user with identities, sessions and stored provider tokens.
     Delete { user: String },
-    /// A user's second factors (TOTP, recovery codes left); `remove` takes
-    /// the TOTP factor and its recovery codes away (a support case: the
-    /// person lost the phone), audited.
+    /// A user's second factors (TOTP, recovery codes left, whether one is
+    /// required of them); `remove` takes the TOTP factor and its recovery
+    /// codes away (a support case: the person lost the phone); `require`
+    /// makes them use one, `default` lets `mfa.required` decide again.
+    /// Changes are audited.
     Factors {
         /// User id or e-mail address.
         user: String,
@@ -885,6 +893,16 @@ async fn user_command(core: &Core, cmd: UserCommand, meta: &ClientMeta) -> anyho
                 .find_user(&user_key(&user)?)
                 .await
                 .map_err(|e| named(e, "user"))?;
+            if let Some(a @ (FactorAction::Require | FactorAction::Default)) = action {
+                let required = matches!(a, FactorAction::Require);
+                core.set_mfa_required(u.id, required, meta).await?;
+                if required {
+                    println!("user {} must now use a second factor", u.id);
+                } else {
+                    println!("user {} follows mfa.required again", u.id);
+                }
+                return Ok(());
+            }
             if let Some(FactorAction::Remove) = action {
                 if core.remove_totp(u.id, meta).await? {
                     println!(
@@ -897,10 +915,11 @@ async fn user_command(core: &Core, cmd: UserCommand, meta: &ClientMeta) -> anyho
                 return Ok(());
             }
             let f = core.second_factors(u.id).await?;
+            let required = core.mfa_state(u.id).await?.required;
             if json {
                 let v = serde_json::json!({
                     "user": u.id, "totp": f.totp, "totp_pending": f.totp_pending,
-                    "recovery_codes_left": f.recovery_codes_left,
+                    "recovery_codes_left": f.recovery_codes_left, "required": required,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -911,6 +930,14 @@ async fn user_command(core: &Core, cmd: UserCommand, meta: &ClientMeta) -> anyho
                 };
                 println!("totp:                {totp}");
                 println!("recovery codes left: {}", f.recovery_codes_left);
+                println!(
+                    "required:            {}",
+                    if required {
+                        "yes (by support)"
+                    } else {
+                        "as mfa.required says"
+                    }
+                );
             }
         }
         UserCommand::Import { file, format } => import::run(core, &file, format, meta).await?,

@@ -59,7 +59,8 @@ pub fn assemble(
         .providers(providers)
         .vault(vault(cfg)?)
         .oidc(http::oidc::policy(cfg))
-        .forward(http::forward::policy(cfg));
+        .forward(http::forward::policy(cfg))
+        .mfa(cfg.mfa_policy());
     if !ml.deny_list.is_empty() {
         let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
             .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;
@@ -200,20 +201,24 @@ fn read_key_file(file: &std::path::Path) -> anyhow::Result<Vec<String>> {
 /// refuse to start, naming the setting (PostgreSQL: several instances must
 /// share one key, so none is made up).
 fn ensure_vault_key(cfg: &Config, oidc: bool) -> anyhow::Result<()> {
-    if !(cfg.keeps_provider_tokens() || oidc) || vault(cfg)?.is_some() {
+    let why = if oidc {
+        "the OpenID provider keeps its signing keys encrypted".to_string()
+    } else if cfg.keeps_provider_tokens() {
+        format!(
+            "/auth/test-token needs {}'s tokens kept encrypted",
+            cfg.browser.provider_name()
+        )
+    } else if cfg.mfa_on() {
+        "second factors (mfa.required) keep their TOTP secrets encrypted".to_string()
+    } else {
+        return Ok(());
+    };
+    if vault(cfg)?.is_some() {
         return Ok(());
     }
-    let provider = cfg.browser.provider_name();
     let Some(file) = cfg.vault.key_file_for(cfg.database.url.expose()) else {
-        if oidc {
-            anyhow::bail!(
-                "vault.keys is empty, and the OpenID provider keeps its signing keys encrypted: \
-                 set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
-                 or vault.key_file"
-            );
-        }
         anyhow::bail!(
-            "vault.keys is empty, and /auth/test-token needs {provider}'s tokens kept encrypted: \
+            "vault.keys is empty, and {why}: \
              set vault.keys = [\"<key>\"] (make one with `authgate vault key`; the same on every instance) \
              or vault.key_file"
         );
@@ -237,7 +242,7 @@ fn ensure_vault_key(cfg: &Config, oidc: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write the vault key file {}", file.display()))?;
     tracing::warn!(
         file = %file.display(),
-        "vault.keys is empty: made a new vault key (provider tokens, signing keys) in this file (mode 0600); back it up, or set vault.keys"
+        "vault.keys is empty: made a new vault key (provider tokens, signing keys, TOTP secrets) in this file (mode 0600); back it up, or set vault.keys"
     );
     Ok(())
 }

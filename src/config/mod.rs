@@ -48,6 +48,8 @@ pub struct Config {
     /// The OpenID provider's relying parties, by client id.
     pub clients: std::collections::BTreeMap<String, crate::http::oidc::ClientConfig>,
     pub vault: VaultConfig,
+    /// Second factors: the policy and step-up.
+    pub mfa: MfaConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -525,6 +527,103 @@ impl Config {
     }
 }
 
+/// `[mfa]`: second factors (TOTP with recovery codes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaConfig {
+    /// `off` (default: none offered), `optional` (people may set one up on
+    /// their account page and are then asked for it), `all` (everyone sets
+    /// one up before their first session).
+    pub required: crate::core::MfaRequired,
+    /// Adding or removing a factor, new recovery codes and deleting the
+    /// account need a sign-in at most this many minutes ago.
+    pub step_up_minutes: i64,
+    /// Surfaces without a second step (`mail_code`, `code_exchange`,
+    /// `oauth`, `browser`) refuse a person who needs a second factor;
+    /// those listed here sign them in on the first factor alone.
+    pub exempt_surfaces: Vec<String>,
+    /// The name authenticator apps show (default: `pages.product_name`,
+    /// else `authgate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl Default for MfaConfig {
+    fn default() -> Self {
+        MfaConfig {
+            required: crate::core::MfaRequired::Off,
+            step_up_minutes: 10,
+            exempt_surfaces: Vec::new(),
+            issuer: None,
+        }
+    }
+}
+
+/// The surfaces that sign in without a second step, with the session kind
+/// each makes.
+pub const SURFACES_WITHOUT_SECOND_STEP: [(&str, &str); 4] = [
+    ("mail_code", "mail"),
+    (
+        "code_exchange",
+        crate::core::providers::CODE_EXCHANGE_SURFACE,
+    ),
+    ("oauth", "oauth"),
+    ("browser", "cookie"),
+];
+
+impl Config {
+    /// Second factors are on: their secrets are sealed by the vault.
+    pub fn mfa_on(&self) -> bool {
+        self.mfa.required != crate::core::MfaRequired::Off
+    }
+
+    /// The core's second-factor gate, from `[mfa]`.
+    pub fn mfa_policy(&self) -> crate::core::MfaPolicy {
+        let m = &self.mfa;
+        crate::core::MfaPolicy {
+            required: m.required,
+            step_up_secs: m.step_up_minutes.saturating_mul(60),
+            exempt_kinds: SURFACES_WITHOUT_SECOND_STEP
+                .iter()
+                .filter(|(name, _)| m.exempt_surfaces.iter().any(|e| e == name))
+                .map(|(_, kind)| kind.to_string())
+                .collect(),
+            issuer: m
+                .issuer
+                .clone()
+                .or_else(|| self.pages.product_name.clone())
+                .unwrap_or_else(|| "authgate".into()),
+        }
+    }
+
+    fn validate_mfa(&self, errors: &mut Vec<ConfigError>) {
+        let m = &self.mfa;
+        if !(1..=1440).contains(&m.step_up_minutes) {
+            errors.push(err("mfa.step_up_minutes", "must be between 1 and 1440"));
+        }
+        for e in &m.exempt_surfaces {
+            if !SURFACES_WITHOUT_SECOND_STEP.iter().any(|(n, _)| n == e) {
+                errors.push(err(
+                    "mfa.exempt_surfaces",
+                    format!("{e:?} is not one of mail_code, code_exchange, oauth, browser"),
+                ));
+            }
+        }
+        if m.issuer
+            .as_deref()
+            .is_some_and(|i| i.trim().is_empty() || i.len() > 64)
+        {
+            errors.push(err("mfa.issuer", "must be 1 to 64 characters"));
+        }
+        if self.mfa_on() && !self.surfaces.pages {
+            errors.push(err(
+                "mfa.required",
+                "second factors are set up and shown on authgate's pages: turn surfaces.pages on",
+            ));
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
@@ -920,6 +1019,7 @@ impl Config {
             ));
         }
         self.validate_providers(&mut errors);
+        self.validate_mfa(&mut errors);
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             errors.push(err("log.level", format!("is not a valid filter: {e}")));
         }

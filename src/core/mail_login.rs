@@ -457,12 +457,27 @@ impl Core {
         format: TokenFormat,
         client: &ClientMeta,
     ) -> Result<(User, String, bool), Error> {
+        let (user, created) = self.user_of_mail_auth_token(token, client).await?;
+        let (session, _) = self
+            .sign_in(&user, kind, super::AMR_OTP, format, client)
+            .await?;
+        Ok((user, session, created))
+    }
+
+    /// Consume a `mailAuthToken` for its user, created first when sign-up
+    /// is allowed (the first factor; the caller signs in). Returns the user
+    /// and whether it was created.
+    pub async fn user_of_mail_auth_token(
+        &self,
+        token: &str,
+        client: &ClientMeta,
+    ) -> Result<(User, bool), Error> {
         let verified = self
             .take_mail_auth_token(token)
             .await?
             .ok_or(Error::Unauthorized)?;
-        let (user, created) = match self.find_user(&UserKey::Email(verified.mail.clone())).await {
-            Ok(u) => (u, false),
+        match self.find_user(&UserKey::Email(verified.mail.clone())).await {
+            Ok(u) => Ok((u, false)),
             Err(Error::NotFound) if self.mail_login_policy().signup => {
                 let new = NewUser {
                     email: verified.mail.clone(),
@@ -470,21 +485,17 @@ impl Core {
                     locale: Locale::parse(&verified.locale).ok(),
                 };
                 match self.add_user(new, client).await {
-                    Ok(u) => (u, true),
+                    Ok(u) => Ok((u, true)),
                     // Created concurrently by another request: use it.
                     Err(Error::Conflict(_)) => {
-                        (self.find_user(&UserKey::Email(verified.mail)).await?, false)
+                        Ok((self.find_user(&UserKey::Email(verified.mail)).await?, false))
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => Err(e),
                 }
             }
-            Err(Error::NotFound) => return Err(Error::Forbidden("sign-up is not allowed")),
-            Err(e) => return Err(e),
-        };
-        let (session, _) = self
-            .sign_in(&user, kind, super::AMR_OTP, format, client)
-            .await?;
-        Ok((user, session, created))
+            Err(Error::NotFound) => Err(Error::Forbidden("sign-up is not allowed")),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod error;
 pub mod forward;
 pub mod handoff;
 pub mod mail_login;
+pub mod mfa;
 pub mod model;
 pub mod oidc;
 pub mod outbox;
@@ -30,6 +31,10 @@ pub mod vault;
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::Error;
 pub use mail_login::{CodeCheck, CodeFormat, MailLoginPolicy, MxAnswer, MxLookup, SendCodeOutcome};
+pub use mfa::{
+    FirstFactor, MfaPolicy, MfaRequired, NewSession, PendingSignIn, Proof, SecondFactorNeed,
+    SecondStep,
+};
 pub use model::*;
 pub use providers::{
     AuthResponse, Callback, CallbackError, FinishedCallback, FlowStart, IdentityProvider, Linking,
@@ -71,6 +76,8 @@ struct Inner {
     logout_notify: Arc<tokio::sync::Notify>,
     /// Forward auth's protected hosts and their rules.
     forward: forward::ForwardPolicy,
+    /// The second-factor gate and step-up.
+    mfa: mfa::MfaPolicy,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -132,6 +139,12 @@ impl CoreBuilder {
         self
     }
 
+    /// The second-factor gate (`[mfa]`).
+    pub fn mfa(mut self, policy: mfa::MfaPolicy) -> Self {
+        self.inner.mfa = policy;
+        self
+    }
+
     pub fn build(self) -> Core {
         // Several PostgreSQL instances: no cached answers until the
         // invalidation channel is listening (`Core::set_session_cache`).
@@ -167,6 +180,7 @@ impl Core {
                 oidc_clients_reload: Default::default(),
                 logout_notify: Default::default(),
                 forward: Default::default(),
+                mfa: Default::default(),
             },
         }
     }

@@ -402,3 +402,12 @@ pub struct TotpFactor {
     pub locked_until: Timestamp,
     pub created_at: Timestamp,
 }
+
+/// What a sign-in needs to know of a person's second factors.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MfaState {
+    /// A confirmed TOTP factor.
+    pub totp: bool,
+    /// Made to use a second factor by support, whatever the policy.
+    pub required: bool,
+}

@@ -224,6 +224,10 @@ pub enum Then<'a> {
         kind: &'static str,
         format: TokenFormat,
         replacing: &'a [String],
+        /// The surface has a second step: a person who needs a second
+        /// factor gets a pending sign-in (for the flow's surface) instead
+        /// of a refusal.
+        second_step: bool,
     },
 }
 
@@ -235,6 +239,9 @@ pub struct FinishedCallback {
     pub resolved: ResolvedUser,
     /// With [`Then::SignIn`]: the new session's bearer token and the session.
     pub session: Option<(String, super::Session)>,
+    /// With [`Then::SignIn`] and a second step: the pending sign-in's token
+    /// and what the person must show (no session yet).
+    pub pending: Option<(String, super::SecondFactorNeed)>,
     /// The flow connected the identity to the signed-in person's account
     /// (no new session).
     pub linked: bool,
@@ -622,17 +629,28 @@ impl Core {
             }
         };
         let then = if linked { Then::Resolve } else { cb.then };
-        let session = match then {
-            Then::Resolve => None,
+        let (session, pending) = match then {
+            Then::Resolve => (None, None),
             Then::SignIn {
                 kind,
                 format,
                 replacing,
+                second_step,
             } => match self
-                .sign_in_vouched(&profile, &resolved, kind, format, replacing, meta)
+                .sign_in_vouched(
+                    &profile,
+                    &resolved,
+                    (kind, format, second_step.then_some(cb.surface)),
+                    replacing,
+                    flow.redirect_to.clone(),
+                    meta,
+                )
                 .await
             {
-                Ok(s) => Some(s),
+                Ok(super::FirstFactor::Session { token, session }) => {
+                    (Some((token, session)), None)
+                }
+                Ok(super::FirstFactor::Pending { token, need }) => (None, Some((token, need))),
                 Err(error) => {
                     return Err(CallbackError::Failed {
                         error,
@@ -646,6 +664,7 @@ impl Core {
             profile,
             resolved,
             session,
+            pending,
             linked,
         })
     }
@@ -755,27 +774,47 @@ impl Core {
         Ok(())
     }
 
-    /// [`Then::SignIn`]: keep the tokens, end the browser's old sessions,
-    /// start the new one.
+    /// [`Then::SignIn`]: keep the tokens, then start the session, ending
+    /// the browser's old ones, or (a second step on `surface`, and a second
+    /// factor needed) leave a pending sign-in that goes `then`.
     async fn sign_in_vouched(
         &self,
         profile: &ProviderProfile,
         resolved: &ResolvedUser,
-        kind: &'static str,
-        format: TokenFormat,
+        (kind, format, surface): (&'static str, TokenFormat, Option<&str>),
         replacing: &[String],
+        then: Option<String>,
         meta: &ClientMeta,
-    ) -> Result<(String, super::Session), Error> {
+    ) -> Result<super::FirstFactor, Error> {
         self.keep_provider_tokens(resolved.identity.id, &profile.tokens)
             .await?;
-        for old in replacing {
-            // The new session does not depend on it: logged, not refused.
-            if let Err(e) = self.revoke_session_token(old, meta).await {
-                tracing::warn!(error = %e, "sign-in: cannot end the browser's previous session");
+        let user = &resolved.user;
+        let signed = match surface {
+            Some(surface) => {
+                let session = super::NewSession {
+                    kind,
+                    method: super::AMR_FED,
+                    format,
+                };
+                self.first_factor_done(user, session, surface, then, meta)
+                    .await?
+            }
+            None => {
+                let (token, session) = self
+                    .sign_in(user, kind, super::AMR_FED, format, meta)
+                    .await?;
+                super::FirstFactor::Session { token, session }
+            }
+        };
+        if matches!(signed, super::FirstFactor::Session { .. }) {
+            for old in replacing {
+                // The new session does not depend on it: logged, not refused.
+                if let Err(e) = self.revoke_session_token(old, meta).await {
+                    tracing::warn!(error = %e, "sign-in: cannot end the browser's previous session");
+                }
             }
         }
-        self.sign_in(&resolved.user, kind, super::AMR_FED, format, meta)
-            .await
+        Ok(signed)
     }
 
     /// Read a flow by its state without spending it (to send the browser to

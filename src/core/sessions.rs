@@ -51,6 +51,9 @@ impl Core {
     /// Start a new session for a user (a sign-in). Always a fresh id: a
     /// session id is never reused or carried over (no fixation). Returns the
     /// bearer token, which exists only in this return value and the client.
+    /// A person who needs a second factor is refused (`Forbidden`) unless
+    /// `kind` is exempt: surfaces with a second step use
+    /// [`Core::first_factor_done`].
     pub async fn sign_in(
         &self,
         user: &User,
@@ -59,6 +62,7 @@ impl Core {
         format: TokenFormat,
         meta: &ClientMeta,
     ) -> Result<(String, Session), Error> {
+        self.refuse_without_second_factor(user, kind, meta).await?;
         self.start_session(user, kind, method, format, meta, None)
             .await
     }

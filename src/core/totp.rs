@@ -57,6 +57,14 @@ fn totp_of(secret: &[u8], issuer: &str, account: &str) -> Result<totp_rs::Totp, 
         .map_err(|e| Error::Internal(format!("TOTP: {e}")))
 }
 
+/// The account name an authenticator app shows.
+fn account_of(user: &User) -> String {
+    user.email
+        .as_ref()
+        .map(|e| e.as_str().to_string())
+        .unwrap_or_else(|| user.id.to_string())
+}
+
 /// A recovery code as typed: lower case, without spaces or dashes.
 fn normal_recovery(code: &str) -> String {
     code.chars()
@@ -82,12 +90,7 @@ impl Core {
         meta: &ClientMeta,
     ) -> Result<TotpEnrolment, Error> {
         let raw = secret::random_bytes::<20>()?;
-        let account = user
-            .email
-            .as_ref()
-            .map(|e| e.as_str().to_string())
-            .unwrap_or_else(|| user.id.to_string());
-        let totp = totp_of(&raw, issuer, &account)?;
+        let totp = totp_of(&raw, issuer, &account_of(user))?;
         let secret = totp.secret().to_base32();
         let sealed = self.totp_vault()?.seal(user.id, SEALED_FIELD, &secret)?;
         if !self.store().put_totp(user.id, &sealed, self.now()).await? {
@@ -99,6 +102,34 @@ impl Core {
             .to_url()
             .map_err(|e| Error::Internal(format!("TOTP URI: {e}")))?;
         Ok(TotpEnrolment { secret, uri })
+    }
+
+    /// The enrolment a person started and has not confirmed, shown again
+    /// (a page reloaded, a wrong first code): `None` when there is none.
+    pub async fn totp_enrolment_in_progress(
+        &self,
+        user: &User,
+        issuer: &str,
+    ) -> Result<Option<TotpEnrolment>, Error> {
+        let Some(factor) = self.store().totp(user.id).await? else {
+            return Ok(None);
+        };
+        if factor.confirmed_at.is_some() {
+            return Ok(None);
+        }
+        let Some(plain) = self
+            .totp_vault()?
+            .open(user.id, SEALED_FIELD, &factor.sealed)
+        else {
+            return Ok(None);
+        };
+        let raw = totp_rs::Secret::try_from_base32(&plain)
+            .map_err(|e| Error::Internal(format!("TOTP secret: {e}")))?;
+        let totp = totp_of(&raw, issuer, &account_of(user))?;
+        let uri = totp
+            .to_url()
+            .map_err(|e| Error::Internal(format!("TOTP URI: {e}")))?;
+        Ok(Some(TotpEnrolment { secret: plain, uri }))
     }
 
     /// Check one code against a person's factor (pending or confirmed):

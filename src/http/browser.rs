@@ -241,6 +241,7 @@ async fn callback(
                     kind: SESSION_KIND,
                     format: TokenFormat::UrlSafe32,
                     replacing: &replacing,
+                    second_step: false,
                 },
                 ..params.callback(flow_cookie.as_deref())
             },

@@ -11,10 +11,10 @@ use crate::support::{
 };
 
 const SEND: &str = "/auth/send-mail-login-code-v2";
-const SIGN_IN: &str = "/auth/sign-in-by-mail-code";
-const TRADE: &str = "/auth/sign-in-by-mail-auth-token";
+pub const SIGN_IN: &str = "/auth/sign-in-by-mail-code";
+pub const TRADE: &str = "/auth/sign-in-by-mail-auth-token";
 
-async fn request_code(app: &App, mail: &str) -> (String, String) {
+pub async fn request_code(app: &App, mail: &str) -> (String, String) {
     let seen = app.mails_to(mail);
     let (status, body) = app.post(SEND, json!({"mail": mail, "locale": "en"})).await;
     assert_eq!(status, 200, "{body}");

@@ -15,6 +15,7 @@ mod code_exchange;
 mod forward;
 mod http_base;
 mod mail_code;
+mod mfa;
 mod oauth;
 mod openid;
 mod pages;

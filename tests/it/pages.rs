@@ -512,7 +512,7 @@ pub async fn start(db: &TestDb, configure: impl FnOnce(&mut authgate::config::Co
     .await
 }
 
-fn browser() -> reqwest::Client {
+pub fn browser() -> reqwest::Client {
     reqwest::Client::builder()
         .cookie_store(true)
         .redirect(Policy::none())
@@ -1251,7 +1251,21 @@ async fn the_account_page_edits_ends_sessions_gives_the_data_and_deletes(db: &Te
         .to_string();
     assert!(!text.contains(&laptop_cookie), "no session id in the data");
 
-    // Delete my account: a confirmation page, then gone; audit kept.
+    // Delete my account: the laptop signed in more than ten minutes ago
+    // (`mfa.step_up_minutes`), so first a new sign-in; then a confirmation
+    // page, then gone; audit kept.
+    let r = laptop
+        .get(app.url("/account/delete?lang=en"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/login?reauth=1&step_up=1&return_to=%2Faccount%2Fdelete&lang=en"
+    );
+    let r = mail_sign_in(&app, &laptop, "?reauth=1&step_up=1", "cleo@example.com").await;
+    assert_eq!(r.status(), 303);
     let html = page(&laptop, app.url("/account/delete?lang=en")).await;
     assert!(html.contains("Delete your account?"), "{html}");
     let csrf = input(&html, "csrf").unwrap();

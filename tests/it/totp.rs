@@ -16,7 +16,7 @@ on_both_databases!(
 );
 
 /// The code of `secret` (base32) at time `t`.
-fn code_at(secret: &str, t: i64) -> String {
+pub fn code_at(secret: &str, t: i64) -> String {
     let key = totp_rs::Secret::try_from_base32(secret).unwrap();
     let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &key);
     let mac = ring::hmac::sign(&key, &((t / 30) as u64).to_be_bytes());

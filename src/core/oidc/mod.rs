@@ -36,8 +36,22 @@ pub const SURFACE: &str = "oidc";
 /// The scopes authgate knows (a client may be limited to fewer).
 pub const SCOPES: [&str; 4] = ["openid", "email", "profile", "offline_access"];
 
-/// The `acr` of every sign-in today: one factor (NIST AAL1).
+/// The `acr` of a sign-in with one factor (NIST AAL1).
 pub const ACR_SINGLE_FACTOR: &str = "aal1";
+/// The `acr` of a sign-in with a second factor (NIST AAL2).
+pub const ACR_MULTI_FACTOR: &str = "aal2";
+
+/// A grant's `amr` values (RFC 8176; the session's methods, space
+/// separated) and the `acr` they make.
+fn amr_and_acr(amr: &str) -> (Vec<&str>, &'static str) {
+    let values: Vec<&str> = amr.split_whitespace().collect();
+    let acr = if values.contains(&super::mfa::AMR_MFA) {
+        ACR_MULTI_FACTOR
+    } else {
+        ACR_SINGLE_FACTOR
+    };
+    (values, acr)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1328,10 +1342,11 @@ impl Core {
             if let Some(t) = grant.auth_time {
                 claims.insert("auth_time".into(), json!(t));
             }
-            if !grant.amr.is_empty() {
-                claims.insert("amr".into(), json!([grant.amr]));
+            let (amr, acr) = amr_and_acr(&grant.amr);
+            if !amr.is_empty() {
+                claims.insert("amr".into(), json!(amr));
             }
-            claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
+            claims.insert("acr".into(), json!(acr));
         }
         let claims = Value::Object(claims);
         keys::sign(signer, "at+jwt", claims).await
@@ -1363,10 +1378,11 @@ impl Core {
         if let Some(sid) = grant.session_id {
             claims.insert("sid".into(), json!(sid.to_string()));
         }
-        if !grant.amr.is_empty() {
-            claims.insert("amr".into(), json!([grant.amr]));
+        let (amr, acr) = amr_and_acr(&grant.amr);
+        if !amr.is_empty() {
+            claims.insert("amr".into(), json!(amr));
         }
-        claims.insert("acr".into(), json!(ACR_SINGLE_FACTOR));
+        claims.insert("acr".into(), json!(acr));
         claims.extend(user_claims(grant, user));
         let claims = Value::Object(claims);
         keys::sign(signer, "JWT", claims).await
@@ -1638,7 +1654,7 @@ impl Core {
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "sid",
                 "amr", "acr", "email", "email_verified", "name", "locale"
             ],
-            "acr_values_supported": [ACR_SINGLE_FACTOR],
+            "acr_values_supported": [ACR_SINGLE_FACTOR, ACR_MULTI_FACTOR],
             "prompt_values_supported": ["none", "login", "consent", "select_account"],
             "claims_parameter_supported": false,
             "request_parameter_supported": false,
@@ -1891,5 +1907,20 @@ impl Core {
         let mut keys = self.store().oidc_keys().await?;
         keys.sort_by_key(|k| std::cmp::Reverse((k.created_at, k.kid)));
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_factor_names_itself_in_amr_and_acr() {
+        assert_eq!(amr_and_acr("otp"), (vec!["otp"], ACR_SINGLE_FACTOR));
+        assert_eq!(
+            amr_and_acr("fed mfa"),
+            (vec!["fed", "mfa"], ACR_MULTI_FACTOR)
+        );
+        assert_eq!(amr_and_acr(""), (vec![], ACR_SINGLE_FACTOR));
     }
 }

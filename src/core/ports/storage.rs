@@ -203,6 +203,8 @@ pub trait FlowStore: Send + Sync + 'static {
     async fn insert_handoff(&self, h: &Handoff) -> Result<()>;
     /// Atomically remove and return an unexpired hand-off.
     async fn take_handoff(&self, code_hash: &[u8], now: Timestamp) -> Result<Option<Handoff>>;
+    /// Read a live hand-off without taking it.
+    async fn handoff(&self, code_hash: &[u8], now: Timestamp) -> Result<Option<Handoff>>;
 }
 
 /// E-mail code logins, the auth tokens they lead to, and the durable mail
@@ -334,6 +336,11 @@ pub trait FactorStore: Send + Sync + 'static {
     /// Replace a sealed secret if it is still `old` (a rekey racing a new
     /// enrolment leaves the new one alone).
     async fn reseal_totp(&self, user_id: Uuid, old: &[u8], new: &[u8]) -> Result<bool>;
+    /// What a sign-in needs to know, in one read: whether the person has a
+    /// confirmed TOTP factor, and whether they must use a second factor.
+    async fn mfa_state(&self, user_id: Uuid) -> Result<crate::core::MfaState>;
+    /// Make a person use a second factor (`true`) or follow the policy.
+    async fn set_mfa_required(&self, user_id: Uuid, required: bool, now: Timestamp) -> Result<()>;
 }
 
 /// The OpenID provider's signing keys, grants, codes and tokens (hashes).

@@ -11,6 +11,8 @@
 //! form POST carries a CSRF token that must equal this browser's CSRF
 //! cookie, and must come from authgate's own origin. Failures are a page in
 //! the person's language, never a JSON body.
+mod factors;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
@@ -33,8 +35,8 @@ use crate::config::{Config, ConfigError, err};
 use crate::core::providers::FLOW_TTL_SECS;
 use crate::core::secret::{TokenFormat, ct_eq, new_token};
 use crate::core::{
-    Callback, CallbackError, CodeCheck, Email, Error, FlowStart, Locale, ProviderError,
-    SendCodeOutcome, Then, clock::rfc3339, return_path,
+    Callback, CallbackError, CodeCheck, Email, Error, FirstFactor, FlowStart, Locale,
+    ProviderError, SendCodeOutcome, Then, clock::rfc3339, return_path,
 };
 
 /// The `kind` of the sessions these pages make.
@@ -300,6 +302,8 @@ pub struct Settings {
     env: Arc<Environment<'static>>,
     /// The pages' CSP (for pages rendered outside [`page_headers`]).
     csp: HeaderValue,
+    /// Second factors are on (`mfa.required` is not `off`).
+    mfa: bool,
 }
 
 impl Settings {
@@ -353,6 +357,7 @@ impl Settings {
                 .collect(),
             signup: p.signup,
             csp: csp(cfg),
+            mfa: cfg.mfa_on(),
             env: environment(p.templates_dir.as_deref())
                 .map(Arc::new)
                 .unwrap_or_else(|e| {
@@ -395,7 +400,7 @@ impl Settings {
 }
 
 fn router(cfg: &Config) -> OpenApiRouter<AppState> {
-    let pages: Router<AppState> = Router::new()
+    let pages: Router<AppState> = factors::routes(Router::new())
         .route("/", get(home))
         .route("/login", get(login_page))
         .route("/login/code", post(send_code))
@@ -484,7 +489,7 @@ fn texts() -> &'static BTreeMap<&'static str, Texts> {
 }
 
 /// The built-in templates, by name.
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("templates/base.html")),
     ("login.html", include_str!("templates/login.html")),
     ("code.html", include_str!("templates/code.html")),
@@ -494,6 +499,15 @@ const TEMPLATES: [(&str, &str); 9] = [
     ("logout.html", include_str!("templates/logout.html")),
     ("consent.html", include_str!("templates/consent.html")),
     ("forward.html", include_str!("templates/forward.html")),
+    (
+        "second_factor.html",
+        include_str!("templates/second_factor.html"),
+    ),
+    ("totp_setup.html", include_str!("templates/totp_setup.html")),
+    (
+        "recovery_codes.html",
+        include_str!("templates/recovery_codes.html"),
+    ),
 ];
 
 /// The pages' templates (HTML auto-escaped): the built-in ones, each
@@ -797,6 +811,7 @@ macro_rules! posted {
         }
     )*};
 }
+use posted;
 
 // ---- handlers
 
@@ -818,6 +833,8 @@ struct LangQuery {
     /// `/login?reauth=1`: show the sign-in form even to a signed-in person
     /// (an OpenID client asked for a new sign-in).
     reauth: Option<String>,
+    /// `/login?step_up=1`: a sensitive action asked for a recent sign-in.
+    step_up: Option<String>,
 }
 
 /// The live session behind this browser's cookie (exactly one cookie).
@@ -858,7 +875,7 @@ fn login_form(
     error: Option<&str>,
     status: StatusCode,
 ) -> Response {
-    login_form_with(s, lang, headers, email, error, status, None)
+    login_form_with(s, lang, headers, email, (error, None), status, None)
 }
 
 fn login_form_with(
@@ -866,7 +883,7 @@ fn login_form_with(
     lang: &'static str,
     headers: &HeaderMap,
     email: &str,
-    error: Option<&str>,
+    (error, notice): (Option<&str>, Option<&str>),
     status: StatusCode,
     extra_cookie: Option<HeaderValue>,
 ) -> Response {
@@ -876,6 +893,7 @@ fn login_form_with(
         .cookie(cookie)
         .cookie(extra_cookie);
     let error = error.map(|k| page.text(k));
+    let notice = notice.map(|k| page.text(k));
     let providers: Vec<minijinja::Value> = s
         .providers
         .iter()
@@ -884,7 +902,10 @@ fn login_form_with(
     page.render(
         "login.html",
         "sign_in_title",
-        context! { csrf => csrf, email => email, error => error, providers => providers },
+        context! {
+            csrf => csrf, email => email, error => error, notice => notice,
+            providers => providers,
+        },
     )
 }
 
@@ -926,7 +947,16 @@ async fn login_page(
         .as_deref()
         .filter(|h| h.len() <= 254 && h.contains('@'))
         .unwrap_or_default();
-    login_form_with(&s, lang, &headers, hint, None, StatusCode::OK, cookie)
+    let notice = q.step_up.is_some().then_some("step_up_needed");
+    login_form_with(
+        &s,
+        lang,
+        &headers,
+        hint,
+        (None, notice),
+        StatusCode::OK,
+        cookie,
+    )
 }
 
 /// A friendly error page in the person's language (`asked`: a language the
@@ -1056,30 +1086,45 @@ async fn verify_code(
         Ok(CodeCheck::Gone) => return Page::new(&s, lang).error(StatusCode::GONE, "err_expired"),
         Err(e) => return Page::new(&s, lang).core_error(&e),
     };
-    // One browser, one session: a session this browser had ends.
-    for old in cookie_values(&headers, &s.session_cookie) {
-        if let Err(e) = core.revoke_session_token(&old, &client).await {
-            tracing::warn!(error = %e, "page sign-in: cannot end the previous session");
-        }
-    }
-    let signed = core
-        .sign_in_with_mail_auth_token_as(&auth, SESSION_KIND, TokenFormat::UrlSafe32, &client)
-        .await;
-    let token = match signed {
-        Ok((_, token, _)) => token,
+    let user = match core.user_of_mail_auth_token(&auth, &client).await {
+        Ok((user, _)) => user,
         Err(e) => return Page::new(&s, lang).core_error(&e),
     };
     let landing = match cookie_value(&headers, RETURN_COOKIE) {
-        Some(key) => core.take_return(&key, SURFACE).await.ok().flatten(),
+        Some(key) => core.peek_return(&key, SURFACE).await.ok().flatten(),
         None => None,
     };
-    see_other(
-        landing.as_deref().unwrap_or("/account"),
-        vec![
-            s.session_set_cookie(&token, s.max_age),
-            set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
-        ],
-    )
+    let first = core
+        .first_factor_done(
+            &user,
+            crate::core::NewSession {
+                kind: SESSION_KIND,
+                method: crate::core::AMR_OTP,
+                format: TokenFormat::UrlSafe32,
+            },
+            SURFACE,
+            landing.clone(),
+            &client,
+        )
+        .await;
+    let first = match first {
+        Ok(f) => f,
+        Err(e) => return Page::new(&s, lang).core_error(&e),
+    };
+    let mut cookies = vec![];
+    if matches!(first, FirstFactor::Session { .. }) {
+        // One browser, one session: a session this browser had ends.
+        for old in cookie_values(&headers, &s.session_cookie) {
+            if let Err(e) = core.revoke_session_token(&old, &client).await {
+                tracing::warn!(error = %e, "page sign-in: cannot end the previous session");
+            }
+        }
+        if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {
+            let _ = core.take_return(&key, SURFACE).await;
+        }
+        cookies.push(set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure));
+    }
+    factors::after_first_factor(&s, first, landing.as_deref().unwrap_or("/account"), cookies)
 }
 
 /// A provider's button: to the provider (state, PKCE, nonce), the flow
@@ -1150,6 +1195,7 @@ async fn provider_callback(
                     kind: SESSION_KIND,
                     format: TokenFormat::UrlSafe32,
                     replacing: &replacing,
+                    second_step: true,
                 },
                 ..params.callback(flow_cookie.as_deref())
             },
@@ -1164,8 +1210,19 @@ async fn provider_callback(
         Ok(f) if f.linked => {
             return see_other("/account?connected=1", vec![clear_flow]);
         }
-        Ok(f) => match &f.session {
-            Some((token, _)) => {
+        Ok(f) => match (&f.session, &f.pending) {
+            (None, Some((token, need))) => {
+                return factors::after_first_factor(
+                    &s,
+                    FirstFactor::Pending {
+                        token: token.clone(),
+                        need: *need,
+                    },
+                    "/account",
+                    vec![clear_flow],
+                );
+            }
+            (Some((token, _)), _) => {
                 if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {
                     let _ = core.take_return(&key, SURFACE).await;
                 }
@@ -1178,7 +1235,7 @@ async fn provider_callback(
                     ],
                 );
             }
-            None => (fallback, StatusCode::INTERNAL_SERVER_ERROR, "err_internal"),
+            (None, None) => (fallback, StatusCode::INTERNAL_SERVER_ERROR, "err_internal"),
         },
         Err(CallbackError::InvalidState) => (fallback, StatusCode::BAD_REQUEST, "err_expired"),
         Err(CallbackError::ProviderError { flow, .. }) => (
@@ -1270,6 +1327,14 @@ async fn account_page(
         Ok(list) => list,
         Err(e) => return Page::new(s, lang).core_error(&e),
     };
+    let factors = if s.mfa {
+        match state.core.second_factors(user.id).await {
+            Ok(f) => Some(f),
+            Err(e) => return Page::new(s, lang).core_error(&e),
+        }
+    } else {
+        None
+    };
     let label = |provider: &str| {
         s.providers
             .iter()
@@ -1337,6 +1402,9 @@ async fn account_page(
             sessions => rows,
             methods => methods,
             connectable => connectable,
+            mfa => s.mfa,
+            totp => factors.as_ref().is_some_and(|f| f.totp),
+            codes_left => factors.as_ref().map_or(0, |f| f.recovery_codes_left),
         },
     )
 }
@@ -1590,6 +1658,9 @@ async fn delete_page(
         Err(r) => return r,
     };
     let lang = language(q.lang.as_deref(), &headers, check.user.locale.as_ref());
+    if let Some(r) = factors::step_up(&state, &check, lang, "/account/delete") {
+        return r;
+    }
     let (csrf, cookie) = csrf_token(&s, &headers);
     Page::new(&s, lang).cookie(cookie).render(
         "delete.html",
@@ -1610,6 +1681,9 @@ async fn delete_account(
         Ok(c) => c,
         Err(r) => return r,
     };
+    if let Some(r) = factors::step_up(&state, &check, lang, "/account/delete") {
+        return r;
+    }
     let key = crate::core::UserKey::Id(check.user.id);
     match state.core.delete_user(&key, &client).await {
         Ok(_) => see_other(

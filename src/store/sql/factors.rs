@@ -202,4 +202,35 @@ impl FactorStore for SqlStore {
         .map_err(|e| self.db_err(e)))?;
         Ok(n)
     }
+
+    async fn mfa_state(&self, user_id: Uuid) -> Result<MfaState> {
+        let (totp, required): (bool, bool) = with_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM totp_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL), \
+                    EXISTS (SELECT 1 FROM mfa_required_users WHERE user_id = $1)"
+        )
+        .bind(user_id.to_string())
+        .fetch_one(p)
+        .await
+        .map_err(|e| self.db_err(e))
+        })?;
+        Ok(MfaState { totp, required })
+    }
+
+    async fn set_mfa_required(&self, user_id: Uuid, required: bool, now: Timestamp) -> Result<()> {
+        with_writer!(self, |p| {
+            let q = if required {
+                sqlx::query(
+                    "INSERT INTO mfa_required_users (user_id, set_at) VALUES ($1, $2) \
+                     ON CONFLICT (user_id) DO NOTHING",
+                )
+                .bind(user_id.to_string())
+                .bind(now)
+            } else {
+                sqlx::query("DELETE FROM mfa_required_users WHERE user_id = $1")
+                    .bind(user_id.to_string())
+            };
+            q.execute(p).await.map_err(|e| self.db_err(e)).map(|_| ())
+        })
+    }
 }

@@ -222,4 +222,19 @@ impl FlowStore for SqlStore {
             .transpose()
             .map(|h| h.filter(|h| h.expires_at > now))
     }
+
+    async fn handoff(&self, code_hash: &[u8], now: Timestamp) -> Result<Option<Handoff>> {
+        let row: Option<HandoffRow> = with_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT code_hash, surface, user_id, refusal, detail, created_at, expires_at \
+                 FROM sign_in_handoffs WHERE code_hash = $1 AND expires_at > $2",
+            )
+            .bind(code_hash)
+            .bind(now)
+            .fetch_optional(p)
+            .await
+            .map_err(|e| self.db_err(e))
+        })?;
+        row.map(Handoff::try_from).transpose()
+    }
 }
