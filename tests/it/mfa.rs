@@ -22,6 +22,7 @@ on_both_databases!(
     a_mail_code_then_a_totp_code_and_recovery_codes_once,
     sensitive_actions_need_a_recent_sign_in,
     in_chromium_a_person_sets_up_totp_and_signs_in_with_it,
+    a_provider_sign_in_waits_for_the_second_factor,
 );
 
 fn with_mfa(c: &mut authgate::config::Config, required: authgate::core::MfaRequired) {
@@ -541,4 +542,68 @@ async fn in_chromium_a_person_sets_up_totp_and_signs_in_with_it(db: &TestDb) {
         .await;
         let _ = c.clone().close().await;
     }
+}
+
+/// A provider sign-in (the real oidc-provider as Google) with
+/// `mfa.required = "all"`: the callback leads to the second step, not to
+/// a session; the person sets up TOTP there and only then is signed in,
+/// with `fed mfa` as the session's methods.
+async fn a_provider_sign_in_waits_for_the_second_factor(db: &TestDb) {
+    use crate::support::{
+        OidcPeer, PEER_CLIENT_ID, PEER_CLIENT_SECRET, PEER_PUBLIC_URL, authorize_at_peer,
+    };
+    let Some(node) = OidcPeer::node() else { return };
+    let peer = OidcPeer::google(
+        &node,
+        json!({"g-mo": {"email": "mo@gmail.example", "email_verified": true, "name": "Mo"}}),
+    )
+    .await;
+    let issuer = peer.issuer.clone();
+    let app = App::start(db, |c| {
+        with_mfa(c, authgate::core::MfaRequired::All);
+        c.server.public_url = Some(PEER_PUBLIC_URL.parse().unwrap());
+        c.providers.insert(
+            "google".into(),
+            authgate::config::ProviderConfig {
+                client_id: PEER_CLIENT_ID.into(),
+                client_secret: Some(PEER_CLIENT_SECRET.into()),
+                issuer: Some(issuer.parse().unwrap()),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let b = browser();
+    let r = b
+        .get(app.url("/login/provider/google"))
+        .send()
+        .await
+        .unwrap();
+    let back = authorize_at_peer(r.headers()["location"].to_str().unwrap(), "g-mo").await;
+    let r = b
+        .get(app.url(&format!("{}?{}", back.path(), back.query().unwrap())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/login/second-factor");
+    assert_eq!(sessions(db).await, 0);
+    let (status, page) = get(&app, &b, "/login/second-factor").await;
+    assert_eq!(status, 200);
+    let code = code_at(&secret_in(&page), app.clock.now());
+    let r = post(
+        &app,
+        &b,
+        "/login/second-factor",
+        &page,
+        &[("proof", "enrol"), ("code", &code)],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(codes_in(&r.text().await.unwrap()).len(), 10);
+    let method: String = db.scalar("SELECT method FROM sessions").await;
+    assert_eq!(method, "fed mfa");
+    let (status, account) = get(&app, &b, "/account").await;
+    assert_eq!(status, 200);
+    assert!(account.contains("mo@gmail.example"));
 }

@@ -19,6 +19,7 @@ use authgate::http::oidc::ClientConfig;
 
 on_both_databases!(
     openid_client_signs_in_refreshes_and_reuse_revokes_the_family,
+    a_second_factor_is_named_in_amr_and_acr,
     the_authorization_endpoint_refuses_what_rfc_9700_refuses,
     codes_are_single_use_and_bound_to_their_client,
     prompt_and_max_age_decide_when_the_person_signs_in_again,
@@ -260,6 +261,78 @@ async fn token(
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, r.json().await.unwrap_or(Value::Null), headers)
+}
+
+/// A person with TOTP signs in for a client: the e-mail code, then the
+/// app's code on the second step, then back to the authorization; the ID
+/// token openid-client validated says `amr: ["otp", "mfa"]`, `acr: aal2`.
+async fn a_second_factor_is_named_in_amr_and_acr(db: &TestDb) {
+    let Some(mut rp) = Rp::start().await else {
+        return;
+    };
+    let app = start(db, |c| {
+        clients(c);
+        c.mfa.required = authgate::core::MfaRequired::Optional;
+    })
+    .await;
+    let meta = authgate::core::ClientMeta::default();
+    let user = app
+        .core
+        .add_user(
+            authgate::core::NewUser::parse("two@example.com", None, None).unwrap(),
+            &meta,
+        )
+        .await
+        .unwrap();
+    let e = app.core.begin_totp(&user, "authgate", &meta).await.unwrap();
+    let now = authgate::core::Clock::now(app.clock.as_ref());
+    app.core
+        .confirm_totp(user.id, &crate::totp::code_at(&e.secret, now), &meta)
+        .await
+        .unwrap();
+    app.clock.advance(30);
+    rp.discover(&app, "webapp", Some(SECRET), "basic").await;
+    let b = browser();
+    let begun = rp
+        .ok(json!({ "op": "begin", "name": "webapp", "redirect_uri": REDIRECT, "scope": "openid email" }))
+        .await;
+    let r = b.get(begun["url"].as_str().unwrap()).send().await.unwrap();
+    let to = location(&r);
+    let r = mail_sign_in(&app, &b, &to["/login".len()..], "two@example.com").await;
+    assert_eq!(location(&r), "/login/second-factor");
+    let page = b
+        .get(app.url("/login/second-factor"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = crate::pages::input(&page, "csrf").unwrap();
+    let code = crate::totp::code_at(&e.secret, authgate::core::Clock::now(app.clock.as_ref()));
+    let r = b
+        .post(app.url("/login/second-factor"))
+        .header("origin", issuer(&app))
+        .form(&[("csrf", csrf.as_str()), ("proof", "totp"), ("code", &code)])
+        .send()
+        .await
+        .unwrap();
+    let resume = location(&r);
+    assert!(
+        resume.starts_with("/oauth2/authorize/resume?request="),
+        "{resume}"
+    );
+    let r = b.get(app.url(&resume)).send().await.unwrap();
+    let callback = location(&r);
+    assert!(callback.starts_with(REDIRECT), "{callback}");
+    let done = rp
+        .ok(json!({
+            "op": "finish", "name": "webapp", "callback": callback,
+            "verifier": begun["verifier"], "state": begun["state"], "nonce": begun["nonce"],
+        }))
+        .await;
+    assert_eq!(done["claims"]["amr"], json!(["otp", "mfa"]));
+    assert_eq!(done["claims"]["acr"], "aal2");
 }
 
 /// Code + PKCE by openid-client, signed in by an e-mail code: the library
