@@ -60,7 +60,11 @@ pub fn assemble(
         .vault(vault(cfg)?)
         .oidc(http::oidc::policy(cfg))
         .forward(http::forward::policy(cfg))
-        .mfa(cfg.mfa_policy());
+        .mfa(cfg.mfa_policy())
+        .passkeys(
+            cfg.passkey_policy()
+                .map_err(|e| anyhow::anyhow!("passkeys: {e}"))?,
+        );
     if !ml.deny_list.is_empty() {
         let mx = DnsMx::new(ml.dns_server, Duration::from_secs(ml.dns_timeout_secs))
             .map_err(|e| anyhow::anyhow!("mail_login.dns_server: {e}"))?;

@@ -50,6 +50,8 @@ pub struct Config {
     pub vault: VaultConfig,
     /// Second factors: the policy and step-up.
     pub mfa: MfaConfig,
+    /// Passkeys (WebAuthn): the relying party.
+    pub passkeys: PasskeysConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
 }
@@ -559,6 +561,68 @@ impl Default for MfaConfig {
     }
 }
 
+/// `[passkeys]`: sign-in with passkeys on the pages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasskeysConfig {
+    /// Offer passkeys on the sign-in and account pages (they need
+    /// JavaScript, and `server.public_url` on a domain name: https, or
+    /// http://localhost).
+    pub enabled: bool,
+    /// The relying-party id passkeys are bound to (a domain; it cannot
+    /// change later without losing them). Default: `server.public_url`'s
+    /// host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rp_id: Option<String>,
+    /// The name authenticators show. Default: the pages' product name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rp_name: Option<String>,
+    /// Origins a passkey answer may come from, each on `rp_id`. Default:
+    /// `server.public_url`'s.
+    pub origins: Vec<String>,
+}
+
+impl Config {
+    /// Passkeys are on.
+    pub fn passkeys_on(&self) -> bool {
+        self.passkeys.enabled
+    }
+
+    /// The core's relying party from `[passkeys]` (off when not enabled).
+    pub fn passkey_policy(&self) -> Result<crate::core::passkeys::PasskeyPolicy, String> {
+        let p = &self.passkeys;
+        if !p.enabled {
+            return Ok(Default::default());
+        }
+        let public = self.server.public_url();
+        let rp_id = match &p.rp_id {
+            Some(id) => id.clone(),
+            None => public
+                .domain()
+                .ok_or_else(|| {
+                    format!(
+                        "server.public_url ({public}) has no domain name, and passkeys need one: set passkeys.rp_id and a public_url on it"
+                    )
+                })?
+                .to_string(),
+        };
+        let origins = if p.origins.is_empty() {
+            vec![public.clone()]
+        } else {
+            p.origins
+                .iter()
+                .map(|o| Url::parse(o).map_err(|e| format!("{o:?}: {e}")))
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let name = p
+            .rp_name
+            .clone()
+            .or_else(|| self.pages.product_name.clone())
+            .unwrap_or_else(|| self.mail_login.product_name.clone());
+        crate::core::passkeys::PasskeyPolicy::new(&rp_id, &name, &origins)
+    }
+}
+
 /// The surfaces that sign in without a second step, with the session kind
 /// each makes.
 pub const SURFACES_WITHOUT_SECOND_STEP: [(&str, &str); 4] = [
@@ -614,6 +678,15 @@ impl Config {
             .is_some_and(|i| i.trim().is_empty() || i.len() > 64)
         {
             errors.push(err("mfa.issuer", "must be 1 to 64 characters"));
+        }
+        if let Err(e) = self.passkey_policy() {
+            errors.push(err("passkeys.rp_id", e));
+        }
+        if self.passkeys.enabled && !self.surfaces.pages {
+            errors.push(err(
+                "passkeys.enabled",
+                "passkeys are registered and used on authgate's pages: turn surfaces.pages on",
+            ));
         }
         if self.mfa_on() && !self.surfaces.pages {
             errors.push(err(

@@ -17,6 +17,7 @@ pub mod mfa;
 pub mod model;
 pub mod oidc;
 pub mod outbox;
+pub mod passkeys;
 pub mod ports;
 pub mod providers;
 pub mod ratelimit;
@@ -78,6 +79,8 @@ struct Inner {
     forward: forward::ForwardPolicy,
     /// The second-factor gate and step-up.
     mfa: mfa::MfaPolicy,
+    /// The WebAuthn relying party (none: passkeys off).
+    passkeys: passkeys::PasskeyPolicy,
 }
 
 /// Assembles a [`Core`]: storage and clock are required, policies default.
@@ -145,6 +148,12 @@ impl CoreBuilder {
         self
     }
 
+    /// Passkeys (`[passkeys]`).
+    pub fn passkeys(mut self, policy: passkeys::PasskeyPolicy) -> Self {
+        self.inner.passkeys = policy;
+        self
+    }
+
     pub fn build(self) -> Core {
         // Several PostgreSQL instances: no cached answers until the
         // invalidation channel is listening (`Core::set_session_cache`).
@@ -181,6 +190,7 @@ impl Core {
                 logout_notify: Default::default(),
                 forward: Default::default(),
                 mfa: Default::default(),
+                passkeys: Default::default(),
             },
         }
     }

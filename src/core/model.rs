@@ -410,4 +410,26 @@ pub struct MfaState {
     pub totp: bool,
     /// Made to use a second factor by support, whatever the policy.
     pub required: bool,
+    /// At least one passkey.
+    pub passkeys: bool,
+}
+
+/// A registered passkey (a WebAuthn discoverable credential), as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPasskey {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub credential_id: Vec<u8>,
+    /// The person's name for it ("Laptop").
+    pub name: String,
+    /// webauthn-rs's record of the credential (public key, counter,
+    /// flags), JSON.
+    pub passkey: String,
+    /// The signature counter last accepted (0: the authenticator keeps
+    /// none, as synced passkeys do).
+    pub sign_count: i64,
+    pub backup_eligible: bool,
+    pub backed_up: bool,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
 }

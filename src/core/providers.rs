@@ -404,7 +404,7 @@ impl Core {
     }
 
     /// One more flow started by this client: within `login_flows.per_ip`?
-    async fn count_flow_start(&self, ip: Option<&str>) -> Result<(), Error> {
+    pub(crate) async fn count_flow_start(&self, ip: Option<&str>) -> Result<(), Error> {
         if let Some(ip) = ip.and_then(super::ratelimit::ip_key) {
             let key = format!("flow:{ip}");
             let windows = super::ratelimit::Windows::new(

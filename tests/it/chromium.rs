@@ -368,3 +368,94 @@ async fn sign_in_dashboard_logout_in_a_real_browser() {
     let _ = c.close().await;
     outcome
 }
+
+/// A WebDriver command fantoccini has no method for, sent as it is (the
+/// WebAuthn extension's virtual authenticators).
+#[derive(Debug)]
+struct Raw {
+    path: String,
+    method: axum::http::Method,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for Raw {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/{}",
+            session.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (axum::http::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
+        )
+    }
+}
+
+async fn raw(
+    c: &Client,
+    method: axum::http::Method,
+    path: String,
+    body: Option<serde_json::Value>,
+) -> serde_json::Value {
+    c.issue_cmd(Raw { path, method, body })
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver WebAuthn command: {e}"))
+}
+
+/// A virtual authenticator (CTAP2, internal, resident keys, user
+/// verification that always succeeds): its id.
+pub async fn add_virtual_authenticator(c: &Client) -> String {
+    let id = raw(
+        c,
+        axum::http::Method::POST,
+        "webauthn/authenticator".into(),
+        Some(json!({
+            "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+            "hasUserVerification": true, "isUserConsenting": true, "isUserVerified": true,
+        })),
+    )
+    .await;
+    id.as_str().expect("an authenticator id").to_string()
+}
+
+pub async fn remove_virtual_authenticator(c: &Client, id: &str) {
+    raw(
+        c,
+        axum::http::Method::DELETE,
+        format!("webauthn/authenticator/{id}"),
+        None,
+    )
+    .await;
+}
+
+/// The credentials a virtual authenticator holds.
+pub async fn authenticator_credentials(c: &Client, id: &str) -> Vec<serde_json::Value> {
+    let v = raw(
+        c,
+        axum::http::Method::GET,
+        format!("webauthn/authenticator/{id}/credentials"),
+        None,
+    )
+    .await;
+    v.as_array().cloned().unwrap_or_default()
+}
+
+/// Put a credential into a virtual authenticator (one authgate never
+/// registered): `private_key` is PKCS#8, all bytes base64url.
+pub async fn add_authenticator_credential(c: &Client, id: &str, credential: serde_json::Value) {
+    raw(
+        c,
+        axum::http::Method::POST,
+        format!("webauthn/authenticator/{id}/credential"),
+        Some(credential),
+    )
+    .await;
+}

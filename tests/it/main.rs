@@ -19,6 +19,7 @@ mod mfa;
 mod oauth;
 mod openid;
 mod pages;
+mod passkeys;
 mod providers;
 mod real_clients;
 mod sessions;

@@ -341,6 +341,20 @@ pub trait FactorStore: Send + Sync + 'static {
     async fn mfa_state(&self, user_id: Uuid) -> Result<crate::core::MfaState>;
     /// Make a person use a second factor (`true`) or follow the policy.
     async fn set_mfa_required(&self, user_id: Uuid, required: bool, now: Timestamp) -> Result<()>;
+    /// A new passkey; `false` when its credential id is registered already
+    /// (to anyone).
+    async fn insert_passkey(&self, p: &crate::core::StoredPasskey) -> Result<bool>;
+    /// A person's passkeys, oldest first.
+    async fn passkeys_of(&self, user_id: Uuid) -> Result<Vec<crate::core::StoredPasskey>>;
+    async fn passkey_by_credential(
+        &self,
+        credential_id: &[u8],
+    ) -> Result<Option<crate::core::StoredPasskey>>;
+    /// Record a use: the new record, counter and flags, only if the counter
+    /// is still `seen` (two uses racing: one wins). `false` otherwise.
+    async fn record_passkey_use(&self, p: &crate::core::StoredPasskey, seen: i64) -> Result<bool>;
+    async fn rename_passkey(&self, user_id: Uuid, id: Uuid, name: &str) -> Result<bool>;
+    async fn delete_passkey(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
 }
 
 /// The OpenID provider's signing keys, grants, codes and tokens (hashes).

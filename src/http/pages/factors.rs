@@ -18,8 +18,8 @@ use serde::Deserialize;
 use super::super::AppState;
 use super::super::extract::{Client, cookie_value, cookie_values, set_cookie};
 use super::{
-    Page, PageForm, Posted, RETURN_COOKIE, SURFACE, Settings, csrf_token, language,
-    require_session, see_other,
+    Page, PageForm, RETURN_COOKIE, SURFACE, Settings, csrf_token, language, require_session,
+    see_other,
 };
 use crate::core::secret::TokenFormat;
 use crate::core::totp::TotpEnrolment;

@@ -12,6 +12,7 @@
 //! cookie, and must come from authgate's own origin. Failures are a page in
 //! the person's language, never a JSON body.
 mod factors;
+mod passkeys;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -62,6 +63,14 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' https: d
 fn csp(cfg: &Config) -> HeaderValue {
     let strict = HeaderValue::from_static(CSP);
     let mut policy = CSP.to_string();
+    // Passkeys need authgate's one script and its calls back to authgate.
+    if cfg.passkeys_on() {
+        policy = policy.replacen(
+            "style-src 'self'",
+            "script-src 'self'; connect-src 'self'; style-src 'self'",
+            1,
+        );
+    }
     if let Some(origin) = cfg
         .pages
         .stylesheet_url
@@ -304,6 +313,8 @@ pub struct Settings {
     csp: HeaderValue,
     /// Second factors are on (`mfa.required` is not `off`).
     mfa: bool,
+    /// Passkeys are on (`passkeys.enabled`).
+    passkeys: bool,
 }
 
 impl Settings {
@@ -358,6 +369,7 @@ impl Settings {
             signup: p.signup,
             csp: csp(cfg),
             mfa: cfg.mfa_on(),
+            passkeys: cfg.passkeys_on(),
             env: environment(p.templates_dir.as_deref())
                 .map(Arc::new)
                 .unwrap_or_else(|e| {
@@ -400,7 +412,7 @@ impl Settings {
 }
 
 fn router(cfg: &Config) -> OpenApiRouter<AppState> {
-    let pages: Router<AppState> = factors::routes(Router::new())
+    let pages: Router<AppState> = passkeys::routes(factors::routes(Router::new()))
         .route("/", get(home))
         .route("/login", get(login_page))
         .route("/login/code", post(send_code))
@@ -801,7 +813,7 @@ where
 
 macro_rules! posted {
     ($($form:ty),*) => {$(
-        impl Posted for $form {
+        impl $crate::http::pages::Posted for $form {
             fn csrf(&self) -> &str {
                 &self.csrf
             }
@@ -904,7 +916,7 @@ fn login_form_with(
         "sign_in_title",
         context! {
             csrf => csrf, email => email, error => error, notice => notice,
-            providers => providers,
+            providers => providers, passkeys => s.passkeys,
         },
     )
 }
@@ -1335,6 +1347,25 @@ async fn account_page(
     } else {
         None
     };
+    let passkeys: Vec<minijinja::Value> = if s.passkeys {
+        match state.core.passkeys(user.id).await {
+            Ok(list) => list
+                .into_iter()
+                .map(|p| {
+                    context! {
+                        id => p.id.to_string(), name => p.name,
+                        created => rfc3339(p.created_at), created_shown => shown_time(p.created_at),
+                        last_used => p.last_used_at.map(rfc3339),
+                        last_used_shown => p.last_used_at.map(shown_time),
+                        synced => p.backup_eligible,
+                    }
+                })
+                .collect(),
+            Err(e) => return Page::new(s, lang).core_error(&e),
+        }
+    } else {
+        Vec::new()
+    };
     let label = |provider: &str| {
         s.providers
             .iter()
@@ -1403,6 +1434,8 @@ async fn account_page(
             methods => methods,
             connectable => connectable,
             mfa => s.mfa,
+            passkeys_on => s.passkeys,
+            passkeys => passkeys,
             totp => factors.as_ref().is_some_and(|f| f.totp),
             codes_left => factors.as_ref().map_or(0, |f| f.recovery_codes_left),
         },

@@ -2,6 +2,13 @@
 //! code hashes.
 use super::*;
 
+macro_rules! passkey_select {
+    () => {
+        "SELECT id, user_id, credential_id, name, passkey, sign_count, \
+         backup_eligible, backed_up, created_at, last_used_at FROM passkeys"
+    };
+}
+
 #[derive(sqlx::FromRow)]
 struct TotpRow {
     user_id: String,
@@ -204,17 +211,22 @@ impl FactorStore for SqlStore {
     }
 
     async fn mfa_state(&self, user_id: Uuid) -> Result<MfaState> {
-        let (totp, required): (bool, bool) = with_pool!(self, |p| {
+        let (totp, required, passkeys): (bool, bool, bool) = with_pool!(self, |p| {
             sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM totp_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL), \
-                    EXISTS (SELECT 1 FROM mfa_required_users WHERE user_id = $1)"
+                    EXISTS (SELECT 1 FROM mfa_required_users WHERE user_id = $1), \
+                    EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1)"
         )
         .bind(user_id.to_string())
         .fetch_one(p)
         .await
         .map_err(|e| self.db_err(e))
         })?;
-        Ok(MfaState { totp, required })
+        Ok(MfaState {
+            totp,
+            required,
+            passkeys,
+        })
     }
 
     async fn set_mfa_required(&self, user_id: Uuid, required: bool, now: Timestamp) -> Result<()> {
@@ -231,6 +243,132 @@ impl FactorStore for SqlStore {
                     .bind(user_id.to_string())
             };
             q.execute(p).await.map_err(|e| self.db_err(e)).map(|_| ())
+        })
+    }
+
+    async fn insert_passkey(&self, k: &StoredPasskey) -> Result<bool> {
+        with_writer!(self, |p| {
+            sqlx::query(
+                "INSERT INTO passkeys (id, user_id, credential_id, name, passkey, sign_count, \
+                 backup_eligible, backed_up, created_at, last_used_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (credential_id) DO NOTHING",
+            )
+            .bind(k.id.to_string())
+            .bind(k.user_id.to_string())
+            .bind(&k.credential_id)
+            .bind(&k.name)
+            .bind(&k.passkey)
+            .bind(k.sign_count)
+            .bind(k.backup_eligible)
+            .bind(k.backed_up)
+            .bind(k.created_at)
+            .bind(k.last_used_at)
+            .execute(p)
+            .await
+            .map_err(|e| self.db_err(e))
+            .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    async fn passkeys_of(&self, user_id: Uuid) -> Result<Vec<StoredPasskey>> {
+        let rows: Vec<PasskeyRow> = with_pool!(self, |p| {
+            sqlx::query_as(concat!(
+                passkey_select!(),
+                " WHERE user_id = $1 ORDER BY created_at, id"
+            ))
+            .bind(user_id.to_string())
+            .fetch_all(p)
+            .await
+            .map_err(|e| self.db_err(e))
+        })?;
+        rows.into_iter().map(StoredPasskey::try_from).collect()
+    }
+
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<StoredPasskey>> {
+        let row: Option<PasskeyRow> = with_pool!(self, |p| {
+            sqlx::query_as(concat!(passkey_select!(), " WHERE credential_id = $1"))
+                .bind(credential_id)
+                .fetch_optional(p)
+                .await
+                .map_err(|e| self.db_err(e))
+        })?;
+        row.map(StoredPasskey::try_from).transpose()
+    }
+
+    async fn record_passkey_use(&self, k: &StoredPasskey, seen: i64) -> Result<bool> {
+        with_writer!(self, |p| {
+            sqlx::query(
+                "UPDATE passkeys SET passkey = $1, sign_count = $2, backup_eligible = $3, \
+                 backed_up = $4, last_used_at = $5 WHERE id = $6 AND sign_count = $7",
+            )
+            .bind(&k.passkey)
+            .bind(k.sign_count)
+            .bind(k.backup_eligible)
+            .bind(k.backed_up)
+            .bind(k.last_used_at)
+            .bind(k.id.to_string())
+            .bind(seen)
+            .execute(p)
+            .await
+            .map_err(|e| self.db_err(e))
+            .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    async fn rename_passkey(&self, user_id: Uuid, id: Uuid, name: &str) -> Result<bool> {
+        with_writer!(self, |p| {
+            sqlx::query("UPDATE passkeys SET name = $1 WHERE id = $2 AND user_id = $3")
+                .bind(name)
+                .bind(id.to_string())
+                .bind(user_id.to_string())
+                .execute(p)
+                .await
+                .map_err(|e| self.db_err(e))
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+
+    async fn delete_passkey(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        with_writer!(self, |p| {
+            sqlx::query("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+                .bind(id.to_string())
+                .bind(user_id.to_string())
+                .execute(p)
+                .await
+                .map_err(|e| self.db_err(e))
+                .map(|r| r.rows_affected() > 0)
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct PasskeyRow {
+    id: String,
+    user_id: String,
+    credential_id: Vec<u8>,
+    name: String,
+    passkey: String,
+    sign_count: i64,
+    backup_eligible: bool,
+    backed_up: bool,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl TryFrom<PasskeyRow> for StoredPasskey {
+    type Error = StoreError;
+    fn try_from(r: PasskeyRow) -> Result<StoredPasskey> {
+        Ok(StoredPasskey {
+            id: uuid(&r.id)?,
+            user_id: uuid(&r.user_id)?,
+            credential_id: r.credential_id,
+            name: r.name,
+            passkey: r.passkey,
+            sign_count: r.sign_count,
+            backup_eligible: r.backup_eligible,
+            backed_up: r.backed_up,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
         })
     }
 }

@@ -27,7 +27,8 @@ use super::{
 use crate::core::users::{ImportReport, NewUser};
 use crate::core::{
     AuditEvent, Confirmation, Email, Handoff, Identity, Locale, LoginFlow, MailAuthToken,
-    MailLogin, MfaState, OutboxMail, ProviderTokens, Session, Timestamp, TotpFactor, User,
+    MailLogin, MfaState, OutboxMail, ProviderTokens, Session, StoredPasskey, Timestamp, TotpFactor,
+    User,
 };
 
 static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

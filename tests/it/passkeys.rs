@@ -1,0 +1,196 @@
+//! Passkeys on both databases: in Chromium with its virtual authenticator
+//! (the WebDriver WebAuthn extension: CTAP2, resident keys, user
+//! verification) registering on the account page and signing in with no
+//! address typed; a removed passkey and a never-registered authenticator
+//! refused cleanly.
+use std::time::Duration;
+
+use crate::chromium::{
+    Browser, add_authenticator_credential, add_virtual_authenticator, authenticator_credentials,
+    click, remove_virtual_authenticator, text_of, type_into,
+};
+use crate::pages::{assert_accessible, screenshots, text_becomes};
+use crate::support::{App, Smtpd, TestDb, code_in, free_port, on_both_databases};
+
+on_both_databases!(in_chromium_a_passkey_is_added_used_and_removed);
+
+fn with_passkeys(c: &mut authgate::config::Config, public: &str) {
+    c.server.public_url = Some(public.parse().unwrap());
+    c.passkeys.enabled = true;
+}
+
+async fn sessions(db: &TestDb) -> i64 {
+    db.count("SELECT COUNT(*) FROM sessions").await
+}
+
+/// Register a passkey on the account page, sign out, sign in with it
+/// (no address typed), remove it; then it and a never-registered
+/// authenticator are refused with a message and no session.
+async fn in_chromium_a_passkey_is_added_used_and_removed(db: &TestDb) {
+    let Some((driver, chromium)) = Browser::programs() else {
+        return;
+    };
+    let Some(python) = Smtpd::python() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let smtpd = Smtpd::start(&python, port, dir.path()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // WebAuthn needs a domain and a secure context: http://localhost is.
+    let public = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let app = App::start_on(listener, db, |c| {
+        with_passkeys(c, &public);
+        c.mail.transport = authgate::config::MailTransport::Smtp;
+        c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
+        c.mail_login.product_name = "Example".into();
+    })
+    .await;
+    let url = |p: &str| format!("{public}{p}");
+    let address = "keys@example.com";
+    let browser = Browser::start_with(
+        &driver,
+        &chromium,
+        true,
+        &["--host-resolver-rules=MAP localhost 127.0.0.1"],
+    )
+    .await;
+    let c = &browser.client;
+    async {
+        let laptop = add_virtual_authenticator(c).await;
+        c.goto(&url("/login")).await.unwrap();
+        text_becomes(c, "#passkey-sign-in", "Sign in with a passkey").await;
+        assert_accessible(c, "sign-in with passkeys").await;
+        type_into(c, "#email", address).await;
+        click(c, "#send").await;
+        text_becomes(c, "h1", "Check your mail").await;
+        let raw = Smtpd::wait_for_mail(&smtpd.maildir, address, Duration::from_secs(15)).await;
+        type_into(c, "#code", &code_in(&raw)).await;
+        click(c, "#verify").await;
+        text_becomes(c, "h1", "Your account").await;
+
+        // Add one under a name: the authenticator now holds a resident
+        // credential for this site, and the account lists it.
+        type_into(c, "#passkey-name", "Work laptop").await;
+        click(c, "#add-passkey").await;
+        text_becomes(c, "#passkey-name-1", "Work laptop").await;
+        let held = authenticator_credentials(c, &laptop).await;
+        assert_eq!(held.len(), 1, "{held:?}");
+        assert_eq!(held[0]["isResidentCredential"], true);
+        assert_eq!(held[0]["rpId"], "localhost");
+        assert_eq!(db.count("SELECT COUNT(*) FROM passkeys").await, 1);
+        assert!(text_of(c, "#passkeys").await.contains("not yet"));
+        screenshots(c, "account-passkeys").await;
+        assert_accessible(c, "account with a passkey").await;
+        click(c, "#sign-out").await;
+
+        // Signed out, the sign-in page offers the passkey in the address
+        // field's autofill (conditional mediation); the virtual
+        // authenticator picks it at once, as a person would: signed in
+        // with no address typed.
+        text_becomes(c, "#account-email", address).await;
+        let method: String = db
+            .scalar("SELECT method FROM sessions ORDER BY created_at DESC, id DESC LIMIT 1")
+            .await;
+        assert_eq!(method, "hwk mfa", "a passkey is both factors");
+        let used: Option<i64> = db.scalar("SELECT last_used_at FROM passkeys").await;
+        assert!(used.is_some());
+        assert!(!text_of(c, "#passkeys").await.contains("not yet"));
+
+        // The button: with no authenticator the autofill waits; the
+        // authenticator comes back (the same credential) and the button
+        // asks for it.
+        let held = authenticator_credentials(c, &laptop).await;
+        remove_virtual_authenticator(c, &laptop).await;
+        click(c, "#sign-out").await;
+        text_becomes(c, "h1", "Sign in").await;
+        let laptop = add_virtual_authenticator(c).await;
+        add_authenticator_credential(c, &laptop, held[0].clone()).await;
+        let before = sessions(db).await;
+        click(c, "#passkey-sign-in").await;
+        text_becomes(c, "#account-email", address).await;
+        assert_eq!(sessions(db).await, before + 1);
+
+        // Rename it (a plain form), then remove it.
+        let rename = c.find(fantoccini::Locator::Css("#rename-1")).await.unwrap();
+        rename.clear().await.unwrap();
+        rename.send_keys("Old laptop").await.unwrap();
+        click(c, "form.rename button").await;
+        text_becomes(c, "#passkey-name-1", "Old laptop").await;
+        click(c, "#remove-passkey-1").await;
+        crate::chromium::gone(c, "#passkey-name-1").await;
+        assert_eq!(db.count("SELECT COUNT(*) FROM passkeys").await, 0);
+        click(c, "#sign-out").await;
+
+        // The authenticator still holds the credential (the autofill
+        // offers it at once); authgate refuses it, and the button's try.
+        text_becomes(
+            c,
+            "#passkey-error",
+            "That passkey could not be used here. Try again, or sign in another way.",
+        )
+        .await;
+        click(c, "#passkey-sign-in").await;
+        text_becomes(
+            c,
+            "#passkey-error",
+            "That passkey could not be used here. Try again, or sign in another way.",
+        )
+        .await;
+        assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+        assert_eq!(sessions(db).await, 0, "signed out, and no new session");
+
+        // Another authenticator that was never registered, holding a
+        // credential for this site made up for the victim's user id.
+        remove_virtual_authenticator(c, &laptop).await;
+        let other = add_virtual_authenticator(c).await;
+        let user = app
+            .core
+            .find_user(&authgate::core::UserKey::parse(address).unwrap())
+            .await
+            .unwrap();
+        add_authenticator_credential(c, &other, stranger_credential(user.id)).await;
+        c.goto(&url("/login")).await.unwrap();
+        text_becomes(c, "h1", "Sign in").await;
+        click(c, "#passkey-sign-in").await;
+        text_becomes(
+            c,
+            "#passkey-error",
+            "That passkey could not be used here. Try again, or sign in another way.",
+        )
+        .await;
+        assert_eq!(sessions(db).await, 0);
+        let failed = app
+            .core
+            .audit_events(None, 200)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind == "mfa.passkey_failed")
+            .count();
+        assert!(failed >= 3, "every refusal audited: {failed}");
+    }
+    .await;
+    let _ = c.clone().close().await;
+}
+
+/// A resident credential for `localhost` that authgate never saw: a fresh
+/// P-256 key, the given user handle.
+fn stranger_credential(user: uuid::Uuid) -> serde_json::Value {
+    use base64::Engine;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(
+        &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    serde_json::json!({
+        "credentialId": b64(&ring::rand::generate::<[u8; 16]>(&rng).unwrap().expose()),
+        "isResidentCredential": true,
+        "rpId": "localhost",
+        "privateKey": b64(pkcs8.as_ref()),
+        "userHandle": b64(user.as_bytes()),
+        "signCount": 0,
+    })
+}
