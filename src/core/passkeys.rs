@@ -204,8 +204,9 @@ impl Core {
 
     /// Finish a registration with the browser's answer (`credential`, the
     /// JSON of its `PublicKeyCredential`): stored under `name`. A
-    /// malformed or refused answer is `Invalid`; a ceremony that is not
-    /// this person's, used or expired is `Unauthorized`.
+    /// malformed or refused answer is `Invalid` (a malformed one leaves the
+    /// ceremony as it was); a ceremony that is not this person's, used or
+    /// expired is `Unauthorized`.
     pub async fn finish_passkey_registration(
         &self,
         user: &User,
@@ -216,6 +217,8 @@ impl Core {
     ) -> Result<StoredPasskey, Error> {
         let webauthn = self.webauthn()?;
         let name = passkey_name(name)?;
+        let reg: RegisterPublicKeyCredential =
+            serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
         let h = self.take_ceremony(token, REGISTER).await?;
         if h.user_id != Some(user.id) {
             return Err(Error::Unauthorized);
@@ -225,8 +228,6 @@ impl Core {
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .ok_or(Error::Unauthorized)?;
-        let reg: RegisterPublicKeyCredential =
-            serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
         let passkey = match webauthn.finish_passkey_registration(&reg, &state) {
             Ok(p) => p,
             Err(e) => {
@@ -306,14 +307,14 @@ impl Core {
         meta: &ClientMeta,
     ) -> Result<(String, Session), Error> {
         let webauthn = self.webauthn()?;
+        let answer: PublicKeyCredential =
+            serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
         let h = self.take_ceremony(token, SIGN_IN).await?;
         let state: DiscoverableAuthentication = h
             .detail
             .as_deref()
             .and_then(|d| serde_json::from_str(d).ok())
             .ok_or(Error::Unauthorized)?;
-        let answer: PublicKeyCredential =
-            serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
         let failed = |user: Option<Uuid>, reason: String| async move {
             self.audit(
                 "mfa.passkey_failed",

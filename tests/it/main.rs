@@ -23,5 +23,6 @@ mod passkeys;
 mod providers;
 mod real_clients;
 mod sessions;
+mod soft_authenticator;
 mod storage;
 mod totp;

@@ -12,7 +12,10 @@ use crate::chromium::{
 use crate::pages::{assert_accessible, screenshots, text_becomes};
 use crate::support::{App, Smtpd, TestDb, code_in, free_port, on_both_databases};
 
-on_both_databases!(in_chromium_a_passkey_is_added_used_and_removed);
+on_both_databases!(
+    in_chromium_a_passkey_is_added_used_and_removed,
+    bad_passkey_answers_are_refused_clearly_and_make_no_session,
+);
 
 fn with_passkeys(c: &mut authgate::config::Config, public: &str) {
     c.server.public_url = Some(public.parse().unwrap());
@@ -193,4 +196,319 @@ fn stranger_credential(user: uuid::Uuid) -> serde_json::Value {
         "userHandle": b64(user.as_bytes()),
         "signCount": 0,
     })
+}
+
+/// A JSON post of the passkey script: from `origin`, with this browser's
+/// CSRF token (or none).
+async fn script_post(
+    b: &reqwest::Client,
+    app: &App,
+    path: &str,
+    origin: &str,
+    csrf: Option<&str>,
+    body: String,
+) -> (u16, serde_json::Value) {
+    let mut r = b
+        .post(app.url(path))
+        .header("origin", origin)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = csrf {
+        r = r.header("x-csrf-token", t);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// Over HTTP with a software authenticator: a registered passkey signs in;
+/// malformed JSON, another origin or RP id in the answer, a tampered
+/// signature, a replayed answer, an old counter and a missing CSRF token
+/// are each a clear JSON refusal (never a 500) and make no session.
+async fn bad_passkey_answers_are_refused_clearly_and_make_no_session(db: &TestDb) {
+    use crate::soft_authenticator::SoftAuthenticator;
+    use serde_json::json;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let app = App::start_on(listener, db, |c| with_passkeys(c, &public)).await;
+    let b = crate::pages::browser();
+    let r = crate::pages::mail_sign_in(&app, &b, "", "soft@example.com").await;
+    assert_eq!(r.status(), 303);
+    let account = b
+        .get(app.url("/account"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = crate::pages::input(&account, "csrf").unwrap();
+    let csrf = Some(csrf.as_str());
+    let mut key = SoftAuthenticator::new(&public, "localhost");
+
+    // Register.
+    let (status, start) = script_post(
+        &b,
+        &app,
+        "/account/passkeys/options",
+        &public,
+        csrf,
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, 200, "{start}");
+    let pk = &start["options"]["publicKey"];
+    assert_eq!(pk["rp"]["id"], "localhost");
+    assert_eq!(pk["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(pk["authenticatorSelection"]["userVerification"], "required");
+    let answer = key.register(&start["options"]);
+    let body = json!({ "ceremony": start["ceremony"], "name": "Soft key", "credential": answer });
+    let (status, done) = script_post(
+        &b,
+        &app,
+        "/account/passkeys/finish",
+        &public,
+        csrf,
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    // The same answer again: the ceremony is spent.
+    let (status, again) = script_post(
+        &b,
+        &app,
+        "/account/passkeys/finish",
+        &public,
+        csrf,
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (401, Some("refused")),
+        "{again}"
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM passkeys").await, 1);
+
+    // Sign-ins, each in a fresh browser with its own CSRF cookie.
+    let signed_out = || async {
+        let b = crate::pages::browser();
+        let login = b
+            .get(app.url("/login"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let csrf = crate::pages::input(&login, "csrf").unwrap();
+        (b, csrf)
+    };
+    let sessions_now = sessions(db).await;
+    let cases: Vec<(
+        &str,
+        Box<dyn Fn(&SoftAuthenticator) -> crate::soft_authenticator::Lie>,
+    )> = vec![
+        (
+            "another origin",
+            Box::new(|k| crate::soft_authenticator::Lie {
+                origin: "https://evil.example".into(),
+                ..k.honest()
+            }),
+        ),
+        (
+            "another RP id",
+            Box::new(|k| crate::soft_authenticator::Lie {
+                rp_id: "evil.example".into(),
+                ..k.honest()
+            }),
+        ),
+        (
+            "a tampered signature",
+            Box::new(|k| crate::soft_authenticator::Lie {
+                bad_signature: true,
+                ..k.honest()
+            }),
+        ),
+    ];
+    for (what, lie) in &cases {
+        let (b, csrf) = signed_out().await;
+        let (status, start) = script_post(
+            &b,
+            &app,
+            "/login/passkey/options",
+            &public,
+            Some(&csrf),
+            "{}".into(),
+        )
+        .await;
+        assert_eq!(status, 200, "{what}: {start}");
+        let answer = key.assert(&start["options"], &lie(&key));
+        let body = json!({ "ceremony": start["ceremony"], "credential": answer });
+        let (status, refused) = script_post(
+            &b,
+            &app,
+            "/login/passkey/finish",
+            &public,
+            Some(&csrf),
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(
+            (status, refused["error"].as_str()),
+            (401, Some("refused")),
+            "{what}: {refused}"
+        );
+        assert!(
+            refused["message"]
+                .as_str()
+                .unwrap()
+                .contains("could not be used"),
+            "{what}"
+        );
+        assert_eq!(sessions(db).await, sessions_now, "{what}: no session");
+    }
+    // Malformed: not JSON; no credential; a credential of the wrong shape.
+    let (b2, csrf2) = signed_out().await;
+    for (what, body) in [
+        ("not JSON", "{\"ceremony\": ".to_string()),
+        ("no credential", json!({ "ceremony": "agp.x" }).to_string()),
+        (
+            "a wrong shape",
+            json!({ "ceremony": "agp.x", "credential": { "id": 7 } }).to_string(),
+        ),
+    ] {
+        let (status, refused) = script_post(
+            &b2,
+            &app,
+            "/login/passkey/finish",
+            &public,
+            Some(&csrf2),
+            body,
+        )
+        .await;
+        assert_eq!(
+            (status, refused["error"].as_str()),
+            (400, Some("invalid")),
+            "{what}: {refused}"
+        );
+    }
+    // No CSRF token, or another origin: refused before anything else.
+    let (status, refused) = script_post(
+        &b2,
+        &app,
+        "/login/passkey/options",
+        &public,
+        None,
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (403, Some("forbidden"))
+    );
+    let (status, _) = script_post(
+        &b2,
+        &app,
+        "/login/passkey/options",
+        "https://evil.example",
+        Some(&csrf2),
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(sessions(db).await, sessions_now);
+
+    // The truth signs in, once: the same answer again is a replay.
+    let (b3, csrf3) = signed_out().await;
+    let (_, start) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/options",
+        &public,
+        Some(&csrf3),
+        "{}".into(),
+    )
+    .await;
+    let answer = key.assert(&start["options"], &key.honest());
+    let body = json!({ "ceremony": start["ceremony"], "credential": answer });
+    let (status, done) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/finish",
+        &public,
+        Some(&csrf3),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["next"], "/account");
+    assert_eq!(sessions(db).await, sessions_now + 1);
+    let (status, replay) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/finish",
+        &public,
+        Some(&csrf3),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, replay["error"].as_str()),
+        (401, Some("refused")),
+        "{replay}"
+    );
+    // The same answer to a new challenge: refused.
+    let (_, start) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/options",
+        &public,
+        Some(&csrf3),
+        "{}".into(),
+    )
+    .await;
+    let body = json!({ "ceremony": start["ceremony"], "credential": answer });
+    let (status, _) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/finish",
+        &public,
+        Some(&csrf3),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // A counter that went back (a cloned key): refused.
+    let (_, start) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/options",
+        &public,
+        Some(&csrf3),
+        "{}".into(),
+    )
+    .await;
+    let old = crate::soft_authenticator::Lie {
+        counter: Some(1),
+        ..key.honest()
+    };
+    let body =
+        json!({ "ceremony": start["ceremony"], "credential": key.assert(&start["options"], &old) });
+    let (status, _) = script_post(
+        &b3,
+        &app,
+        "/login/passkey/finish",
+        &public,
+        Some(&csrf3),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(sessions(db).await, sessions_now + 1);
+    let stored: i64 = db.scalar("SELECT sign_count FROM passkeys").await;
+    assert_eq!(
+        stored, 4,
+        "the counter of the one use accepted (the fourth answer)"
+    );
 }
