@@ -305,30 +305,28 @@ async fn bad_passkey_answers_are_refused_clearly_and_make_no_session(db: &TestDb
         (b, csrf)
     };
     let sessions_now = sessions(db).await;
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&SoftAuthenticator) -> crate::soft_authenticator::Lie>,
-    )> = vec![
+    use crate::soft_authenticator::Lie;
+    let cases = [
         (
             "another origin",
-            Box::new(|k| crate::soft_authenticator::Lie {
+            Lie {
                 origin: "https://evil.example".into(),
-                ..k.honest()
-            }),
+                ..key.honest()
+            },
         ),
         (
             "another RP id",
-            Box::new(|k| crate::soft_authenticator::Lie {
+            Lie {
                 rp_id: "evil.example".into(),
-                ..k.honest()
-            }),
+                ..key.honest()
+            },
         ),
         (
             "a tampered signature",
-            Box::new(|k| crate::soft_authenticator::Lie {
+            Lie {
                 bad_signature: true,
-                ..k.honest()
-            }),
+                ..key.honest()
+            },
         ),
     ];
     for (what, lie) in &cases {
@@ -343,7 +341,7 @@ async fn bad_passkey_answers_are_refused_clearly_and_make_no_session(db: &TestDb
         )
         .await;
         assert_eq!(status, 200, "{what}: {start}");
-        let answer = key.assert(&start["options"], &lie(&key));
+        let answer = key.assert(&start["options"], lie);
         let body = json!({ "ceremony": start["ceremony"], "credential": answer });
         let (status, refused) = script_post(
             &b,
