@@ -1,7 +1,8 @@
 //! The pure hot paths, measured with criterion (`cargo bench --bench hot`):
 //! session-id hashing, the session check (from the cache and from SQLite),
 //! mail-code comparison, ID-token validation (RS256, keys cached), and a
-//! TOTP second factor's verification (alone, and in the core on SQLite).
+//! TOTP second factor's verification (alone, and in the core on SQLite),
+//! and a passkey's (webauthn-rs alone, and the core's whole sign-in).
 //! Load over HTTP is `loadtest/run.sh`; nothing here leaves 127.0.0.1.
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +15,9 @@ use authgate::providers::id_token::{self, Expectations, IssuerRule};
 use authgate::providers::jwks::JwksCache;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+
+#[path = "../tests/it/soft_authenticator.rs"]
+mod soft_authenticator;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -194,11 +198,106 @@ fn totp_verification(c: &mut Criterion) {
     );
 }
 
+fn passkey_verification(c: &mut Criterion) {
+    use authgate::core::passkeys::PasskeyPolicy;
+    use soft_authenticator::SoftAuthenticator;
+    use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential, Url};
+    let origin = "http://localhost:3001";
+    let url = Url::parse(origin).unwrap();
+
+    // webauthn-rs alone: the answer's checks (client data, RP id hash,
+    // flags, counter, the ES256 signature), the answer made beforehand.
+    let webauthn = webauthn_rs::prelude::WebauthnBuilder::new("localhost", &url)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut key = SoftAuthenticator::new(origin, "localhost");
+    let user = uuid::Uuid::now_v7();
+    let (ccr, reg) = webauthn
+        .start_passkey_registration(user, "bench", "bench", None)
+        .unwrap();
+    let answer: RegisterPublicKeyCredential =
+        serde_json::from_value(key.register(&serde_json::to_value(&ccr).unwrap())).unwrap();
+    let passkey = webauthn.finish_passkey_registration(&answer, &reg).unwrap();
+    c.bench_function(
+        "passkey: webauthn-rs verifies an ES256 answer (discoverable)",
+        |b| {
+            b.iter_batched(
+                || {
+                    let (rcr, state) = webauthn.start_discoverable_authentication().unwrap();
+                    let options = serde_json::to_value(&rcr).unwrap();
+                    let honest = key.honest();
+                    let answer: PublicKeyCredential =
+                        serde_json::from_value(key.assert(&options, &honest)).unwrap();
+                    (answer, state)
+                },
+                |(answer, state)| {
+                    webauthn
+                        .finish_discoverable_authentication_v2(&answer, state, &passkey)
+                        .unwrap()
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        },
+    );
+
+    // The core's whole sign-in on SQLite: the ceremony kept and taken,
+    // the passkey looked up, checked, its use recorded, a session started.
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("passkeys.db").display());
+    let mut key = SoftAuthenticator::new(origin, "localhost");
+    let core = rt.block_on(async {
+        let store = authgate::store::connect(&db, &Default::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let core = Core::builder(store, Arc::new(SystemClock))
+            .passkeys(PasskeyPolicy::new("localhost", "bench", &[url.clone()]).unwrap())
+            .build();
+        let meta = ClientMeta::default();
+        let user = core
+            .add_user(
+                NewUser::parse("keys@example.com", None, None).unwrap(),
+                &meta,
+            )
+            .await
+            .unwrap();
+        let start = core.begin_passkey_registration(&user).await.unwrap();
+        let answer = key.register(&start.options).to_string();
+        core.finish_passkey_registration(&user, &start.token, "bench", &answer, &meta)
+            .await
+            .unwrap();
+        core
+    });
+    let meta = ClientMeta::default();
+    let session = authgate::core::NewSession {
+        kind: "page",
+        method: "",
+        format: TokenFormat::UrlSafe32,
+    };
+    c.bench_function(
+        "passkey: the core's sign-in (ceremony, look-up, check, record, session) on SQLite",
+        |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let start = core.begin_passkey_sign_in(false, None).await.unwrap();
+                    let honest = key.honest();
+                    let answer = key.assert(&start.options, &honest).to_string();
+                    core.finish_passkey_sign_in(&start.token, &answer, session, &meta)
+                        .await
+                        .unwrap()
+                })
+            })
+        },
+    );
+}
+
 criterion_group! {
     name = hot;
     config = Criterion::default()
         .measurement_time(Duration::from_secs(3))
         .warm_up_time(Duration::from_secs(1));
-    targets = hashing, session_check, id_token_validation, totp_verification
+    targets = hashing, session_check, id_token_validation, totp_verification, passkey_verification
 }
 criterion_main!(hot);

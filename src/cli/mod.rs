@@ -66,7 +66,7 @@ pub enum Command {
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum FactorAction {
-    /// Take the TOTP factor and its recovery codes away.
+    /// Take the TOTP factor, its recovery codes and the passkeys away.
     Remove,
     /// This person must use a second factor, whatever `mfa.required` says
     /// (unless it is `off`).
@@ -107,9 +107,10 @@ pub enum UserCommand {
     Enable { user: String },
     /// Delete a user with identities, sessions and stored provider tokens.
     Delete { user: String },
-    /// A user's second factors (TOTP, recovery codes left, whether one is
-    /// required of them); `remove` takes the TOTP factor and its recovery
-    /// codes away (a support case: the person lost the phone); `require`
+    /// A user's second factors (TOTP, recovery codes left, passkeys,
+    /// whether one is required of them); `remove` takes the TOTP factor,
+    /// its recovery codes and the passkeys away (a support case: the
+    /// person lost the phone); `require`
     /// makes them use one, `default` lets `mfa.required` decide again.
     /// Changes are audited.
     Factors {
@@ -904,22 +905,44 @@ async fn user_command(core: &Core, cmd: UserCommand, meta: &ClientMeta) -> anyho
                 return Ok(());
             }
             if let Some(FactorAction::Remove) = action {
-                if core.remove_totp(u.id, meta).await? {
+                let totp = core.remove_totp(u.id, meta).await?;
+                let mut passkeys = 0;
+                for p in core.passkeys(u.id).await? {
+                    if core.remove_passkey(u.id, p.id, meta).await? {
+                        passkeys += 1;
+                    }
+                }
+                if totp {
                     println!(
                         "removed the TOTP factor and recovery codes of user {}",
                         u.id
                     );
-                } else {
-                    println!("user {} has no TOTP factor", u.id);
+                }
+                if passkeys > 0 {
+                    println!("removed {passkeys} passkey(s) of user {}", u.id);
+                }
+                if !totp && passkeys == 0 {
+                    println!("user {} has no second factor", u.id);
                 }
                 return Ok(());
             }
             let f = core.second_factors(u.id).await?;
             let required = core.mfa_state(u.id).await?.required;
+            let passkeys = core.passkeys(u.id).await?;
             if json {
+                let keys: Vec<serde_json::Value> = passkeys
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "id": p.id, "name": p.name, "created_at": p.created_at,
+                            "last_used_at": p.last_used_at, "synced": p.backup_eligible,
+                        })
+                    })
+                    .collect();
                 let v = serde_json::json!({
                     "user": u.id, "totp": f.totp, "totp_pending": f.totp_pending,
                     "recovery_codes_left": f.recovery_codes_left, "required": required,
+                    "passkeys": keys,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

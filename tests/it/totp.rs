@@ -276,6 +276,15 @@ async fn recovery_codes_work_once_and_factors_can_be_removed(db: &TestDb) {
     let v: serde_json::Value = serde_json::from_str(&shown).unwrap();
     assert_eq!(v["totp"], true, "{shown}");
     assert_eq!(v["recovery_codes_left"], 9);
+    assert_eq!(v["required"], false);
+    assert_eq!(v["passkeys"], serde_json::json!([]));
+    // Support requires a second factor of this person, then lets the
+    // policy decide again.
+    assert!(cli(&["require"]).contains("must now use a second factor"));
+    assert!(core.mfa_state(user.id).await.unwrap().required);
+    assert!(cli(&[]).contains("required:            yes (by support)"));
+    assert!(cli(&["default"]).contains("follows mfa.required again"));
+    assert!(!core.mfa_state(user.id).await.unwrap().required);
     assert!(cli(&["remove"]).contains("removed the TOTP factor"));
     assert!(cli(&[]).contains("totp:                off"));
     assert!(

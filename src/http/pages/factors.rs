@@ -207,7 +207,7 @@ fn verify_page(
     page.render(
         "second_factor.html",
         "second_factor_title",
-        context! { csrf => csrf, error => error },
+        context! { csrf => csrf, error => error, passkeys => s.passkeys },
     )
 }
 
