@@ -253,7 +253,7 @@ fn passkey_verification(c: &mut Criterion) {
             .unwrap();
         store.migrate().await.unwrap();
         let core = Core::builder(store, Arc::new(SystemClock))
-            .passkeys(PasskeyPolicy::new("localhost", "bench", &[url.clone()]).unwrap())
+            .passkeys(PasskeyPolicy::new("localhost", "bench", std::slice::from_ref(&url)).unwrap())
             .build();
         let meta = ClientMeta::default();
         let user = core
