@@ -63,6 +63,7 @@ async fn in_chromium_a_passkey_is_added_used_and_removed(db: &TestDb) {
         let laptop = add_virtual_authenticator(c).await;
         c.goto(&url("/login")).await.unwrap();
         text_becomes(c, "#passkey-sign-in", "Sign in with a passkey").await;
+        screenshots(c, "login-passkey").await;
         assert_accessible(c, "sign-in with passkeys").await;
         type_into(c, "#email", address).await;
         click(c, "#send").await;
@@ -83,6 +84,12 @@ async fn in_chromium_a_passkey_is_added_used_and_removed(db: &TestDb) {
         assert_eq!(held[0]["rpId"], "localhost");
         assert_eq!(db.count("SELECT COUNT(*) FROM passkeys").await, 1);
         assert!(text_of(c, "#passkeys").await.contains("not yet"));
+        c.execute(
+            "document.getElementById('passkeys').previousElementSibling.previousElementSibling.scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
         screenshots(c, "account-passkeys").await;
         assert_accessible(c, "account with a passkey").await;
         click(c, "#sign-out").await;
