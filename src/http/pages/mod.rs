@@ -696,6 +696,8 @@ impl<'a> Page<'a> {
             Error::Disabled => (StatusCode::FORBIDDEN, "err_disabled"),
             Error::Forbidden(_) | Error::NotFound => (StatusCode::FORBIDDEN, "err_not_registered"),
             Error::Unauthorized => (StatusCode::GONE, "err_expired"),
+            // A step raced another (a factor set up meanwhile): start again.
+            Error::Conflict(_) => (StatusCode::CONFLICT, "err_expired"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "err_unavailable"),
             e if e.is_outage() => (StatusCode::SERVICE_UNAVAILABLE, "err_unavailable"),
             e => {
