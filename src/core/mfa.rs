@@ -98,6 +98,10 @@ pub struct PendingSignIn {
     /// Where the surface sends the person once signed in.
     pub then: Option<String>,
     pub expires_at: super::Timestamp,
+    /// What the person can show: a TOTP code (and recovery codes), a
+    /// passkey (when passkeys are on).
+    pub totp: bool,
+    pub passkey: bool,
 }
 
 /// What a person shows at the second step.
@@ -107,6 +111,12 @@ pub enum Proof<'a> {
     Recovery(&'a str),
     /// The first code of a TOTP factor set up at this step.
     Enrol(&'a str),
+    /// An answer (`PublicKeyCredential` JSON) to the ceremony begun by
+    /// [`Core::begin_pending_passkey`].
+    Passkey {
+        ceremony: &'a str,
+        credential: &'a str,
+    },
 }
 
 /// The second step's outcome.
@@ -149,13 +159,15 @@ impl Core {
             return Ok(SecondFactorNeed::None);
         }
         let state = self.store().mfa_state(user.id).await?;
-        Ok(if state.totp {
-            SecondFactorNeed::Verify
-        } else if state.required || policy.required == MfaRequired::All {
-            SecondFactorNeed::Enrol
-        } else {
-            SecondFactorNeed::None
-        })
+        Ok(
+            if state.totp || (state.passkeys && self.passkeys_enabled()) {
+                SecondFactorNeed::Verify
+            } else if state.required || policy.required == MfaRequired::All {
+                SecondFactorNeed::Enrol
+            } else {
+                SecondFactorNeed::None
+            },
+        )
     }
 
     /// The gate of [`Core::sign_in`]: a person who needs a second factor
@@ -268,7 +280,10 @@ impl Core {
         let user = self
             .enabled_user(h.user_id.ok_or(Error::Unauthorized)?)
             .await?;
+        let state = self.store().mfa_state(user.id).await?;
         Ok(PendingSignIn {
+            totp: state.totp,
+            passkey: state.passkeys && self.passkeys_enabled(),
             user,
             need: if kept.enrol {
                 SecondFactorNeed::Enrol
@@ -325,6 +340,20 @@ impl Core {
         self.begin_totp(&pending.user, &issuer, meta).await
     }
 
+    /// A passkey as the second step of a pending sign-in: a ceremony only
+    /// the person's own passkeys can answer (the pending sign-in stays).
+    pub async fn begin_pending_passkey(
+        &self,
+        token: &str,
+        surface: &str,
+    ) -> Result<super::passkeys::Ceremony, Error> {
+        let pending = self.pending_sign_in(token, surface).await?;
+        if pending.need != SecondFactorNeed::Verify {
+            return Err(Error::Unauthorized);
+        }
+        self.begin_second_step_passkey(&pending.user).await
+    }
+
     /// The second step: the pending sign-in is spent, the proof checked,
     /// and a session started; a refused proof leaves a new pending sign-in
     /// (to the same end) to try again with, unless it is gone.
@@ -340,10 +369,21 @@ impl Core {
         let user = self
             .enabled_user(h.user_id.ok_or(Error::Unauthorized)?)
             .await?;
+        let mut added = None;
         let checked = match proof {
             Proof::Totp(code) if !kept.enrol => {
                 self.verify_totp(user.id, code, meta).await.map(|_| None)
             }
+            Proof::Passkey {
+                ceremony,
+                credential,
+            } if !kept.enrol => self
+                .verify_second_step_passkey(&user, ceremony, credential, meta)
+                .await
+                .map(|amr| {
+                    added = Some(amr);
+                    None
+                }),
             Proof::Recovery(code) if !kept.enrol => self
                 .use_recovery_code(user.id, code, meta)
                 .await
@@ -355,7 +395,9 @@ impl Core {
         };
         let recovery_codes = match checked {
             Ok(codes) => codes,
-            Err(error @ (Error::Unauthorized | Error::RateLimited { .. })) => {
+            Err(
+                error @ (Error::Unauthorized | Error::RateLimited { .. } | Error::Invalid { .. }),
+            ) => {
                 let pending = self
                     .keep_pending(&user, surface, &kept, h.expires_at)
                     .await?;
@@ -371,7 +413,10 @@ impl Core {
                 });
             }
         };
-        let method = format!("{} {AMR_MFA}", kept.method);
+        let method = match added {
+            Some(amr) => format!("{} {amr} {AMR_MFA}", kept.method),
+            None => format!("{} {AMR_MFA}", kept.method),
+        };
         let (token, session) = self
             .start_session(&user, &kept.kind, &method, format, meta, None)
             .await?;

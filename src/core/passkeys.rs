@@ -13,8 +13,9 @@ use std::sync::Arc;
 use serde_json::json;
 use uuid::Uuid;
 use webauthn_rs::prelude::{
-    DiscoverableAuthentication, Passkey, PasskeyRegistration, PublicKeyCredential,
-    RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder,
+    AuthenticationResult, DiscoverableAuthentication, Passkey, PasskeyAuthentication,
+    PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential, Url, Webauthn,
+    WebauthnBuilder,
 };
 
 use super::mfa::NewSession;
@@ -33,6 +34,7 @@ pub const MAX_PASSKEYS: usize = 20;
 
 const REGISTER: &str = "passkey:register";
 const SIGN_IN: &str = "passkey:sign_in";
+const SECOND_STEP: &str = "passkey:second_step";
 
 /// The relying party: passkeys on (a WebAuthn instance) or off.
 #[derive(Clone, Default)]
@@ -108,6 +110,11 @@ fn flags_of(passkey: &Passkey) -> (i64, bool, bool) {
         cred["backup_eligible"].as_bool().unwrap_or(false),
         cred["backup_state"].as_bool().unwrap_or(false),
     )
+}
+
+/// RFC 8176: a key bound to its device (`hwk`) or a synced one (`swk`).
+fn amr_of(p: &StoredPasskey) -> &'static str {
+    if p.backup_eligible { "swk" } else { "hwk" }
 }
 
 fn refused(field: &'static str, e: impl std::fmt::Display) -> Error {
@@ -329,32 +336,23 @@ impl Core {
             Ok(v) => v,
             Err(e) => return Err(failed(None, e.to_string()).await),
         };
-        let Some(mut stored) = self.store().passkey_by_credential(cred_id).await? else {
+        let Some(stored) = self.store().passkey_by_credential(cred_id).await? else {
             return Err(failed(None, "unknown credential".into()).await);
         };
         if stored.user_id != user_id {
             return Err(failed(Some(stored.user_id), "user handle mismatch".into()).await);
         }
-        let mut passkey: Passkey = serde_json::from_str(&stored.passkey)
+        let passkey: Passkey = serde_json::from_str(&stored.passkey)
             .map_err(|e| Error::Internal(format!("stored passkey: {e}")))?;
         let result = match webauthn.finish_discoverable_authentication_v2(&answer, state, &passkey)
         {
             Ok(r) => r,
             Err(e) => return Err(failed(Some(user_id), e.to_string()).await),
         };
-        let seen = stored.sign_count;
-        passkey.update_credential(&result);
-        let (sign_count, backup_eligible, backed_up) = flags_of(&passkey);
-        stored.passkey = serde_json::to_string(&passkey)
-            .map_err(|e| Error::Internal(format!("passkey: {e}")))?;
-        stored.sign_count = sign_count;
-        stored.backup_eligible = backup_eligible;
-        stored.backed_up = backed_up;
-        stored.last_used_at = Some(self.now());
-        if !self.store().record_passkey_use(&stored, seen).await? {
-            // Another use of the same counter value won: a clone or replay.
-            return Err(failed(Some(user_id), "counter raced".into()).await);
-        }
+        let stored = match self.record_use(stored, passkey, &result).await? {
+            Some(s) => s,
+            None => return Err(failed(Some(user_id), "counter raced".into()).await),
+        };
         let user = self.enabled_user(user_id).await?;
         self.audit(
             "mfa.passkey_verified",
@@ -363,15 +361,120 @@ impl Core {
             Some(json!({ "passkey": stored.id })),
         )
         .await;
-        // RFC 8176: a key bound to hardware (`hwk`) or a synced one
-        // (`swk`), verified by the authenticator: both factors.
-        let method = if stored.backup_eligible {
-            "swk mfa"
-        } else {
-            "hwk mfa"
-        };
-        self.start_session(&user, kind, method, format, meta, None)
+        let method = format!("{} {}", amr_of(&stored), super::mfa::AMR_MFA);
+        self.start_session(&user, kind, &method, format, meta, None)
             .await
+    }
+
+    /// Store a verified use: the counter and flags webauthn-rs reported,
+    /// only if the stored counter is still the one the check started from.
+    /// `None`: another use of the same counter won (a clone or a replay).
+    async fn record_use(
+        &self,
+        mut stored: StoredPasskey,
+        mut passkey: Passkey,
+        result: &AuthenticationResult,
+    ) -> Result<Option<StoredPasskey>, Error> {
+        let seen = stored.sign_count;
+        passkey.update_credential(result);
+        let (sign_count, backup_eligible, backed_up) = flags_of(&passkey);
+        stored.passkey = serde_json::to_string(&passkey)
+            .map_err(|e| Error::Internal(format!("passkey: {e}")))?;
+        stored.sign_count = sign_count;
+        stored.backup_eligible = backup_eligible;
+        stored.backed_up = backed_up;
+        stored.last_used_at = Some(self.now());
+        Ok(self
+            .store()
+            .record_passkey_use(&stored, seen)
+            .await?
+            .then_some(stored))
+    }
+
+    /// Start a passkey as the second step of `user`'s sign-in: only their
+    /// own passkeys may answer.
+    pub(crate) async fn begin_second_step_passkey(&self, user: &User) -> Result<Ceremony, Error> {
+        let webauthn = self.webauthn()?;
+        let passkeys: Vec<Passkey> = self
+            .store()
+            .passkeys_of(user.id)
+            .await?
+            .iter()
+            .filter_map(|p| serde_json::from_str(&p.passkey).ok())
+            .collect();
+        if passkeys.is_empty() {
+            return Err(Error::NotFound);
+        }
+        let (rcr, state): (_, PasskeyAuthentication) = webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(|e| Error::Internal(format!("WebAuthn: {e}")))?;
+        let state = serde_json::to_string(&state)
+            .map_err(|e| Error::Internal(format!("WebAuthn state: {e}")))?;
+        let token = self
+            .keep_ceremony(SECOND_STEP, Some(user.id), state)
+            .await?;
+        let options = serde_json::to_value(&rcr)
+            .map_err(|e| Error::Internal(format!("WebAuthn options: {e}")))?;
+        Ok(Ceremony { options, token })
+    }
+
+    /// Check a passkey answer at the second step of `user`'s sign-in: the
+    /// `amr` value it adds (`hwk` or `swk`). Malformed: `Invalid`;
+    /// anything refused: `Unauthorized`.
+    pub(crate) async fn verify_second_step_passkey(
+        &self,
+        user: &User,
+        token: &str,
+        credential: &str,
+        meta: &ClientMeta,
+    ) -> Result<&'static str, Error> {
+        let webauthn = self.webauthn()?;
+        let answer: PublicKeyCredential =
+            serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
+        let h = self.take_ceremony(token, SECOND_STEP).await?;
+        if h.user_id != Some(user.id) {
+            return Err(Error::Unauthorized);
+        }
+        let state: PasskeyAuthentication = h
+            .detail
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .ok_or(Error::Unauthorized)?;
+        let failed = |reason: String| async move {
+            self.audit(
+                "mfa.passkey_failed",
+                Some(user.id),
+                meta,
+                Some(json!({ "reason": reason, "step": "second" })),
+            )
+            .await;
+            Error::Unauthorized
+        };
+        let stored = match self
+            .store()
+            .passkey_by_credential(answer.get_credential_id())
+            .await?
+        {
+            Some(p) if p.user_id == user.id => p,
+            _ => return Err(failed("not this person's passkey".into()).await),
+        };
+        let passkey: Passkey = serde_json::from_str(&stored.passkey)
+            .map_err(|e| Error::Internal(format!("stored passkey: {e}")))?;
+        let result = match webauthn.finish_passkey_authentication(&answer, &state) {
+            Ok(r) => r,
+            Err(e) => return Err(failed(e.to_string()).await),
+        };
+        let Some(stored) = self.record_use(stored, passkey, &result).await? else {
+            return Err(failed("counter raced".into()).await);
+        };
+        self.audit(
+            "mfa.passkey_verified",
+            Some(user.id),
+            meta,
+            Some(json!({ "passkey": stored.id, "step": "second" })),
+        )
+        .await;
+        Ok(amr_of(&stored))
     }
 
     /// A person's passkeys, oldest first.

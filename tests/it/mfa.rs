@@ -79,7 +79,7 @@ async fn get(app: &App, b: &reqwest::Client, path: &str) -> (u16, String) {
 
 /// The next mail to `to` (taken out of the mail directory, so the one
 /// after it is next).
-async fn next_mail(maildir: &std::path::Path, to: &str) -> String {
+pub async fn next_mail(maildir: &std::path::Path, to: &str) -> String {
     let raw = Smtpd::wait_for_mail(maildir, to, Duration::from_secs(15)).await;
     for e in std::fs::read_dir(maildir.join("new")).unwrap().flatten() {
         if std::fs::read_to_string(e.path()).unwrap_or_default() == raw {

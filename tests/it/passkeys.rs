@@ -3,7 +3,6 @@
 //! verification) registering on the account page and signing in with no
 //! address typed; a removed passkey and a never-registered authenticator
 //! refused cleanly.
-use std::time::Duration;
 
 use crate::chromium::{
     Browser, add_authenticator_credential, add_virtual_authenticator, authenticator_credentials,
@@ -15,6 +14,7 @@ use crate::support::{App, Smtpd, TestDb, code_in, free_port, on_both_databases};
 on_both_databases!(
     in_chromium_a_passkey_is_added_used_and_removed,
     bad_passkey_answers_are_refused_clearly_and_make_no_session,
+    a_passkey_is_the_second_step_of_an_e_mail_sign_in,
 );
 
 fn with_passkeys(c: &mut authgate::config::Config, public: &str) {
@@ -44,6 +44,8 @@ async fn in_chromium_a_passkey_is_added_used_and_removed(db: &TestDb) {
     let public = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let app = App::start_on(listener, db, |c| {
         with_passkeys(c, &public);
+        c.mfa.required = authgate::core::MfaRequired::Optional;
+        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap().into()];
         c.mail.transport = authgate::config::MailTransport::Smtp;
         c.mail.smtp_url = Some(format!("smtp://127.0.0.1:{port}").into());
         c.mail_login.product_name = "Example".into();
@@ -68,7 +70,7 @@ async fn in_chromium_a_passkey_is_added_used_and_removed(db: &TestDb) {
         type_into(c, "#email", address).await;
         click(c, "#send").await;
         text_becomes(c, "h1", "Check your mail").await;
-        let raw = Smtpd::wait_for_mail(&smtpd.maildir, address, Duration::from_secs(15)).await;
+        let raw = crate::mfa::next_mail(&smtpd.maildir, address).await;
         type_into(c, "#code", &code_in(&raw)).await;
         click(c, "#verify").await;
         text_becomes(c, "h1", "Your account").await;
@@ -120,6 +122,31 @@ async fn in_chromium_a_passkey_is_added_used_and_removed(db: &TestDb) {
         click(c, "#passkey-sign-in").await;
         text_becomes(c, "#account-email", address).await;
         assert_eq!(sessions(db).await, before + 1);
+
+        // With second factors on, an e-mail code then the passkey as the
+        // second step ("Use your passkey": only this person's passkeys may
+        // answer). The autofill waits again while no authenticator is there.
+        let held = authenticator_credentials(c, &laptop).await;
+        remove_virtual_authenticator(c, &laptop).await;
+        click(c, "#sign-out").await;
+        text_becomes(c, "h1", "Sign in").await;
+        type_into(c, "#email", address).await;
+        click(c, "#send").await;
+        text_becomes(c, "h1", "Check your mail").await;
+        let raw = crate::mfa::next_mail(&smtpd.maildir, address).await;
+        type_into(c, "#code", &code_in(&raw)).await;
+        click(c, "#verify").await;
+        text_becomes(c, "#passkey-second-step", "Use your passkey").await;
+        screenshots(c, "second-factor-passkey").await;
+        assert_accessible(c, "the second step with a passkey").await;
+        let laptop = add_virtual_authenticator(c).await;
+        add_authenticator_credential(c, &laptop, held[0].clone()).await;
+        click(c, "#passkey-second-step").await;
+        text_becomes(c, "#account-email", address).await;
+        let method: String = db
+            .scalar("SELECT method FROM sessions ORDER BY created_at DESC, id DESC LIMIT 1")
+            .await;
+        assert_eq!(method, "otp hwk mfa");
 
         // Rename it (a plain form), then remove it.
         let rename = c.find(fantoccini::Locator::Css("#rename-1")).await.unwrap();
@@ -516,4 +543,156 @@ async fn bad_passkey_answers_are_refused_clearly_and_make_no_session(db: &TestDb
         stored, 4,
         "the counter of the one use accepted (the fourth answer)"
     );
+}
+
+/// With second factors on, a person whose factor is a passkey signs in by
+/// e-mail code and then shows the passkey (only their own may answer) on
+/// the second step: refused when tampered (the step stays), then signed in
+/// with `otp hwk mfa`.
+async fn a_passkey_is_the_second_step_of_an_e_mail_sign_in(db: &TestDb) {
+    use crate::soft_authenticator::{Lie, SoftAuthenticator};
+    use serde_json::json;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let app = App::start_on(listener, db, |c| {
+        with_passkeys(c, &public);
+        c.mfa.required = authgate::core::MfaRequired::Optional;
+        c.vault.keys = vec![authgate::core::Vault::new_key().unwrap().into()];
+    })
+    .await;
+    let to = "two.keys@example.com";
+    let b = crate::pages::browser();
+    let r = crate::pages::mail_sign_in(&app, &b, "", to).await;
+    assert_eq!(
+        r.headers()["location"],
+        "/account",
+        "no factor yet: signed in"
+    );
+    let account = b
+        .get(app.url("/account"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = crate::pages::input(&account, "csrf").unwrap();
+    let mut key = SoftAuthenticator::new(&public, "localhost");
+    let (_, start) = script_post(
+        &b,
+        &app,
+        "/account/passkeys/options",
+        &public,
+        Some(&csrf),
+        "{}".into(),
+    )
+    .await;
+    let body = json!({ "ceremony": start["ceremony"], "name": "Phone", "credential": key.register(&start["options"]) });
+    let (status, _) = script_post(
+        &b,
+        &app,
+        "/account/passkeys/finish",
+        &public,
+        Some(&csrf),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Now a sign-in by e-mail code asks for the passkey.
+    let b = crate::pages::browser();
+    let r = crate::pages::mail_sign_in(&app, &b, "", to).await;
+    assert_eq!(r.headers()["location"], "/login/second-factor");
+    let page = b
+        .get(app.url("/login/second-factor"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("id=\"passkey-second-step\""), "{page}");
+    assert!(!page.contains("id=\"verify-totp\""), "no TOTP to ask for");
+    // The script's CSRF token is on its element.
+    let at = page.find("data-csrf=\"").unwrap() + 11;
+    let csrf = page[at..at + page[at..].find('"').unwrap()].to_string();
+    let before = sessions(db).await;
+    let options = |b: &reqwest::Client| {
+        let b = b.clone();
+        let (app, public, csrf) = (&app, public.clone(), csrf.clone());
+        async move {
+            let (status, start) = script_post(
+                &b,
+                app,
+                "/login/second-factor/passkey/options",
+                &public,
+                Some(&csrf),
+                "{}".into(),
+            )
+            .await;
+            assert_eq!(status, 200, "{start}");
+            start
+        }
+    };
+    let start = options(&b).await;
+    let allowed = &start["options"]["publicKey"]["allowCredentials"];
+    assert_eq!(
+        allowed.as_array().unwrap().len(),
+        1,
+        "only this person's passkeys: {allowed}"
+    );
+    let tampered = Lie {
+        bad_signature: true,
+        ..key.honest()
+    };
+    let body = json!({ "ceremony": start["ceremony"], "credential": key.assert(&start["options"], &tampered) });
+    let (status, refused) = script_post(
+        &b,
+        &app,
+        "/login/second-factor/passkey/finish",
+        &public,
+        Some(&csrf),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (401, Some("refused")),
+        "{refused}"
+    );
+    assert_eq!(sessions(db).await, before, "no session");
+    // The step stays (a new pending sign-in): the true answer signs in.
+    let start = options(&b).await;
+    let body = json!({ "ceremony": start["ceremony"], "credential": key.assert(&start["options"], &key.honest()) });
+    let (status, done) = script_post(
+        &b,
+        &app,
+        "/login/second-factor/passkey/finish",
+        &public,
+        Some(&csrf),
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["next"], "/account");
+    assert_eq!(sessions(db).await, before + 1);
+    let method: String = db
+        .scalar("SELECT method FROM sessions ORDER BY created_at DESC, id DESC LIMIT 1")
+        .await;
+    assert_eq!(method, "otp hwk mfa");
+    assert_eq!(
+        b.get(app.url("/account")).send().await.unwrap().status(),
+        200
+    );
+    // The pending sign-in is spent.
+    let (status, _) = script_post(
+        &b,
+        &app,
+        "/login/second-factor/passkey/options",
+        &public,
+        Some(&csrf),
+        "{}".into(),
+    )
+    .await;
+    assert_eq!(status, 410);
 }

@@ -64,7 +64,7 @@ pub(super) fn after_first_factor(
     }
 }
 
-fn pending_cookie(s: &Settings, token: &str) -> Option<axum::http::HeaderValue> {
+pub(super) fn pending_cookie(s: &Settings, token: &str) -> Option<axum::http::HeaderValue> {
     set_cookie(
         PENDING_COOKIE,
         token,
@@ -149,6 +149,31 @@ fn codes_page(
 
 // ---- the second step of a sign-in
 
+/// A second step done: the browser's previous session ends (one browser,
+/// one session), the kept return target is spent; the cookies that say so.
+pub(super) async fn signed_in_cookies(
+    state: &AppState,
+    s: &Settings,
+    headers: &HeaderMap,
+    client: &crate::core::ClientMeta,
+    session: &str,
+) -> Vec<Option<axum::http::HeaderValue>> {
+    let core = &state.core;
+    for old in cookie_values(headers, &s.session_cookie) {
+        if let Err(e) = core.revoke_session_token(&old, client).await {
+            tracing::warn!(error = %e, "second factor: cannot end the previous session");
+        }
+    }
+    if let Some(key) = cookie_value(headers, RETURN_COOKIE) {
+        let _ = core.take_return(&key, SURFACE).await;
+    }
+    vec![
+        s.session_set_cookie(session, s.max_age),
+        set_cookie(PENDING_COOKIE, "", PENDING_PATH, Some(0), s.secure),
+        set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
+    ]
+}
+
 #[derive(Deserialize, Default)]
 struct SecondFactorQuery {
     lang: Option<String>,
@@ -187,13 +212,22 @@ async fn second_factor_page(
             Err(e) => Page::new(&s, lang).core_error(&e),
         };
     }
-    verify_page(&s, &headers, lang, None, StatusCode::OK, None)
+    verify_page(
+        &s,
+        &headers,
+        lang,
+        (pending.totp, pending.passkey),
+        None,
+        StatusCode::OK,
+        None,
+    )
 }
 
 fn verify_page(
     s: &Settings,
     headers: &HeaderMap,
     lang: &'static str,
+    (totp, passkey): (bool, bool),
     error: Option<&str>,
     status: StatusCode,
     cookie: Option<axum::http::HeaderValue>,
@@ -207,7 +241,7 @@ fn verify_page(
     page.render(
         "second_factor.html",
         "second_factor_title",
-        context! { csrf => csrf, error => error, passkeys => s.passkeys },
+        context! { csrf => csrf, error => error, totp => totp, passkey => passkey },
     )
 }
 
@@ -258,21 +292,8 @@ async fn second_factor_post(
             recovery_codes,
             ..
         }) => {
-            // One browser, one session: a session this browser had ends.
-            for old in cookie_values(&headers, &s.session_cookie) {
-                if let Err(e) = core.revoke_session_token(&old, &client).await {
-                    tracing::warn!(error = %e, "second factor: cannot end the previous session");
-                }
-            }
-            if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {
-                let _ = core.take_return(&key, SURFACE).await;
-            }
             let landing = then.unwrap_or_else(|| "/account".into());
-            let cookies = vec![
-                s.session_set_cookie(&session, s.max_age),
-                clear,
-                set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
-            ];
+            let cookies = signed_in_cookies(&state, &s, &headers, &client, &session).await;
             match recovery_codes {
                 Some(codes) => codes_page(&s, lang, &codes, &landing, cookies),
                 None => see_other(&landing, cookies),
@@ -302,6 +323,7 @@ async fn second_factor_post(
                 &s,
                 &headers,
                 lang,
+                (pending.totp, pending.passkey),
                 Some(key),
                 StatusCode::BAD_REQUEST,
                 cookie,

@@ -18,13 +18,13 @@ use serde_json::{Value, json};
 
 use super::super::AppState;
 use super::super::extract::{Client, cookie_value, cookie_values, set_cookie};
-use super::factors::step_up;
+use super::factors::{self, PENDING_COOKIE, step_up};
 use super::{
     Page, PageForm, RETURN_COOKIE, SESSION_KIND, SURFACE, Settings, language, require_session,
     see_other, trusted_post,
 };
 use crate::core::secret::TokenFormat;
-use crate::core::{Error, NewSession};
+use crate::core::{Error, NewSession, Proof, SecondStep};
 
 /// The browser's script for the ceremonies.
 const SCRIPT: &str = include_str!("assets/passkey.js");
@@ -35,6 +35,14 @@ pub(super) fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/assets/passkey.js", get(script))
         .route("/login/passkey/options", post(sign_in_options))
         .route("/login/passkey/finish", post(sign_in_finish))
+        .route(
+            "/login/second-factor/passkey/options",
+            post(second_step_options),
+        )
+        .route(
+            "/login/second-factor/passkey/finish",
+            post(second_step_finish),
+        )
         .route("/account/passkeys/options", post(add_options))
         .route("/account/passkeys/finish", post(add_finish))
         .route("/account/passkeys/rename", post(rename))
@@ -241,6 +249,76 @@ async fn sign_in_finish(
         r.headers_mut().append(axum::http::header::SET_COOKIE, c);
     }
     r
+}
+
+/// The second step of a pending sign-in, with the person's own passkey.
+async fn second_step_options(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (_, lang) = match posted(&s, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let Some(pending) = cookie_value(&headers, PENDING_COOKIE) else {
+        return refusal(&s, lang, StatusCode::GONE, "expired", "err_expired");
+    };
+    match state.core.begin_pending_passkey(&pending, SURFACE).await {
+        Ok(c) => Json(json!({ "ceremony": c.token, "options": c.options })).into_response(),
+        Err(Error::Unauthorized) => refusal(&s, lang, StatusCode::GONE, "expired", "err_expired"),
+        Err(e) => core_refusal(&s, lang, &e),
+    }
+}
+
+async fn second_step_finish(
+    State(state): State<AppState>,
+    Extension(s): Extension<Arc<Settings>>,
+    Client(client): Client,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (b, lang) = match posted(&s, &headers, &body) {
+        Ok(v) => v,
+        Err(r) => return *r,
+    };
+    let Some(pending) = cookie_value(&headers, PENDING_COOKIE) else {
+        return refusal(&s, lang, StatusCode::GONE, "expired", "err_expired");
+    };
+    let credential = b
+        .credential
+        .as_ref()
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let proof = Proof::Passkey {
+        ceremony: &b.ceremony,
+        credential: &credential,
+    };
+    let step = state
+        .core
+        .second_factor_done(&pending, SURFACE, proof, TokenFormat::UrlSafe32, &client)
+        .await;
+    match step {
+        Ok(SecondStep::Done { token, then, .. }) => {
+            let landing = then.unwrap_or_else(|| "/account".into());
+            let mut r = Json(json!({ "next": landing })).into_response();
+            let cookies = factors::signed_in_cookies(&state, &s, &headers, &client, &token).await;
+            for c in cookies.into_iter().flatten() {
+                r.headers_mut().append(axum::http::header::SET_COOKIE, c);
+            }
+            r
+        }
+        Ok(SecondStep::Refused { error, pending }) => {
+            let mut r = core_refusal(&s, lang, &error);
+            if let Some(c) = pending.and_then(|p| factors::pending_cookie(&s, &p)) {
+                r.headers_mut().append(axum::http::header::SET_COOKIE, c);
+            }
+            r
+        }
+        Err(Error::Unauthorized) => refusal(&s, lang, StatusCode::GONE, "expired", "err_expired"),
+        Err(e) => core_refusal(&s, lang, &e),
+    }
 }
 
 /// The signed-in person of a JSON post, with a recent sign-in (step-up):

@@ -1,5 +1,5 @@
 // authgate's passkeys (WebAuthn): the sign-in page's button and autofill,
-// the account page's "Add a passkey". The only script the pages load, and
+// the second step's "Use your passkey", the account page's "Add a passkey". The only script the pages load, and
 // only where passkeys are on; everything else works without it.
 (() => {
   'use strict';
@@ -84,6 +84,36 @@
     if (signIn.dataset.autofill === 'on' && PublicKeyCredential.isConditionalMediationAvailable) {
       PublicKeyCredential.isConditionalMediationAvailable().then((yes) => { if (yes) run(true); });
     }
+  }
+
+  // The second step of a sign-in: the person's own passkey.
+  const second = document.getElementById('passkey-second');
+  if (second) {
+    const csrf = second.dataset.csrf;
+    const problem = document.getElementById('passkey-error');
+    second.hidden = false;
+    document.getElementById('passkey-second-step').addEventListener('click', async () => {
+      problem.hidden = true;
+      const start = await post('/login/second-factor/passkey/options', csrf, {});
+      if (!start.ok) {
+        say(problem, start.body.message || second.dataset.failed);
+        return;
+      }
+      const publicKey = clean(start.body.options.publicKey);
+      publicKey.challenge = bytes(publicKey.challenge);
+      for (const c of publicKey.allowCredentials || []) c.id = bytes(c.id);
+      let credential;
+      try {
+        credential = await navigator.credentials.get({ publicKey });
+      } catch (_) {
+        say(problem, second.dataset.cancelled);
+        return;
+      }
+      const done = await post('/login/second-factor/passkey/finish', csrf,
+        { ceremony: start.body.ceremony, credential: answer(credential) });
+      if (done.ok) window.location.assign(done.body.next);
+      else say(problem, done.body.message || second.dataset.failed);
+    });
   }
 
   // The account page: add a passkey under a name.
