@@ -436,30 +436,18 @@ impl Core {
         }))
     }
 
-    /// Trade a `mailAuthToken` for a session: the user with that address,
-    /// created first when sign-up is allowed. Returns the user, the session
-    /// token and whether the user was created.
+    /// Trade a `mailAuthToken` for a session (kind `mail`): the user with
+    /// that address, created first when sign-up is allowed. Returns the
+    /// user, the session token and whether the user was created.
     pub async fn sign_in_with_mail_auth_token(
         &self,
         token: &str,
         format: TokenFormat,
         client: &ClientMeta,
     ) -> Result<(User, String, bool), Error> {
-        self.sign_in_with_mail_auth_token_as(token, "mail", format, client)
-            .await
-    }
-
-    /// As [`Self::sign_in_with_mail_auth_token`], for a session of `kind`.
-    pub async fn sign_in_with_mail_auth_token_as(
-        &self,
-        token: &str,
-        kind: &str,
-        format: TokenFormat,
-        client: &ClientMeta,
-    ) -> Result<(User, String, bool), Error> {
         let (user, created) = self.user_of_mail_auth_token(token, client).await?;
         let (session, _) = self
-            .sign_in(&user, kind, super::AMR_OTP, format, client)
+            .sign_in(&user, "mail", super::AMR_OTP, format, client)
             .await?;
         Ok((user, session, created))
     }

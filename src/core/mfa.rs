@@ -210,11 +210,7 @@ impl Core {
         then: Option<String>,
         meta: &ClientMeta,
     ) -> Result<FirstFactor, Error> {
-        if user.disabled {
-            // The refusal and its audit are the session's.
-            self.start_session(user, kind, method, format, meta, None)
-                .await?;
-        }
+        self.refuse_disabled_sign_in(user, kind, meta).await?;
         let need = self.second_factor_need(user).await?;
         if need == SecondFactorNeed::None {
             let (token, session) = self

@@ -112,6 +112,11 @@ fn flags_of(passkey: &Passkey) -> (i64, bool, bool) {
     )
 }
 
+/// The options for the browser, as JSON.
+fn options_of(o: &impl serde::Serialize) -> Result<serde_json::Value, Error> {
+    serde_json::to_value(o).map_err(|e| Error::Internal(format!("WebAuthn options: {e}")))
+}
+
 /// RFC 8176: a key bound to its device (`hwk`) or a synced one (`swk`).
 fn amr_of(p: &StoredPasskey) -> &'static str {
     if p.backup_eligible { "swk" } else { "hwk" }
@@ -137,12 +142,17 @@ impl Core {
         self.inner.passkeys.webauthn.is_some()
     }
 
+    /// Keep a ceremony's state (webauthn-rs's, serialised) for `user_id`
+    /// (none: anyone's sign-in) and hand out its options with the handle.
     async fn keep_ceremony(
         &self,
         surface: &str,
         user_id: Option<Uuid>,
-        state: String,
-    ) -> Result<String, Error> {
+        state: &impl serde::Serialize,
+        options: serde_json::Value,
+    ) -> Result<Ceremony, Error> {
+        let state = serde_json::to_string(state)
+            .map_err(|e| Error::Internal(format!("WebAuthn state: {e}")))?;
         let token = format!(
             "{CEREMONY_PREFIX}{}",
             secret::new_token(TokenFormat::UrlSafe32)?
@@ -159,12 +169,18 @@ impl Core {
                 expires_at: now + CEREMONY_TTL_SECS,
             })
             .await?;
-        Ok(token)
+        Ok(Ceremony { options, token })
     }
 
     /// Take a ceremony's state (once): `Unauthorized` when unknown, used,
-    /// expired or another ceremony's.
-    async fn take_ceremony(&self, token: &str, surface: &str) -> Result<Handoff, Error> {
+    /// expired, another ceremony's or another person's (`user_id`: whose
+    /// it must be; none for a sign-in's).
+    async fn take_ceremony<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        surface: &str,
+        user_id: Option<Uuid>,
+    ) -> Result<T, Error> {
         if !token.starts_with(CEREMONY_PREFIX)
             || token.len() > secret::MAX_TOKEN_LEN + CEREMONY_PREFIX.len()
         {
@@ -173,7 +189,8 @@ impl Core {
         self.store()
             .take_handoff(&secret::hash_token(token), self.now())
             .await?
-            .filter(|h| h.surface == surface)
+            .filter(|h| h.surface == surface && h.user_id == user_id)
+            .and_then(|h| serde_json::from_str(h.detail.as_deref()?).ok())
             .ok_or(Error::Unauthorized)
     }
 
@@ -195,18 +212,15 @@ impl Core {
         let (ccr, state) = webauthn
             .start_passkey_registration(user.id, &name, &display, Some(exclude))
             .map_err(|e| Error::Internal(format!("WebAuthn: {e}")))?;
-        let mut options = serde_json::to_value(&ccr)
-            .map_err(|e| Error::Internal(format!("WebAuthn options: {e}")))?;
+        let mut options = options_of(&ccr)?;
         // A passkey is a discoverable credential: the sign-in needs no
         // address typed first. (webauthn-rs asks for none; the registration
         // it checks does not depend on it.)
         let selection = &mut options["publicKey"]["authenticatorSelection"];
         selection["residentKey"] = json!("required");
         selection["requireResidentKey"] = json!(true);
-        let state = serde_json::to_string(&state)
-            .map_err(|e| Error::Internal(format!("WebAuthn state: {e}")))?;
-        let token = self.keep_ceremony(REGISTER, Some(user.id), state).await?;
-        Ok(Ceremony { options, token })
+        self.keep_ceremony(REGISTER, Some(user.id), &state, options)
+            .await
     }
 
     /// Finish a registration with the browser's answer (`credential`, the
@@ -226,15 +240,7 @@ impl Core {
         let name = passkey_name(name)?;
         let reg: RegisterPublicKeyCredential =
             serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
-        let h = self.take_ceremony(token, REGISTER).await?;
-        if h.user_id != Some(user.id) {
-            return Err(Error::Unauthorized);
-        }
-        let state: PasskeyRegistration = h
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .ok_or(Error::Unauthorized)?;
+        let state: PasskeyRegistration = self.take_ceremony(token, REGISTER, Some(user.id)).await?;
         let passkey = match webauthn.finish_passkey_registration(&reg, &state) {
             Ok(p) => p,
             Err(e) => {
@@ -294,12 +300,8 @@ impl Core {
         if !conditional {
             rcr.mediation = None;
         }
-        let state = serde_json::to_string(&state)
-            .map_err(|e| Error::Internal(format!("WebAuthn state: {e}")))?;
-        let token = self.keep_ceremony(SIGN_IN, None, state).await?;
-        let options = serde_json::to_value(&rcr)
-            .map_err(|e| Error::Internal(format!("WebAuthn options: {e}")))?;
-        Ok(Ceremony { options, token })
+        self.keep_ceremony(SIGN_IN, None, &state, options_of(&rcr)?)
+            .await
     }
 
     /// Finish a passkey sign-in: the credential it names, its owner, the
@@ -316,12 +318,7 @@ impl Core {
         let webauthn = self.webauthn()?;
         let answer: PublicKeyCredential =
             serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
-        let h = self.take_ceremony(token, SIGN_IN).await?;
-        let state: DiscoverableAuthentication = h
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .ok_or(Error::Unauthorized)?;
+        let state: DiscoverableAuthentication = self.take_ceremony(token, SIGN_IN, None).await?;
         let failed = |user: Option<Uuid>, reason: String| async move {
             self.audit(
                 "mfa.passkey_failed",
@@ -408,14 +405,8 @@ impl Core {
         let (rcr, state): (_, PasskeyAuthentication) = webauthn
             .start_passkey_authentication(&passkeys)
             .map_err(|e| Error::Internal(format!("WebAuthn: {e}")))?;
-        let state = serde_json::to_string(&state)
-            .map_err(|e| Error::Internal(format!("WebAuthn state: {e}")))?;
-        let token = self
-            .keep_ceremony(SECOND_STEP, Some(user.id), state)
-            .await?;
-        let options = serde_json::to_value(&rcr)
-            .map_err(|e| Error::Internal(format!("WebAuthn options: {e}")))?;
-        Ok(Ceremony { options, token })
+        self.keep_ceremony(SECOND_STEP, Some(user.id), &state, options_of(&rcr)?)
+            .await
     }
 
     /// Check a passkey answer at the second step of `user`'s sign-in: the
@@ -431,15 +422,9 @@ impl Core {
         let webauthn = self.webauthn()?;
         let answer: PublicKeyCredential =
             serde_json::from_str(credential).map_err(|e| refused("credential", e))?;
-        let h = self.take_ceremony(token, SECOND_STEP).await?;
-        if h.user_id != Some(user.id) {
-            return Err(Error::Unauthorized);
-        }
-        let state: PasskeyAuthentication = h
-            .detail
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .ok_or(Error::Unauthorized)?;
+        let state: PasskeyAuthentication = self
+            .take_ceremony(token, SECOND_STEP, Some(user.id))
+            .await?;
         let failed = |reason: String| async move {
             self.audit(
                 "mfa.passkey_failed",

@@ -79,16 +79,7 @@ impl Core {
         meta: &ClientMeta,
         parent: Option<&Session>,
     ) -> Result<(String, Session), Error> {
-        if user.disabled {
-            self.audit(
-                "signin.refused",
-                Some(user.id),
-                meta,
-                Some(json!({ "reason": "disabled", "kind": kind })),
-            )
-            .await;
-            return Err(Error::Disabled);
-        }
+        self.refuse_disabled_sign_in(user, kind, meta).await?;
         let policy = self.session_policy();
         let now = self.now();
         let token = secret::new_token(format)?;
@@ -117,6 +108,26 @@ impl Core {
         )
         .await;
         Ok((token, session))
+    }
+
+    /// A disabled person signs in nowhere: `Disabled`, audited.
+    pub(crate) async fn refuse_disabled_sign_in(
+        &self,
+        user: &User,
+        kind: &str,
+        meta: &ClientMeta,
+    ) -> Result<(), Error> {
+        if !user.disabled {
+            return Ok(());
+        }
+        self.audit(
+            "signin.refused",
+            Some(user.id),
+            meta,
+            Some(json!({ "reason": "disabled", "kind": kind })),
+        )
+        .await;
+        Err(Error::Disabled)
     }
 
     /// Check a presented session token. `None` for anything that is not a

@@ -72,6 +72,25 @@ async fn post(
         .unwrap()
 }
 
+/// Answer the second step (`page`) with a proof (`totp`, `recovery`,
+/// `enrol`) and its code.
+async fn step(
+    app: &App,
+    b: &reqwest::Client,
+    page: &str,
+    proof: &str,
+    code: &str,
+) -> reqwest::Response {
+    post(
+        app,
+        b,
+        "/login/second-factor",
+        page,
+        &[("proof", proof), ("code", code)],
+    )
+    .await
+}
+
 async fn get(app: &App, b: &reqwest::Client, path: &str) -> (u16, String) {
     let r = b.get(app.url(path)).send().await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
@@ -145,14 +164,7 @@ async fn with_mfa_all_no_session_exists_before_the_second_factor(db: &TestDb) {
     assert_eq!(secret_in(&again), secret);
     // A wrong code: refused, the set-up shown again, still no session.
     let wrong = wrong_code(&secret, app.clock.now());
-    let r = post(
-        &app,
-        &b,
-        "/login/second-factor",
-        &page,
-        &[("proof", "enrol"), ("code", &wrong)],
-    )
-    .await;
+    let r = step(&app, &b, &page, "enrol", &wrong).await;
     assert_eq!(r.status(), 400);
     let refused = r.text().await.unwrap();
     assert!(refused.contains("That code is not right"), "{refused}");
@@ -160,25 +172,11 @@ async fn with_mfa_all_no_session_exists_before_the_second_factor(db: &TestDb) {
     assert_eq!(sessions(db).await, 0);
     // A verify proof where a set-up is due is refused too.
     let code = code_at(&secret, app.clock.now());
-    let r = post(
-        &app,
-        &b,
-        "/login/second-factor",
-        &page,
-        &[("proof", "totp"), ("code", &code)],
-    )
-    .await;
+    let r = step(&app, &b, &page, "totp", &code).await;
     assert_eq!(r.status(), 400);
     assert_eq!(sessions(db).await, 0);
     // The right first code: the session, and ten recovery codes shown once.
-    let r = post(
-        &app,
-        &b,
-        "/login/second-factor",
-        &page,
-        &[("proof", "enrol"), ("code", &code)],
-    )
-    .await;
+    let r = step(&app, &b, &page, "enrol", &code).await;
     assert_eq!(r.status(), 200);
     let shown = r.text().await.unwrap();
     let codes = codes_in(&shown);
@@ -296,26 +294,12 @@ async fn a_mail_code_then_a_totp_code_and_recovery_codes_once(db: &TestDb) {
         "no session before the second factor"
     );
     let wrong = wrong_code(&secret, app.clock.now());
-    let r = post(
-        &app,
-        &b2,
-        "/login/second-factor",
-        &page,
-        &[("proof", "totp"), ("code", &wrong)],
-    )
-    .await;
+    let r = step(&app, &b2, &page, "totp", &wrong).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("That code is not right"));
     let now = app.clock.now();
     let code = code_at(&secret, now);
-    let r = post(
-        &app,
-        &b2,
-        "/login/second-factor",
-        &page,
-        &[("proof", "totp"), ("code", &code)],
-    )
-    .await;
+    let r = step(&app, &b2, &page, "totp", &code).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/account");
     assert_eq!(sessions(db).await, before + 1);
@@ -324,49 +308,21 @@ async fn a_mail_code_then_a_totp_code_and_recovery_codes_once(db: &TestDb) {
     // The same code again, in the same step, in another browser: a replay.
     let (b3, page) = first_step(&app, to).await;
     app.clock.set(now);
-    let r = post(
-        &app,
-        &b3,
-        "/login/second-factor",
-        &page,
-        &[("proof", "totp"), ("code", &code)],
-    )
-    .await;
+    let r = step(&app, &b3, &page, "totp", &code).await;
     assert_eq!(r.status(), 400, "a replayed code");
     assert_eq!(get(&app, &b3, "/account").await.0, 303);
     // The next step's code works.
     app.clock.advance(30);
     let next = code_at(&secret, app.clock.now());
-    let r = post(
-        &app,
-        &b3,
-        "/login/second-factor",
-        &page,
-        &[("proof", "totp"), ("code", &next)],
-    )
-    .await;
+    let r = step(&app, &b3, &page, "totp", &next).await;
     assert_eq!(r.status(), 303);
 
     // A recovery code works once.
     let (b4, page) = first_step(&app, to).await;
-    let r = post(
-        &app,
-        &b4,
-        "/login/second-factor",
-        &page,
-        &[("proof", "recovery"), ("code", &codes[3].to_uppercase())],
-    )
-    .await;
+    let r = step(&app, &b4, &page, "recovery", &codes[3].to_uppercase()).await;
     assert_eq!(r.status(), 303);
     let (b5, page) = first_step(&app, to).await;
-    let r = post(
-        &app,
-        &b5,
-        "/login/second-factor",
-        &page,
-        &[("proof", "recovery"), ("code", &codes[3])],
-    )
-    .await;
+    let r = step(&app, &b5, &page, "recovery", &codes[3]).await;
     assert_eq!(r.status(), 400);
     assert!(
         r.text()
@@ -591,14 +547,7 @@ async fn a_provider_sign_in_waits_for_the_second_factor(db: &TestDb) {
     let (status, page) = get(&app, &b, "/login/second-factor").await;
     assert_eq!(status, 200);
     let code = code_at(&secret_in(&page), app.clock.now());
-    let r = post(
-        &app,
-        &b,
-        "/login/second-factor",
-        &page,
-        &[("proof", "enrol"), ("code", &code)],
-    )
-    .await;
+    let r = step(&app, &b, &page, "enrol", &code).await;
     assert_eq!(r.status(), 200);
     assert_eq!(codes_in(&r.text().await.unwrap()).len(), 10);
     let method: String = db.scalar("SELECT method FROM sessions").await;

@@ -24,7 +24,7 @@ use super::{
 use crate::core::secret::TokenFormat;
 use crate::core::totp::TotpEnrolment;
 use crate::core::{
-    Error, FirstFactor, Proof, SecondFactorNeed, SecondStep, SessionCheck, mfa::PENDING_TTL_SECS,
+    Error, Proof, SecondFactorNeed, SecondStep, SessionCheck, mfa::PENDING_TTL_SECS,
 };
 
 /// Holds the pending sign-in's token between the two steps.
@@ -44,24 +44,15 @@ pub(super) fn routes(router: Router<AppState>) -> Router<AppState> {
         .route("/account/recovery-codes", post(account_recovery_codes))
 }
 
-/// The answer to a first factor on the pages: the session cookie and the
-/// landing, or the second step (its cookie, never a URL).
-pub(super) fn after_first_factor(
+/// A first factor on the pages that needs a second: on to the second step,
+/// the pending sign-in's token in its cookie (never a URL).
+pub(super) fn to_second_step(
     s: &Settings,
-    first: FirstFactor,
-    landing: &str,
+    token: &str,
     mut cookies: Vec<Option<axum::http::HeaderValue>>,
 ) -> Response {
-    match first {
-        FirstFactor::Session { token, .. } => {
-            cookies.push(s.session_set_cookie(&token, s.max_age));
-            see_other(landing, cookies)
-        }
-        FirstFactor::Pending { token, .. } => {
-            cookies.push(pending_cookie(s, &token));
-            see_other(PENDING_PATH, cookies)
-        }
-    }
+    cookies.push(pending_cookie(s, token));
+    see_other(PENDING_PATH, cookies)
 }
 
 pub(super) fn pending_cookie(s: &Settings, token: &str) -> Option<axum::http::HeaderValue> {
@@ -149,29 +140,41 @@ fn codes_page(
 
 // ---- the second step of a sign-in
 
-/// A second step done: the browser's previous session ends (one browser,
-/// one session), the kept return target is spent; the cookies that say so.
+/// What a person is told of a refused code: locked for now, or wrong.
+fn refused_code(e: &Error, recovery: bool) -> &'static str {
+    match e {
+        Error::RateLimited { .. } => "err_rate_limited",
+        _ if recovery => "wrong_recovery_code",
+        _ => "wrong_totp_code",
+    }
+}
+
+/// Signed in (a second step, a passkey): the browser's previous session
+/// ends (one browser, one session) and the kept return target is spent.
+/// That target, and the cookies that say so.
 pub(super) async fn signed_in_cookies(
     state: &AppState,
     s: &Settings,
     headers: &HeaderMap,
     client: &crate::core::ClientMeta,
     session: &str,
-) -> Vec<Option<axum::http::HeaderValue>> {
+) -> (Option<String>, Vec<Option<axum::http::HeaderValue>>) {
     let core = &state.core;
     for old in cookie_values(headers, &s.session_cookie) {
         if let Err(e) = core.revoke_session_token(&old, client).await {
-            tracing::warn!(error = %e, "second factor: cannot end the previous session");
+            tracing::warn!(error = %e, "sign-in: cannot end the browser's previous session");
         }
     }
-    if let Some(key) = cookie_value(headers, RETURN_COOKIE) {
-        let _ = core.take_return(&key, SURFACE).await;
-    }
-    vec![
+    let landing = match cookie_value(headers, RETURN_COOKIE) {
+        Some(key) => core.take_return(&key, SURFACE).await.ok().flatten(),
+        None => None,
+    };
+    let cookies = vec![
         s.session_set_cookie(session, s.max_age),
         set_cookie(PENDING_COOKIE, "", PENDING_PATH, Some(0), s.secure),
         set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
-    ]
+    ];
+    (landing, cookies)
 }
 
 #[derive(Deserialize, Default)]
@@ -190,58 +193,67 @@ async fn second_factor_page(
     >,
 ) -> Response {
     let q = query.map(|axum::extract::Query(q)| q).unwrap_or_default();
-    let asked = language(q.lang.as_deref(), &headers, None);
     let Some(token) = cookie_value(&headers, PENDING_COOKIE) else {
-        return Page::new(&s, asked).error(StatusCode::GONE, "err_expired");
+        let lang = language(q.lang.as_deref(), &headers, None);
+        return Page::new(&s, lang).error(StatusCode::GONE, "err_expired");
     };
+    step_page(
+        &state,
+        &s,
+        &headers,
+        &client,
+        &token,
+        q.lang.as_deref(),
+        None,
+    )
+    .await
+}
+
+/// The second step of the pending sign-in `token`, in the language asked
+/// for (else the person's): setting up TOTP when that is due (the one in
+/// progress, else a new one), else what the person can show; with the
+/// refusal `error` (400) when a try was refused.
+async fn step_page(
+    state: &AppState,
+    s: &Settings,
+    headers: &HeaderMap,
+    client: &crate::core::ClientMeta,
+    token: &str,
+    asked: Option<&str>,
+    error: Option<&str>,
+) -> Response {
     let core = &state.core;
-    let pending = match core.pending_sign_in(&token, SURFACE).await {
+    let pending = match core.pending_sign_in(token, SURFACE).await {
         Ok(p) => p,
-        Err(e) => return Page::new(&s, asked).core_error(&e),
+        Err(e) => return Page::new(s, language(asked, headers, None)).core_error(&e),
     };
-    let lang = language(q.lang.as_deref(), &headers, pending.user.locale.as_ref());
+    let lang = language(asked, headers, pending.user.locale.as_ref());
     if pending.need == SecondFactorNeed::Enrol {
         let issuer = &core.mfa_policy().issuer;
         let enrolment = match core.totp_enrolment_in_progress(&pending.user, issuer).await {
             Ok(Some(e)) => Ok(e),
-            Ok(None) => core.begin_pending_totp(&token, SURFACE, &client).await,
+            Ok(None) => core.begin_pending_totp(token, SURFACE, client).await,
             Err(e) => Err(e),
         };
         return match enrolment {
-            Ok(e) => setup_page(&s, &headers, lang, &e, PENDING_PATH, None),
-            Err(e) => Page::new(&s, lang).core_error(&e),
+            Ok(e) => setup_page(s, headers, lang, &e, PENDING_PATH, error),
+            Err(e) => Page::new(s, lang).core_error(&e),
         };
     }
-    verify_page(
-        &s,
-        &headers,
-        lang,
-        (pending.totp, pending.passkey),
-        None,
-        StatusCode::OK,
-        None,
-    )
-}
-
-fn verify_page(
-    s: &Settings,
-    headers: &HeaderMap,
-    lang: &'static str,
-    (totp, passkey): (bool, bool),
-    error: Option<&str>,
-    status: StatusCode,
-    cookie: Option<axum::http::HeaderValue>,
-) -> Response {
-    let (csrf, csrf_cookie) = csrf_token(s, headers);
-    let page = Page::new(s, lang)
-        .status(status)
-        .cookie(csrf_cookie)
-        .cookie(cookie);
+    let (csrf, cookie) = csrf_token(s, headers);
+    let status = if error.is_some() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let page = Page::new(s, lang).status(status).cookie(cookie);
     let error = error.map(|k| page.text(k));
     page.render(
         "second_factor.html",
         "second_factor_title",
-        context! { csrf => csrf, error => error, totp => totp, passkey => passkey },
+        context! {
+            csrf => csrf, error => error, totp => pending.totp, passkey => pending.passkey,
+        },
     )
 }
 
@@ -275,12 +287,6 @@ async fn second_factor_post(
         _ => return Page::new(&s, lang).error(StatusCode::BAD_REQUEST, "err_forbidden"),
     };
     let core = &state.core;
-    // Read for its person's language and, on a wrong first code, the
-    // set-up shown again.
-    let pending = match core.pending_sign_in(&token, SURFACE).await {
-        Ok(p) => p,
-        Err(e) => return Page::new(&s, lang).core_error(&e),
-    };
     let step = core
         .second_factor_done(&token, SURFACE, proof, TokenFormat::UrlSafe32, &client)
         .await;
@@ -293,7 +299,7 @@ async fn second_factor_post(
             ..
         }) => {
             let landing = then.unwrap_or_else(|| "/account".into());
-            let cookies = signed_in_cookies(&state, &s, &headers, &client, &session).await;
+            let (_, cookies) = signed_in_cookies(&state, &s, &headers, &client, &session).await;
             match recovery_codes {
                 Some(codes) => codes_page(&s, lang, &codes, &landing, cookies),
                 None => see_other(&landing, cookies),
@@ -303,31 +309,13 @@ async fn second_factor_post(
             error,
             pending: Some(again),
         }) => {
-            let key = match error {
-                Error::RateLimited { .. } => "err_rate_limited",
-                _ if matches!(proof, Proof::Recovery(_)) => "wrong_recovery_code",
-                _ => "wrong_totp_code",
-            };
-            let cookie = pending_cookie(&s, &again);
-            if pending.need == SecondFactorNeed::Enrol {
-                let issuer = &core.mfa_policy().issuer;
-                if let Ok(Some(e)) = core.totp_enrolment_in_progress(&pending.user, issuer).await {
-                    let mut r = setup_page(&s, &headers, lang, &e, PENDING_PATH, Some(key));
-                    if let Some(c) = cookie {
-                        r.headers_mut().append(axum::http::header::SET_COOKIE, c);
-                    }
-                    return r;
-                }
+            let key = refused_code(&error, matches!(proof, Proof::Recovery(_)));
+            let mut r =
+                step_page(&state, &s, &headers, &client, &again, Some(lang), Some(key)).await;
+            if let Some(c) = pending_cookie(&s, &again) {
+                r.headers_mut().append(axum::http::header::SET_COOKIE, c);
             }
-            verify_page(
-                &s,
-                &headers,
-                lang,
-                (pending.totp, pending.passkey),
-                Some(key),
-                StatusCode::BAD_REQUEST,
-                cookie,
-            )
+            r
         }
         Ok(SecondStep::Refused { error, .. }) | Err(error) => {
             Page::new(&s, lang).cookie(clear).core_error(&error)
@@ -365,7 +353,8 @@ struct AccountForm {
 
 super::posted!(AccountForm, SecondFactorForm);
 
-/// The signed-in person of a TOTP form, with second factors on.
+/// The signed-in person of a TOTP form, with second factors on and a
+/// recent sign-in (each of these forms is a sensitive action: step-up).
 async fn account_of(
     state: &AppState,
     s: &Settings,
@@ -377,6 +366,9 @@ async fn account_of(
         return Err(Page::new(s, lang).error(StatusCode::NOT_FOUND, "err_not_found"));
     }
     let lang = language(Some(lang), headers, check.user.locale.as_ref());
+    if let Some(r) = step_up(state, &check, lang, "/account") {
+        return Err(r);
+    }
     Ok((check, lang))
 }
 
@@ -391,9 +383,6 @@ async fn account_totp_begin(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = step_up(&state, &check, lang, "/account") {
-        return r;
-    }
     let core = &state.core;
     let issuer = core.mfa_policy().issuer.clone();
     match core.begin_totp(&check.user, &issuer, &client).await {
@@ -414,18 +403,11 @@ async fn account_totp_confirm(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = step_up(&state, &check, lang, "/account") {
-        return r;
-    }
     let core = &state.core;
     match core.confirm_totp(check.user.id, &f.code, &client).await {
         Ok(codes) => codes_page(&s, lang, &codes, "/account", vec![]),
         Err(e @ (Error::Unauthorized | Error::RateLimited { .. })) => {
-            let key = if matches!(e, Error::RateLimited { .. }) {
-                "err_rate_limited"
-            } else {
-                "wrong_totp_code"
-            };
+            let key = refused_code(&e, false);
             let issuer = &core.mfa_policy().issuer;
             match core.totp_enrolment_in_progress(&check.user, issuer).await {
                 Ok(Some(en)) => {
@@ -453,9 +435,6 @@ async fn account_totp_remove(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = step_up(&state, &check, lang, "/account") {
-        return r;
-    }
     match state.core.remove_totp(check.user.id, &client).await {
         Ok(_) => see_other(&format!("/account?lang={lang}&saved=1"), vec![]),
         Err(e) => Page::new(&s, lang).core_error(&e),
@@ -473,9 +452,6 @@ async fn account_recovery_codes(
         Ok(v) => v,
         Err(r) => return r,
     };
-    if let Some(r) = step_up(&state, &check, lang, "/account") {
-        return r;
-    }
     let core = &state.core;
     match core.second_factors(check.user.id).await {
         Ok(f) if f.totp => {}

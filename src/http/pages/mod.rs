@@ -1125,20 +1125,14 @@ async fn verify_code(
         Ok(f) => f,
         Err(e) => return Page::new(&s, lang).core_error(&e),
     };
-    let mut cookies = vec![];
-    if matches!(first, FirstFactor::Session { .. }) {
-        // One browser, one session: a session this browser had ends.
-        for old in cookie_values(&headers, &s.session_cookie) {
-            if let Err(e) = core.revoke_session_token(&old, &client).await {
-                tracing::warn!(error = %e, "page sign-in: cannot end the previous session");
-            }
+    match first {
+        FirstFactor::Session { token, .. } => {
+            let (taken, cookies) =
+                factors::signed_in_cookies(&state, &s, &headers, &client, &token).await;
+            see_other(taken.or(landing).as_deref().unwrap_or("/account"), cookies)
         }
-        if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {
-            let _ = core.take_return(&key, SURFACE).await;
-        }
-        cookies.push(set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure));
+        FirstFactor::Pending { token, .. } => factors::to_second_step(&s, &token, vec![]),
     }
-    factors::after_first_factor(&s, first, landing.as_deref().unwrap_or("/account"), cookies)
 }
 
 /// A provider's button: to the provider (state, PKCE, nonce), the flow
@@ -1225,16 +1219,8 @@ async fn provider_callback(
             return see_other("/account?connected=1", vec![clear_flow]);
         }
         Ok(f) => match (&f.session, &f.pending) {
-            (None, Some((token, need))) => {
-                return factors::after_first_factor(
-                    &s,
-                    FirstFactor::Pending {
-                        token: token.clone(),
-                        need: *need,
-                    },
-                    "/account",
-                    vec![clear_flow],
-                );
+            (None, Some((token, _))) => {
+                return factors::to_second_step(&s, token, vec![clear_flow]);
             }
             (Some((token, _)), _) => {
                 if let Some(key) = cookie_value(&headers, RETURN_COOKIE) {

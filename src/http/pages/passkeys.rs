@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::AppState;
-use super::super::extract::{Client, cookie_value, cookie_values, set_cookie};
+use super::super::extract::{Client, cookie_value};
 use super::factors::{self, PENDING_COOKIE, step_up};
 use super::{
-    Page, PageForm, RETURN_COOKIE, SESSION_KIND, SURFACE, Settings, language, require_session,
-    see_other, trusted_post,
+    Page, PageForm, SESSION_KIND, SURFACE, Settings, language, require_session, see_other,
+    trusted_post,
 };
 use crate::core::secret::TokenFormat;
 use crate::core::{Error, NewSession, Proof, SecondStep};
@@ -195,7 +195,7 @@ async fn sign_in_options(
         .begin_passkey_sign_in(b.conditional, client.ip.as_deref())
         .await
     {
-        Ok(c) => Json(json!({ "ceremony": c.token, "options": c.options })).into_response(),
+        Ok(c) => ceremony_json(c),
         Err(e) => core_refusal(&s, lang, &e),
     }
 }
@@ -228,27 +228,26 @@ async fn sign_in_finish(
         Ok((token, _)) => token,
         Err(e) => return core_refusal(&s, lang, &e),
     };
-    // One browser, one session.
-    for old in cookie_values(&headers, &s.session_cookie) {
-        if let Err(e) = core.revoke_session_token(&old, &client).await {
-            tracing::warn!(error = %e, "passkey sign-in: cannot end the previous session");
-        }
-    }
-    let landing = match cookie_value(&headers, RETURN_COOKIE) {
-        Some(key) => core.take_return(&key, SURFACE).await.ok().flatten(),
-        None => None,
-    };
-    let mut r = Json(json!({ "next": landing.as_deref().unwrap_or("/account") })).into_response();
-    for c in [
-        s.session_set_cookie(&token, s.max_age),
-        set_cookie(RETURN_COOKIE, "", "/login", Some(0), s.secure),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let (landing, cookies) =
+        factors::signed_in_cookies(&state, &s, &headers, &client, &token).await;
+    json_with_cookies(
+        json!({ "next": landing.as_deref().unwrap_or("/account") }),
+        cookies,
+    )
+}
+
+/// A JSON answer that also sets cookies.
+fn json_with_cookies(body: Value, cookies: Vec<Option<axum::http::HeaderValue>>) -> Response {
+    let mut r = Json(body).into_response();
+    for c in cookies.into_iter().flatten() {
         r.headers_mut().append(axum::http::header::SET_COOKIE, c);
     }
     r
+}
+
+/// A started ceremony, for the script.
+fn ceremony_json(c: crate::core::passkeys::Ceremony) -> Response {
+    Json(json!({ "ceremony": c.token, "options": c.options })).into_response()
 }
 
 /// The second step of a pending sign-in, with the person's own passkey.
@@ -266,7 +265,7 @@ async fn second_step_options(
         return refusal(&s, lang, StatusCode::GONE, "expired", "err_expired");
     };
     match state.core.begin_pending_passkey(&pending, SURFACE).await {
-        Ok(c) => Json(json!({ "ceremony": c.token, "options": c.options })).into_response(),
+        Ok(c) => ceremony_json(c),
         Err(Error::Unauthorized) => refusal(&s, lang, StatusCode::GONE, "expired", "err_expired"),
         Err(e) => core_refusal(&s, lang, &e),
     }
@@ -301,13 +300,10 @@ async fn second_step_finish(
         .await;
     match step {
         Ok(SecondStep::Done { token, then, .. }) => {
+            let (_, cookies) =
+                factors::signed_in_cookies(&state, &s, &headers, &client, &token).await;
             let landing = then.unwrap_or_else(|| "/account".into());
-            let mut r = Json(json!({ "next": landing })).into_response();
-            let cookies = factors::signed_in_cookies(&state, &s, &headers, &client, &token).await;
-            for c in cookies.into_iter().flatten() {
-                r.headers_mut().append(axum::http::header::SET_COOKIE, c);
-            }
-            r
+            json_with_cookies(json!({ "next": landing }), cookies)
         }
         Ok(SecondStep::Refused { error, pending }) => {
             let mut r = core_refusal(&s, lang, &error);
@@ -374,7 +370,7 @@ async fn add_options(
         Err(r) => return r,
     };
     match state.core.begin_passkey_registration(&check.user).await {
-        Ok(c) => Json(json!({ "ceremony": c.token, "options": c.options })).into_response(),
+        Ok(c) => ceremony_json(c),
         Err(e) => core_refusal(&s, lang, &e),
     }
 }
